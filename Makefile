@@ -1,0 +1,36 @@
+# segkit: `make demo` and `make test` each create/reuse .venv, install what they need and run.
+# On a GPU machine choose the torch build, e.g.  make demo TORCH="torch==2.13.0 --index-url <CUDA wheel index>"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.segkit-installed
+DEMO_DATA := data/demo
+DEMO_RUN := runs/demo
+
+.PHONY: install demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	@test -f $(DEMO_DATA)/dataset.json || $(BIN)/segkit data synth --out $(DEMO_DATA) --cases 24 --seed 0
+	$(BIN)/segkit train --config demo_unet_resnet34.yaml --overwrite
+	$(BIN)/segkit predict --checkpoint $(DEMO_RUN) --input $(DEMO_DATA)/imagesTs --output $(DEMO_RUN)/predictions --overwrite
+	$(BIN)/segkit evaluate --pred $(DEMO_RUN)/predictions --ref $(DEMO_DATA)/labelsTs
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) $(DEMO_RUN) $(DEMO_DATA)/imagesTr $(DEMO_DATA)/labelsTr $(DEMO_DATA)/imagesTs $(DEMO_DATA)/labelsTs $(DEMO_DATA)/dataset.json

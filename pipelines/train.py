@@ -1,0 +1,94 @@
+"""Train pipeline: dataset → split → loaders → model → trainer → checkpoints in ``run_dir``."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from segkit.config import Config, config_to_dict
+from segkit.data.loaders import training_loader, validation_dataset
+from segkit.data.msd import load_msd, num_labels
+from segkit.data.splits import split_train_val
+from segkit.data.transforms import seed_everything
+from segkit.engine.checkpoint import save_checkpoint
+from segkit.engine.losses import build_loss
+from segkit.engine.optim import build_optimizer, build_scheduler
+from segkit.engine.trainer import Optimisation, Trainer, TrainState
+from segkit.errors import ConfigError, SegkitError
+from segkit.inference.sliding_window import WindowSettings
+from segkit.inference.validate import evaluate_volumes
+from segkit.io.atomic import atomic_write_text
+from segkit.models import build_model
+from segkit.runtime import autocast_dtype, resolve_device
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run went and how it ended."""
+
+    run_dir: Path
+    state: TrainState
+
+
+def check_trainable(cfg: Config, size_divisor: int) -> None:
+    """Config checks that need the built model (sizes) or that this pipeline does not support yet."""
+    if cfg.model.spatial_dims != 3:
+        raise ConfigError("model.spatial_dims: the train pipeline trains 3D volumes; set model.spatial_dims: 3")
+    for key, size in (("train.patch_size", cfg.train.patch_size), ("infer.roi_size", cfg.roi_size)):
+        if any(s % size_divisor for s in size):
+            nearest = [max(size_divisor, s // size_divisor * size_divisor) for s in size]
+            raise ConfigError(f"{key}: {list(size)} must be multiples of {size_divisor} for encoder "
+                              f"'{cfg.model.encoder}' (e.g. {nearest})")
+    declared = num_labels(cfg.data.root)
+    if declared is not None and declared != cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but {cfg.data.root / 'dataset.json'} "
+                          f"declares {declared} labels; set model.num_classes: {declared}")
+
+
+def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
+    """Create ``run_dir``; an existing run is kept unless ``overwrite``."""
+    run_dir = Path(cfg.run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise SegkitError(f"run_dir {run_dir} already holds a run; pass --overwrite to replace it "
+                              "or choose another with --set run_dir=...")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return run_dir
+
+
+def run_training(cfg: Config, overwrite: bool = False, console: Console | None = None) -> TrainResult:
+    """Train the configured model; writes ``best/`` and ``last/`` checkpoints under ``run_dir``."""
+    console = console or Console()
+    model = build_model(cfg.model)
+    check_trainable(cfg, model.size_divisor)
+    seed_everything(cfg.seed)
+    training, _ = load_msd(cfg.data.root)
+    train_cases, val_cases = split_train_val(training, cfg.data.val_fraction, cfg.seed)
+    device = resolve_device(cfg.train.device)
+    run_dir = prepare_run_dir(cfg, overwrite)
+    console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on {len(val_cases)} "
+                  f"({device}); run dir {run_dir}")
+    loader = training_loader(cfg, train_cases)
+    val_data = validation_dataset(cfg, val_cases)
+    model = model.to(device)
+    amp_dtype = autocast_dtype(device, cfg.train.precision)
+    optimizer = build_optimizer(model, cfg.train)
+    opt = Optimisation(model, build_loss(cfg.train.loss), optimizer, build_scheduler(optimizer, cfg.train),
+                       device, amp_dtype)
+    settings = WindowSettings.from_config(cfg)
+    trainer = Trainer(
+        opt,
+        validate=lambda m: evaluate_volumes(m, val_data, settings, cfg.model.num_classes, device, amp_dtype),
+        save=lambda name, state: save_checkpoint(run_dir, name, model, cfg, state),
+        epochs=cfg.train.epochs, val_every=cfg.train.val_every, console=console,
+    )
+    state = trainer.fit(loader, cfg.train.steps_per_epoch)
+    console.print(f"best mean foreground Dice {state.best_metric:.4f} at epoch {state.best_epoch}; "
+                  f"checkpoint {run_dir / 'best'}")
+    return TrainResult(run_dir, state)

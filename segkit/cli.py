@@ -1,0 +1,151 @@
+"""The ``segkit`` command line: parses arguments and calls the pipelines; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+
+from segkit.errors import SegkitError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True,
+                        help="config file, or the name of a packaged config (e.g. unet_resnet34.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, value read as YAML (repeatable), e.g. train.epochs=50")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from segkit.config import load_config
+    from segkit.pipelines.train import run_training
+
+    run_training(load_config(args.config, args.overrides), overwrite=args.overwrite, console=console)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from segkit.pipelines.predict import run_prediction
+
+    results = run_prediction(args.checkpoint, args.input, args.output, args.device, args.overwrite, console)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from segkit.pipelines.evaluate import run_evaluation
+
+    result = run_evaluation(args.pred, args.ref, args.csv, args.num_classes, console)
+    return 1 if result.problems else 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from segkit.data.synth import write_dataset
+
+    manifest = write_dataset(args.out, args.cases, args.seed, tuple(args.size), args.test, args.overwrite)
+    console.print(f"wrote {manifest['numTraining']} training and {manifest['numTest']} held-out phantoms "
+                  f"to {args.out}")
+    return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from segkit.config import config_to_dict, load_config
+
+    print(yaml.safe_dump(config_to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from segkit.registry import ENCODERS, FUSIONS, LOSSES, UPSAMPLERS
+
+    for registry in (ENCODERS, UPSAMPLERS, FUSIONS, LOSSES):
+        console.print(f"[bold]{registry.kind}[/]: {', '.join(registry.names())}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model from a config")
+    _add_config_args(train)
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in run_dir")
+    train.set_defaults(func=_cmd_train)
+
+    predict = sub.add_parser("predict", help="predict label maps for images")
+    predict.add_argument("--checkpoint", required=True, type=Path, help="checkpoint or run directory")
+    predict.add_argument("--input", required=True, nargs="+", help="image folders, files or glob patterns")
+    predict.add_argument("--output", required=True, type=Path, help="folder for the label maps")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    predict.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
+    predict.set_defaults(func=_cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="Dice of predictions against reference labels")
+    evaluate.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
+    evaluate.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
+    evaluate.add_argument("--csv", type=Path, help="CSV output path (default PRED/dice.csv)")
+    evaluate.add_argument("--num-classes", type=_positive, help="number of classes incl. background")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
+                                                                       metavar="TOOL")
+    synth = data.add_parser("synth", help="write a synthetic MSD-style phantom dataset")
+    synth.add_argument("--out", required=True, type=Path, help="dataset folder to create")
+    synth.add_argument("--cases", type=_positive, default=24, help="number of cases (default 24)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--size", type=_positive, nargs=3, default=[32, 96, 96], metavar=("D", "H", "W"),
+                       help="volume size in voxels, slices first (default 32 96 96)")
+    synth.add_argument("--test", type=_positive, help="held-out cases (default a quarter)")
+    synth.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    synth.set_defaults(func=_cmd_synth)
+
+    config = sub.add_parser("config", help="config tools").add_subparsers(dest="config_command", required=True,
+                                                                          metavar="TOOL")
+    show = config.add_parser("show", help="print the resolved config as YAML")
+    _add_config_args(show)
+    show.set_defaults(func=_cmd_config_show)
+
+    models = sub.add_parser("models", help="list encoders, upsampling modes, fusions and losses")
+    models.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line (no traceback unless --debug)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SegkitError as exc:
+        if args.debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except Exception as exc:  # an unexpected failure still gets one line without --debug
+        if args.debug:
+            raise
+        err_console.print(f"[bold red]error[/]: unexpected {type(exc).__name__}: {exc} (rerun with --debug for "
+                          "the traceback)", highlight=False, soft_wrap=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The configuration schema (pydantic) and YAML loading with ``base:`` and ``--set``.
+
+A config file is YAML read with ``yaml.safe_load``. It may start with
+``base: other.yaml`` (resolved next to the file, then among the packaged
+configs) and override any key of it. ``--set a.b=value`` overrides come last;
+their values are read as YAML and typed by the schema. Unknown keys and wrong
+types are :class:`ConfigError` naming the key, the file and the nearest key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from segkit.config_loading import load_raw_config, to_config
+from segkit.errors import ConfigError
+
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataCfg(_Section):
+    """Where the dataset is and how images are prepared for the network."""
+
+    root: Path = Path("data/demo")
+    format: Literal["msd"] = "msd"
+    spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
+    orientation: Literal["RAS", "LPS"] = "RAS"
+    normalize: Literal["window", "zscore"] = "window"
+    window: tuple[float, float] = (-200.0, 300.0)
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    num_workers: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _window_is_increasing(self) -> DataCfg:
+        if self.window[0] >= self.window[1]:
+            raise ValueError("data.window must be [lower, upper] with lower < upper")
+        return self
+
+
+class ModelCfg(_Section):
+    """A UNet: encoder, decoder (upsampling + skip fusion) and segmentation head."""
+
+    spatial_dims: Literal[2, 3] = 3
+    encoder: str = "resnet34"
+    upsample: str = "transposed"
+    fusion: str = "concat"
+    in_channels: PositiveInt = 1
+    num_classes: Annotated[int, Field(ge=2)] = 4
+    decoder_channels: tuple[PositiveInt, ...] = (256, 128, 64, 32, 16)
+    norm: Literal["batch", "instance"] = "instance"
+
+
+class TrainCfg(_Section):
+    """Patch-based training schedule, sampling and optimisation."""
+
+    epochs: PositiveInt = 100
+    steps_per_epoch: PositiveInt = 250
+    batch_size: PositiveInt = 2
+    patch_size: tuple[PositiveInt, ...] = (128, 128, 128)
+    lr: PositiveFloat = 1e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-5
+    schedule: Literal["poly", "constant"] = "poly"
+    loss: str = "dice_ce"
+    val_every: PositiveInt = 1
+    pos_fraction: UnitFloat = 0.67
+    flip_prob: UnitFloat = 0.5
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+
+class InferCfg(_Section):
+    """Sliding-window inference; ``roi_size: null`` means ``train.patch_size``."""
+
+    roi_size: tuple[PositiveInt, ...] | None = None
+    overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    sw_batch_size: PositiveInt = 2
+    blend: Literal["gaussian", "constant"] = "gaussian"
+
+
+class Config(_Section):
+    """A whole segkit run: data, model, training and inference."""
+
+    run_dir: Path = Path("runs/unet_resnet34")
+    seed: int = 0
+    data: DataCfg = DataCfg()
+    model: ModelCfg = ModelCfg()
+    train: TrainCfg = TrainCfg()
+    infer: InferCfg = InferCfg()
+
+    @model_validator(mode="after")
+    def _sizes_match_dims(self) -> Config:
+        dims = self.model.spatial_dims
+        for key, size in (("train.patch_size", self.train.patch_size), ("infer.roi_size", self.infer.roi_size)):
+            if size is not None and len(size) != dims:
+                raise ValueError(f"{key} has {len(size)} values but model.spatial_dims is {dims}")
+        return self
+
+    @property
+    def roi_size(self) -> tuple[int, ...]:
+        """The sliding-window size actually used."""
+        return self.infer.roi_size or self.train.patch_size
+
+
+def _check_names(cfg: Config) -> None:
+    from segkit.registry import ENCODERS, FUSIONS, LOSSES, UPSAMPLERS
+
+    for key, value, registry in (
+        ("model.encoder", cfg.model.encoder, ENCODERS),
+        ("model.upsample", cfg.model.upsample, UPSAMPLERS),
+        ("model.fusion", cfg.model.fusion, FUSIONS),
+        ("train.loss", cfg.train.loss, LOSSES),
+    ):
+        if value not in registry:
+            raise ConfigError(f"{key}: {registry.unknown_message(value)}")
+
+
+def load_config(path_or_name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load, merge and validate a config file (a path or a packaged config name)."""
+    raw, sources = load_raw_config(path_or_name, overrides)
+    cfg = to_config(Config, raw, sources)
+    _check_names(cfg)
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], source: str) -> Config:
+    """Validate an already-resolved config (e.g. a checkpoint's config.json)."""
+    cfg = to_config(Config, raw, {"": source})
+    _check_names(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain JSON/YAML-ready data."""
+    return cfg.model_dump(mode="json")

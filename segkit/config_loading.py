@@ -1,0 +1,188 @@
+"""Reading config YAML: path/name resolution, ``base:`` chains, ``--set`` and error messages.
+
+Kept apart from the schema in ``segkit.config`` so each file has one job.
+``sources`` maps every dotted key to the file (or ``--set``) that gave it its
+value, so an error can name where the bad key came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from segkit.errors import ConfigError
+
+BASE_KEY = "base"
+Sources = dict[str, str]
+
+
+def packaged_config_names() -> list[str]:
+    """Names of the configs shipped inside the package (``segkit.configs``)."""
+    root = resources.files("segkit.configs")
+    return sorted(p.name for p in root.iterdir() if p.name.endswith((".yaml", ".yml")))
+
+
+def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
+    """A config path: an existing file (relative to ``relative_to`` or cwd) or a packaged name."""
+    name = Path(name)
+    candidates = [relative_to / name] if relative_to is not None else []
+    candidates.append(name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if len(name.parts) == 1:
+        packaged = resources.files("segkit.configs") / name.name
+        if packaged.is_file():
+            return Path(str(packaged))
+    available = ", ".join(packaged_config_names())
+    raise ConfigError(f"config '{name}' not found: not a file and not a packaged config ({available})")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{line} invalid YAML ({problem}); only plain YAML values are allowed") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, dict):
+            keys.extend(_flat_keys(value, dotted + "."))
+    return keys
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Sources]:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise ConfigError(f"{path}: 'base' chain loops ({cycle}); remove one of the 'base:' lines")
+    tree = _read_yaml(path)
+    base_name = tree.pop(BASE_KEY, None)
+    raw: dict[str, Any] = {}
+    sources: Sources = {}
+    if base_name is not None:
+        if not isinstance(base_name, str):
+            raise ConfigError(f"{path}: 'base' must be a file name, got {base_name!r}")
+        try:
+            base_path = resolve_config_path(base_name, relative_to=path.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: base: {exc}") from None
+        raw, sources = _load_tree(base_path, (*chain, resolved))
+    raw = _merge(raw, tree)
+    sources.update({key: str(path) for key in _flat_keys(tree)})
+    return raw, sources
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``'a.b=value'`` → ``('a.b', yaml value)``."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=50")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML; quote it or fix the brackets") from None
+    return key, value
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            if child is not None:
+                raise ConfigError(f"--set {key}: '{'.'.join(parents[: i + 1])}' is not a section")
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def load_raw_config(path_or_name: str | Path, overrides: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], Sources]:
+    """Resolve the file, follow ``base:`` and apply ``--set``; returns the raw tree and sources."""
+    raw, sources = _load_tree(resolve_config_path(path_or_name), ())
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value)
+        sources[key] = "--set"
+        if isinstance(value, dict):
+            sources.update({f"{key}.{sub}": "--set" for sub in _flat_keys(value)})
+    return raw, sources
+
+
+def _source_of(sources: Sources, key: str) -> str:
+    parts = key.split(".")
+    for n in range(len(parts), -1, -1):
+        hit = sources.get(".".join(parts[:n]))
+        if hit is not None:
+            return hit
+    return "defaults"
+
+
+def _section_fields(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: Any = schema
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)
+
+
+def _describe(schema: type[BaseModel], error: dict[str, Any], sources: Sources) -> str:
+    loc = tuple(error["loc"])
+    fields = [p for p in loc if isinstance(p, str)]
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    source = _source_of(sources, ".".join(fields))
+    if error["type"] == "extra_forbidden":
+        valid = _section_fields(schema, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        nearest = ".".join([*map(str, loc[:-1]), close[0]]) if close else ""
+        hint = f"did you mean '{nearest}'?" if close else f"valid keys: {', '.join(valid)}"
+        return f"{source}: unknown key '{key}': {hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) or error["type"] == "value_error" else f" (got {got!r})"
+    return f"{source}: {key}: {message}{shown}"
+
+
+def to_config(schema: type[BaseModel], raw: dict[str, Any], sources: Sources) -> Any:
+    """Validate ``raw`` against ``schema``; the first problem becomes a one-line ConfigError."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(_describe(schema, errors[0], sources) + more) from None

@@ -1,0 +1,174 @@
+"""Seeded synthetic CT-like phantoms written as a Medical Segmentation Decathlon dataset.
+
+Each case: a body with fat rim, a spine and smooth background texture; a large
+deformed organ (label 1), a thin tortuous vessel (label 2) and a few small
+hypodense lesions inside the organ (label 3); Gaussian noise and a smooth bias
+field; anisotropic spacing; identity (LPS), RAS-flipped or oblique directions.
+Same seed → byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy.ndimage import zoom
+
+from segkit.errors import SegkitError
+from segkit.io.atomic import atomic_write_text
+from segkit.io.image_io import write_sitk_image
+
+LABELS = {"0": "background", "1": "organ", "2": "vessel", "3": "lesion"}
+HU = {"air": -1000.0, "fat": -90.0, "tissue": 40.0, "bone": 650.0, "organ": 110.0, "vessel": 210.0, "lesion": 35.0}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical grid of one case (SimpleITK conventions: LPS, x-y-z order)."""
+
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], nodes: int = 4) -> np.ndarray:
+    """A smooth random field in about [-1, 1] (cubic interpolation of a coarse grid)."""
+    coarse = rng.uniform(-1.0, 1.0, size=(nodes,) * len(shape))
+    return zoom(coarse, [s / nodes for s in shape], order=3, mode="nearest")
+
+
+def _rotation(ax: float, az: float) -> np.ndarray:
+    cx, sx, cz, sz = np.cos(ax), np.sin(ax), np.cos(az), np.sin(az)
+    rot_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    rot_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rot_z @ rot_x
+
+
+def _geometry(rng: np.random.Generator, index: int, size_dhw: tuple[int, int, int]) -> Geometry:
+    in_plane = round(float(rng.uniform(0.75, 0.95)), 3)
+    spacing = (in_plane, in_plane, round(float(rng.uniform(2.0, 3.0)), 2))
+    kind = index % 3
+    direction = np.eye(3) if kind == 0 else np.diag([-1.0, -1.0, 1.0])  # LPS, RAS
+    if kind == 2:
+        direction = _rotation(np.radians(rng.uniform(5, 12)), np.radians(rng.uniform(10, 25))) @ direction
+    extent = np.array(spacing) * np.array(size_dhw[::-1])
+    origin = -direction @ (extent / 2) + rng.uniform(-30, 30, size=3)
+    return Geometry(spacing, tuple(np.round(origin, 3)), tuple(np.round(direction.ravel(), 9)))
+
+
+def _grid_mm(size_dhw: tuple[int, int, int], spacing_xyz: tuple[float, float, float]) -> tuple[np.ndarray, ...]:
+    """Centred voxel coordinates in mm, broadcastable as (z, y, x)."""
+    axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(size_dhw, spacing_xyz[::-1], strict=True)]
+    return tuple(np.ix_(*axes))
+
+
+def _anatomy(rng: np.random.Generator, size_dhw, spacing) -> tuple[np.ndarray, np.ndarray]:
+    z, y, x = _grid_mm(size_dhw, spacing)
+    half = np.array(size_dhw) * np.array(spacing[::-1]) / 2  # z, y, x half-extents in mm
+    image = np.full(size_dhw, HU["air"], dtype=np.float32)
+    label = np.zeros(size_dhw, dtype=np.uint8)
+    body_r = np.sqrt((x / (0.92 * half[2])) ** 2 + (y / (0.80 * half[1])) ** 2) + 0 * z
+    image[body_r < 1.0] = HU["fat"]
+    image[body_r < 0.9] = HU["tissue"]
+    image += np.where(body_r < 0.9, 18.0 * _smooth_field(rng, size_dhw, 5), 0.0)
+    spine = np.sqrt(x**2 + (y - 0.55 * half[1]) ** 2) + 0 * z < 0.12 * half[2]
+    image[spine] = HU["bone"]
+
+    centre = rng.uniform(-0.15, 0.15, size=3) * half
+    radii = half * rng.uniform([0.55, 0.35, 0.35], [0.75, 0.45, 0.45])
+    organ_r = np.sqrt(((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
+                      + ((x - centre[2]) / radii[2]) ** 2)
+    organ = organ_r + 0.15 * _smooth_field(rng, size_dhw) < 1.0
+    image[organ] = HU["organ"] + 8.0 * _smooth_field(rng, size_dhw, 6)[organ]
+    label[organ] = 1
+    _add_lesions(rng, image, label, (z, y, x), organ, spacing)
+    _add_vessel(rng, image, label, (z, y, x), half)
+    return image, label
+
+
+def _add_vessel(rng, image, label, grid, half) -> None:
+    z, y, x = grid
+    radius = rng.uniform(2.5, 3.5)
+    phase, period = rng.uniform(0, 2 * np.pi, size=2), rng.uniform(1.2, 2.0, size=2) * half[0] * 2
+    cx = rng.uniform(-0.2, 0.2) * half[2] + 0.25 * half[2] * np.sin(2 * np.pi * z / period[0] + phase[0])
+    cy = rng.uniform(-0.2, 0.2) * half[1] + 0.25 * half[1] * np.cos(2 * np.pi * z / period[1] + phase[1])
+    vessel = (x - cx) ** 2 + (y - cy) ** 2 < radius**2
+    image[vessel] = HU["vessel"]
+    label[vessel] = 2
+
+
+def _add_lesions(rng, image, label, grid, organ, spacing) -> None:
+    z, y, x = grid
+    candidates = np.argwhere(organ)
+    wanted = int(rng.integers(2, 5))
+    placed: list[tuple[np.ndarray, float]] = []
+    for _ in range(200):
+        if len(placed) == wanted:
+            break
+        idx = candidates[rng.integers(len(candidates))]
+        centre = np.array([z.ravel()[idx[0]], y.ravel()[idx[1]], x.ravel()[idx[2]]])
+        radius = float(rng.uniform(4.0, 7.0))
+        if any(np.linalg.norm(centre - c) < radius + r + 3 for c, r in placed):
+            continue
+        ball = ((z - centre[0]) / max(radius, spacing[2])) ** 2 + ((y - centre[1]) / radius) ** 2 \
+            + ((x - centre[2]) / radius) ** 2 < 1.0
+        if np.count_nonzero(ball & ~organ) > 0:
+            continue  # lesions stay inside the organ
+        placed.append((centre, radius))
+        image[ball] = HU["lesion"] + 5.0 * rng.standard_normal()
+        label[ball] = 3
+
+
+def make_case(seed: int, index: int, size_dhw: tuple[int, int, int]) -> tuple[sitk.Image, sitk.Image]:
+    """One phantom: an int16 CT-like image and its uint8 label map, with geometry set."""
+    rng = np.random.default_rng([seed, index])
+    geometry = _geometry(rng, index, size_dhw)
+    image, label = _anatomy(rng, size_dhw, geometry.spacing)
+    bias = 1.0 + 0.03 * _smooth_field(rng, size_dhw, 3)
+    image = (image - HU["air"]) * bias + HU["air"] + rng.normal(0.0, 12.0, size=size_dhw)
+    image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+    out = []
+    for array in (image, label):
+        itk_image = sitk.GetImageFromArray(array)
+        itk_image.SetSpacing(geometry.spacing)
+        itk_image.SetOrigin(geometry.origin)
+        itk_image.SetDirection(geometry.direction)
+        out.append(itk_image)
+    return out[0], out[1]
+
+
+def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int] = (32, 96, 96),
+                  test_cases: int | None = None, overwrite: bool = False) -> dict:
+    """Write an MSD-style dataset (dataset.json, imagesTr/labelsTr, imagesTs/labelsTs).
+
+    A non-empty ``out`` is refused unless ``overwrite``, so no user file is replaced by accident.
+    """
+    if cases < 2:
+        raise SegkitError(f"--cases {cases}: need at least 2 cases (one to train, one held out)")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SegkitError(f"{out} is not empty; choose an empty --out folder or pass --overwrite")
+    n_test = test_cases if test_cases is not None else max(1, cases // 4)
+    n_test = min(max(n_test, 1), cases - 1)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    training, test = [], []
+    for index in range(cases):
+        name = f"phantom_{index:03d}.nii.gz"
+        split = "Ts" if index >= cases - n_test else "Tr"
+        image, label = make_case(seed, index, size_dhw)
+        write_sitk_image(image, out / f"images{split}" / name)
+        write_sitk_image(label, out / f"labels{split}" / name)
+        if split == "Tr":
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            test.append(f"./imagesTs/{name}")
+    manifest = {
+        "name": "segkit-phantoms", "description": f"synthetic CT-like phantoms, seed {seed}",
+        "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": LABELS,
+        "numTraining": len(training), "numTest": len(test), "training": training, "test": test,
+    }
+    atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,96 @@
+"""Reading image headers and writing images with exact geometry (SimpleITK / nibabel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from segkit.errors import DataError
+from segkit.io.atomic import IMAGE_SUFFIXES, atomic_path, full_suffix
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def write_sitk_image(image: sitk.Image, path: Path, compression_level: int = 1) -> None:
+    """Write a SimpleITK image atomically (gzip level ``compression_level`` where compressed)."""
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), True, compression_level)
+
+
+def write_like(array_ijk: np.ndarray, reference: Path, path: Path) -> None:
+    """Write ``array_ijk`` (voxel order i, j, k as nibabel reads) on ``reference``'s exact grid.
+
+    NIfTI outputs copy the reference header (affine, qform/sform codes, units);
+    other formats copy SimpleITK's spacing, origin and direction.
+    """
+    if full_suffix(reference).lower() in NIFTI_SUFFIXES and full_suffix(path).lower() in NIFTI_SUFFIXES:
+        _write_nifti_like(array_ijk, reference, path)
+        return
+    info = sitk.ImageFileReader()
+    info.SetFileName(str(reference))
+    info.ReadImageInformation()
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_ijk.T))
+    image.SetSpacing(info.GetSpacing())
+    image.SetOrigin(info.GetOrigin())
+    image.SetDirection(info.GetDirection())
+    write_sitk_image(image, path)
+
+
+def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> None:
+    ref = nib.load(str(reference))
+    if tuple(ref.shape[: array_ijk.ndim]) != array_ijk.shape:
+        raise DataError(f"{path.name}: array shape {array_ijk.shape} does not match {reference} {ref.shape}")
+    header = ref.header.copy()
+    header.set_data_dtype(array_ijk.dtype)
+    header.set_data_shape(array_ijk.shape)
+    header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+    image = nib.Nifti1Image(array_ijk, ref.affine, header)
+    image.set_qform(ref.header.get_qform(), code=int(ref.header["qform_code"]))
+    image.set_sform(ref.header.get_sform(), code=int(ref.header["sform_code"]))
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+
+
+def read_affine_and_shape(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The RAS affine and voxel shape of an image (header only)."""
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise DataError(f"{path}: not a readable NIfTI image ({exc}); check the file") from None
+    return np.asarray(image.affine, dtype=np.float64), tuple(int(s) for s in image.shape)
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` has a supported image suffix."""
+    return full_suffix(path).lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def read_label_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An integer label map in voxel order (i, j, k) and its RAS affine."""
+    try:
+        if full_suffix(path).lower() in NIFTI_SUFFIXES:
+            image = nib.load(str(path))
+            array, affine = np.asarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
+        else:
+            image = sitk.ReadImage(str(path))
+            array = sitk.GetArrayFromImage(image).T
+            affine = _sitk_affine_ras(image)
+    except Exception as exc:  # readers raise many types for broken files
+        raise DataError(f"{path}: cannot read image ({str(exc).strip().splitlines()[-1][:200]})") from None
+    if not np.issubdtype(array.dtype, np.integer):
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            raise DataError(f"{path}: label map holds non-integer values; labels must be whole numbers")
+        array = rounded.astype(np.int64)
+    return array, affine
+
+
+def _sitk_affine_ras(image: sitk.Image) -> np.ndarray:
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS → RAS

@@ -1,0 +1,80 @@
+"""Synthetic phantoms: structure, geometry variety, labels and byte-exact determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from segkit.data.synth import write_dataset
+from segkit.errors import SegkitError
+from tests.conftest import TINY_SIZE
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path, tiny_dataset: Path) -> None:
+    again = tmp_path / "again"
+    write_dataset(again, cases=5, seed=7, size_dhw=TINY_SIZE, test_cases=1)
+    assert _digest(again) == _digest(tiny_dataset)
+
+
+def test_other_seed_gives_other_images(tmp_path: Path, tiny_dataset: Path) -> None:
+    other = tmp_path / "other"
+    write_dataset(other, cases=5, seed=8, size_dhw=TINY_SIZE, test_cases=1)
+    assert _digest(other)["imagesTr/phantom_000.nii.gz"] != _digest(tiny_dataset)["imagesTr/phantom_000.nii.gz"]
+
+
+def test_msd_layout_and_manifest(tiny_dataset: Path) -> None:
+    manifest = json.loads((tiny_dataset / "dataset.json").read_text())
+    assert manifest["numTraining"] == 4 and manifest["numTest"] == 1
+    assert set(manifest["labels"]) == {"0", "1", "2", "3"}
+    for item in manifest["training"]:
+        assert (tiny_dataset / item["image"]).is_file() and (tiny_dataset / item["label"]).is_file()
+    held_out = Path(manifest["test"][0]).name
+    assert (tiny_dataset / "labelsTs" / held_out).is_file()
+
+
+def test_images_have_real_anisotropic_varied_geometry(tiny_dataset: Path) -> None:
+    directions = []
+    for index in range(3):
+        image = sitk.ReadImage(str(tiny_dataset / "imagesTr" / f"phantom_{index:03d}.nii.gz"))
+        label = sitk.ReadImage(str(tiny_dataset / "labelsTr" / f"phantom_{index:03d}.nii.gz"))
+        assert image.GetSize() == TINY_SIZE[::-1]
+        assert image.GetPixelID() == sitk.sitkInt16 and label.GetPixelID() == sitk.sitkUInt8
+        spacing = image.GetSpacing()
+        assert spacing[2] > 1.5 * spacing[0]  # anisotropic slices
+        np.testing.assert_allclose(label.GetSpacing(), spacing)
+        np.testing.assert_allclose(label.GetDirection(), image.GetDirection())
+        np.testing.assert_allclose(label.GetOrigin(), image.GetOrigin())
+        directions.append(np.asarray(image.GetDirection()).reshape(3, 3))
+    np.testing.assert_allclose(directions[0], np.eye(3), atol=1e-9)  # LPS
+    np.testing.assert_allclose(directions[1], np.diag([-1.0, -1.0, 1.0]), atol=1e-9)  # RAS
+    assert np.abs(directions[2] - np.round(directions[2])).max() > 0.05  # oblique
+    np.testing.assert_allclose(directions[2] @ directions[2].T, np.eye(3), atol=1e-6)
+
+
+def test_every_case_has_three_foreground_classes_of_different_size(tiny_dataset: Path) -> None:
+    for path in sorted((tiny_dataset / "labelsTr").glob("*.nii.gz")):
+        counts = np.bincount(sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ravel(), minlength=4)
+        assert len(counts) == 4 and (counts[1:] > 0).all(), path
+        assert counts[1] > counts[2] and counts[1] > counts[3]  # the organ is the large one
+
+
+def test_intensities_differ_between_structures(tiny_dataset: Path) -> None:
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_dataset / "imagesTr" / "phantom_000.nii.gz")))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_dataset / "labelsTr" / "phantom_000.nii.gz")))
+    organ, vessel, lesion = (np.median(image[label == k]) for k in (1, 2, 3))
+    assert vessel > organ + 50 and lesion < organ - 40
+
+
+def test_non_empty_output_folder_is_refused(tiny_dataset: Path) -> None:
+    with pytest.raises(SegkitError, match="not empty"):
+        write_dataset(tiny_dataset, cases=5, seed=7, size_dhw=TINY_SIZE)

@@ -1,0 +1,55 @@
+"""Checkpoints: safetensors round trip, atomic best/last links, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from segkit.config import Config, ModelCfg
+from segkit.engine.checkpoint import load_checkpoint, load_weights, resolve_checkpoint, save_checkpoint
+from segkit.errors import CheckpointError
+from segkit.models import build_model
+
+SMALL = ModelCfg(spatial_dims=2, encoder="resnet18", decoder_channels=(16, 16, 8, 8, 8), num_classes=3)
+
+
+def test_round_trip_restores_identical_weights_and_config(tmp_path: Path) -> None:
+    cfg = Config(model=SMALL, seed=3)
+    model = build_model(cfg.model)
+    link = save_checkpoint(tmp_path, "best", model, cfg, {"global_step": 5, "best_metric": 0.5})
+    assert link.is_symlink()
+    ckpt = load_checkpoint(tmp_path)  # a run directory resolves to best/
+    assert ckpt.config == cfg and ckpt.state["global_step"] == 5
+    fresh = build_model(ckpt.config.model)
+    load_weights(fresh, ckpt)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_new_save_repoints_link_and_removes_stale_directory(tmp_path: Path) -> None:
+    cfg = Config(model=SMALL)
+    model = build_model(cfg.model)
+    save_checkpoint(tmp_path, "last", model, cfg, {"global_step": 1})
+    first = (tmp_path / "last").resolve()
+    save_checkpoint(tmp_path, "last", model, cfg, {"global_step": 2})
+    assert (tmp_path / "last").resolve() != first and not first.exists()
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["global_step"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp links left
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
+    cfg = Config(model=SMALL)
+    save_checkpoint(tmp_path, "best", build_model(cfg.model), cfg, {})
+    other = build_model(ModelCfg(spatial_dims=2, encoder="resnet34", decoder_channels=(16, 16, 8, 8, 8)))
+    with pytest.raises(CheckpointError, match="weights do not fit the model"):
+        load_weights(other, load_checkpoint(tmp_path / "best"))
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        resolve_checkpoint(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        resolve_checkpoint(tmp_path)

@@ -1,0 +1,43 @@
+"""Every registered encoder: declared feature_info matches real outputs; published parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segkit.registry import ENCODERS
+
+# torchvision ImageNet models without the classifier (fc): encoder-only parameter counts
+PUBLISHED = {
+    "resnet18": 11_176_512, "resnet34": 21_284_672, "resnet50": 23_508_032, "resnet101": 42_500_160,
+    "resnet152": 58_143_808, "resnext50_32x4d": 22_979_904, "resnext101_32x8d": 86_742_336,
+    "wide_resnet50_2": 66_834_240, "wide_resnet101_2": 124_837_696,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_2d_rgb_parameter_count_equals_torchvision(name: str) -> None:
+    encoder = ENCODERS.get(name)(2, 3, "batch")
+    assert sum(p.numel() for p in encoder.parameters()) == PUBLISHED[name]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_feature_info_matches_outputs(name: str, dims: int) -> None:
+    encoder = ENCODERS.get(name)(dims, 2, "instance").eval()
+    size = (64,) * dims
+    with torch.no_grad():
+        features = encoder(torch.randn(1, 2, *size))
+    assert len(features) == len(encoder.feature_info)
+    for feature, info in zip(features, encoder.feature_info, strict=True):
+        assert feature.shape[1] == info.channels
+        assert feature.shape[2:] == tuple(s // info.reduction for s in size)
+    reductions = [f.reduction for f in encoder.feature_info]
+    assert reductions == sorted(reductions)  # highest resolution first
+
+
+def test_torchvision_parameter_names() -> None:
+    names = set(ENCODERS.get("resnet50")(2, 3, "batch").state_dict())
+    for key in ("conv1.weight", "bn1.running_mean", "layer1.0.downsample.0.weight", "layer4.2.conv3.weight",
+                "layer4.2.bn3.bias"):
+        assert key in names

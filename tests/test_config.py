@@ -1,0 +1,125 @@
+"""Config loading: base chains, --set typing, and errors that name key, file and nearest key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segkit.config import load_config
+from segkit.errors import ConfigError
+from tests.conftest import write_yaml
+
+
+def test_packaged_recipe_loads_by_bare_name() -> None:
+    cfg = load_config("unet_resnet34.yaml")
+    assert cfg.model.encoder == "resnet34"
+    assert cfg.train.patch_size == (128, 128, 128)
+    assert cfg.train.batch_size == 2
+
+
+def test_demo_config_overrides_its_base() -> None:
+    base, demo = load_config("unet_resnet34.yaml"), load_config("demo_unet_resnet34.yaml")
+    assert demo.train.patch_size == (64, 64, 32)
+    assert demo.train.loss == base.train.loss  # inherited
+    assert demo.data.spacing == base.data.spacing
+
+
+def test_set_values_are_read_as_yaml_and_typed_by_the_schema() -> None:
+    cfg = load_config("unet_resnet34.yaml", ["train.patch_size=[96,96,64]", "train.lr=3e-4", "seed=5"])
+    assert cfg.train.patch_size == (96, 96, 64)
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.seed == 5
+
+
+def test_unknown_key_names_file_key_and_nearest_valid_key(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "bad.yaml", {"base": "unet_resnet34.yaml", "train": {"patch_sise": [64, 64, 64]}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "train.patch_sise" in message and "train.patch_size" in message
+
+
+def test_unknown_key_from_set_names_set(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--set: unknown key 'model.encodr'.*model.encoder"):
+        load_config("unet_resnet34.yaml", ["model.encodr=resnet18"])
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "bad.yaml", {"train": {"epochs": "many"}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "train.epochs" in str(info.value) and "many" in str(info.value) and str(path) in str(info.value)
+
+
+def test_patch_size_length_must_match_spatial_dims() -> None:
+    with pytest.raises(ConfigError, match=r"train\.patch_size has 2 values but model\.spatial_dims is 3"):
+        load_config("unet_resnet34.yaml", ["train.patch_size=[64,64]"])
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_non_positive_patch_size_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"train.patch_size.1"):
+        load_config("unet_resnet34.yaml", [f"train.patch_size=[64,{value},64]"])
+
+
+def test_missing_base_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "child.yaml", {"base": "no_such_base.yaml"})
+    with pytest.raises(ConfigError, match=r"child.yaml: base: config 'no_such_base.yaml' not found"):
+        load_config(path)
+
+
+def test_base_cycle_is_detected(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "a.yaml", {"base": "b.yaml"})
+    write_yaml(tmp_path / "b.yaml", {"base": "a.yaml"})
+    with pytest.raises(ConfigError, match="'base' chain loops"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_base_resolves_next_to_the_including_file(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "parent.yaml", {"seed": 11, "train": {"epochs": 3}})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "parent.yaml", "train": {"steps_per_epoch": 7}})
+    cfg = load_config(child)
+    assert (cfg.seed, cfg.train.epochs, cfg.train.steps_per_epoch) == (11, 3, 7)
+
+
+def test_python_tags_are_refused(tmp_path: Path) -> None:
+    sentinel = tmp_path / "sentinel"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"seed: !!python/object/apply:os.system ['touch {sentinel}']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path)
+    assert not sentinel.exists()
+
+
+def test_unknown_encoder_lists_valid_names() -> None:
+    with pytest.raises(ConfigError, match=r"model.encoder: unknown encoder 'resnet35': did you mean 'resnet34'"):
+        load_config("unet_resnet34.yaml", ["model.encoder=resnet35"])
+
+
+def test_unknown_config_name_lists_packaged_configs() -> None:
+    with pytest.raises(ConfigError, match=r"config 'nope.yaml' not found.*unet_resnet34.yaml"):
+        load_config("nope.yaml")
+
+
+def test_bare_name_resolves_from_another_working_directory(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "segkit", "config", "show", "--config", "unet_resnet34.yaml",
+                             "--set", "train.epochs=3"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["model"]["encoder"] == "resnet34" and shown["train"]["epochs"] == 3
+
+
+def test_config_error_via_cli_is_one_line_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "segkit", "config", "show", "--config", "unet_resnet34.yaml",
+                             "--set", "train.epoch=3"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.epochs" in lines[0]

@@ -1,0 +1,99 @@
+"""synth → train a few steps → predict → evaluate, through the real CLI in a temp dir."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def segkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess as a user would."""
+    return subprocess.run([sys.executable, "-m", "segkit", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "250"}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("e2e")
+    done = segkit("data", "synth", "--out", "data", "--cases", "5", "--seed", "3", "--size", "16", "40", "40",
+                  "--test", "2", cwd=work)
+    assert done.returncode == 0, done.stderr
+    done = segkit("train", "--config", "demo_unet_resnet34.yaml", "--set", "run_dir=run", "--set", "data.root=data",
+                  "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=1",
+                  "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]",
+                  "--set", "model.encoder=resnet18", "--set", "data.spacing=[1.2,1.2,2.5]", cwd=work)
+    assert done.returncode == 0, done.stderr
+    return work
+
+
+def test_training_writes_complete_checkpoints(trained_run: Path) -> None:
+    for name in ("best", "last"):
+        directory = trained_run / "run" / name
+        assert {"weights.safetensors", "config.json", "state.json"} <= {p.name for p in directory.iterdir()}
+
+
+def test_predictions_lie_on_each_input_grid(trained_run: Path) -> None:
+    done = segkit("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "preds",
+                  cwd=trained_run)
+    assert done.returncode == 0, done.stderr
+    inputs = sorted((trained_run / "data" / "imagesTs").glob("*.nii.gz"))
+    assert len(inputs) == 2
+    for source in inputs:
+        image, pred = nib.load(source), nib.load(trained_run / "preds" / source.name)
+        assert pred.shape == image.shape
+        np.testing.assert_allclose(pred.affine, image.affine, atol=1e-5)
+        data = np.asarray(pred.dataobj)
+        assert data.dtype == np.uint8 and data.max() < 4
+        assert source.name in done.stdout  # the per-case table names each output
+
+
+def test_evaluate_writes_table_and_csv(trained_run: Path) -> None:
+    if not (trained_run / "preds").exists():
+        segkit("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "preds", cwd=trained_run)
+    done = segkit("evaluate", "--pred", "preds", "--ref", "data/labelsTs", cwd=trained_run)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader((trained_run / "preds" / "dice.csv").open()))
+    assert rows[0] == ["case", "organ", "vessel", "lesion", "mean"]
+    assert [r[0] for r in rows[1:]] == ["phantom_003", "phantom_004", "mean"]
+    values = [float(v) for r in rows[1:] for v in r[1:] if v != "nan"]
+    assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_evaluate_scores_a_perfect_prediction_as_one(trained_run: Path) -> None:
+    done = segkit("evaluate", "--pred", "data/labelsTs", "--ref", "data/labelsTs", "--csv", "self.csv",
+                  cwd=trained_run)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader((trained_run / "self.csv").open()))
+    assert rows[-1][-1] == "1.000000"
+
+
+def test_output_equal_to_input_folder_is_refused(trained_run: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in (trained_run / "data" / "imagesTs").iterdir()}
+    done = segkit("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "data/imagesTs",
+                  cwd=trained_run)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "input folder" in done.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (trained_run / "data" / "imagesTs").iterdir()} == before
+
+
+def test_bad_case_is_reported_and_the_others_finish(trained_run: Path) -> None:
+    inputs = trained_run / "mixed"
+    inputs.mkdir(exist_ok=True)
+    (inputs / "broken.nii.gz").write_bytes(b"not an image")
+    good = sorted((trained_run / "data" / "imagesTs").glob("*.nii.gz"))[0]
+    (inputs / good.name).write_bytes(good.read_bytes())
+    done = segkit("predict", "--checkpoint", "run", "--input", "mixed", "--output", "mixed_preds", cwd=trained_run)
+    assert done.returncode == 1
+    assert "broken" in done.stdout and "failed" in done.stdout
+    assert (trained_run / "mixed_preds" / good.name).is_file()
+    assert not (trained_run / "mixed_preds" / "broken.nii.gz").exists()
+    assert "Traceback" not in done.stderr
