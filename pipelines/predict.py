@@ -78,12 +78,12 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, device
                    overwrite: bool = False, console: Console | None = None) -> list[CaseResult]:
     """Predict every input; bad cases are reported and skipped, the rest finish."""
     console = console or Console()
-    ckpt = load_checkpoint(checkpoint)
-    model = build_model(ckpt.config.model)
-    load_weights(model, ckpt)
     sources = collect_inputs(inputs)
     if any(output_dir.resolve() == s.parent for s in sources):
         raise DataError(f"--output {output_dir} is an input folder; write predictions to another folder")
+    ckpt = load_checkpoint(checkpoint)
+    model = build_model(ckpt.config.model)
+    load_weights(model, ckpt)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(model, ckpt.config, resolve_device(device))
     console.print(f"predicting {len(sources)} case(s) with {ckpt.path} on {predictor.device}")
@@ -92,13 +92,24 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, device
     return results
 
 
+def _shown_path(path: Path | None) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    if path is None:
+        return ""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def results_table(results: list[CaseResult]) -> Table:
     """Per-case table: status, seconds and the written file (or the reason it failed)."""
     table = Table(title="predictions")
-    for column in ("case", "status", "seconds", "output / message"):
-        table.add_column(column)
+    for column in ("case", "status", "seconds"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("output / message", overflow="fold")
     for r in results:
-        detail = str(r.output) if r.status != "failed" else r.message
+        detail = _shown_path(r.output) if r.status != "failed" else r.message
         seconds = f"{r.seconds:.2f}" if r.status != "skipped" else "-"
         table.add_row(r.case_id, r.status, seconds, detail + (f"  ({r.message})" if r.status == "skipped" else ""))
     return table

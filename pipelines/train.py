@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,12 @@ def check_trainable(cfg: Config, size_divisor: int) -> None:
             nearest = [max(size_divisor, s // size_divisor * size_divisor) for s in size]
             raise ConfigError(f"{key}: {list(size)} must be multiples of {size_divisor} for encoder "
                               f"'{cfg.model.encoder}' (e.g. {nearest})")
+    deepest = math.prod(s // size_divisor for s in cfg.train.patch_size)
+    values = deepest * (cfg.train.batch_size if cfg.model.norm == "batch" else 1)
+    if values < 2:
+        raise ConfigError(f"train.patch_size: {list(cfg.train.patch_size)} leaves {deepest} voxel(s) at the deepest "
+                          f"stage, too few for {cfg.model.norm} norm; use a larger patch"
+                          + (" or train.batch_size" if cfg.model.norm == "batch" else " or model.norm: batch"))
     declared = num_labels(cfg.data.root)
     if declared is not None and declared != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but {cfg.data.root / 'dataset.json'} "

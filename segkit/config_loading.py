@@ -7,7 +7,6 @@ value, so an error can name where the bad key came from.
 
 from __future__ import annotations
 
-import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from segkit.errors import ConfigError
+from segkit.registry import closest_match
 
 BASE_KEY = "base"
 Sources = dict[str, str]
@@ -168,8 +168,8 @@ def _describe(schema: type[BaseModel], error: dict[str, Any], sources: Sources) 
     source = _source_of(sources, ".".join(fields))
     if error["type"] == "extra_forbidden":
         valid = _section_fields(schema, loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        nearest = ".".join([*map(str, loc[:-1]), close[0]]) if close else ""
+        close = closest_match(str(loc[-1]), valid)
+        nearest = ".".join([*map(str, loc[:-1]), close]) if close else ""
         hint = f"did you mean '{nearest}'?" if close else f"valid keys: {', '.join(valid)}"
         return f"{source}: unknown key '{key}': {hint}"
     message = error["msg"].removeprefix("Value error, ")

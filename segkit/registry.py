@@ -16,6 +16,23 @@ from typing import Any
 from segkit.errors import UnknownNameError
 
 
+def _shared_prefix(a: str, b: str) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+def closest_match(name: str, options: list[str]) -> str | None:
+    """The option most similar to ``name`` (ties go to the longest common prefix), if any is close."""
+    scored = [(difflib.SequenceMatcher(None, name, option).ratio(), _shared_prefix(name, option), option)
+              for option in options]
+    best = max(scored, default=None)
+    return best[2] if best is not None and best[0] >= 0.6 else None
+
+
 class Registry:
     """A mapping from names to factories with helpful lookup errors."""
 
@@ -65,8 +82,8 @@ class Registry:
     def unknown_message(self, name: str) -> str:
         """One-line message for an unknown name, with the nearest valid one."""
         valid = self.names()
-        close = difflib.get_close_matches(str(name), valid, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        close = closest_match(str(name), valid)
+        hint = f"did you mean '{close}'? " if close else ""
         return f"unknown {self.kind} '{name}': {hint}valid: {', '.join(valid)}"
 
 

@@ -22,7 +22,7 @@ from segkit.io.atomic import atomic_write_text
 from segkit.io.image_io import write_sitk_image
 
 LABELS = {"0": "background", "1": "organ", "2": "vessel", "3": "lesion"}
-HU = {"air": -1000.0, "fat": -90.0, "tissue": 40.0, "bone": 650.0, "organ": 110.0, "vessel": 210.0, "lesion": 35.0}
+HU = {"air": -1000.0, "fat": -90.0, "tissue": 40.0, "bone": 650.0, "organ": 110.0, "vessel": 210.0, "lesion": -10.0}
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
-from segkit.data.synth import write_dataset
+from segkit.data.synth import make_case, write_dataset
 from segkit.errors import SegkitError
 from tests.conftest import TINY_SIZE
 
@@ -61,18 +62,30 @@ def test_images_have_real_anisotropic_varied_geometry(tiny_dataset: Path) -> Non
     np.testing.assert_allclose(directions[2] @ directions[2].T, np.eye(3), atol=1e-6)
 
 
-def test_every_case_has_three_foreground_classes_of_different_size(tiny_dataset: Path) -> None:
+def test_every_tiny_case_has_three_foreground_classes(tiny_dataset: Path) -> None:
     for path in sorted((tiny_dataset / "labelsTr").glob("*.nii.gz")):
-        counts = np.bincount(sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ravel(), minlength=4)
+        counts = np.bincount(sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ravel())
         assert len(counts) == 4 and (counts[1:] > 0).all(), path
-        assert counts[1] > counts[2] and counts[1] > counts[3]  # the organ is the large one
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_default_size_structures_differ_in_size_and_shape(index: int) -> None:
+    _, label_image = make_case(seed=0, index=index, size_dhw=(32, 96, 96))
+    label = sitk.GetArrayFromImage(label_image)
+    counts = np.bincount(label.ravel(), minlength=4)
+    assert counts[1] > 4 * counts[2] and counts[1] > 4 * counts[3]  # a large organ, small vessel and lesions
+    vessel_slices = np.count_nonzero((label == 2).any(axis=(1, 2)))
+    assert vessel_slices >= 30  # the tube runs through the volume
+    _, lesions = ndimage.label(label == 3)
+    assert 2 <= lesions <= 6  # a few separate lesions (the vessel may split one)
 
 
 def test_intensities_differ_between_structures(tiny_dataset: Path) -> None:
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_dataset / "imagesTr" / "phantom_000.nii.gz")))
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_dataset / "labelsTr" / "phantom_000.nii.gz")))
     organ, vessel, lesion = (np.median(image[label == k]) for k in (1, 2, 3))
-    assert vessel > organ + 50 and lesion < organ - 40
+    tissue = np.median(image[(label == 0) & (image > 0) & (image < 80)])
+    assert vessel > organ + 50 and lesion < organ - 80 and lesion < tissue - 30
 
 
 def test_non_empty_output_folder_is_refused(tiny_dataset: Path) -> None:

@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkit.config import Config, ModelCfg
+from segkit.config import Config, ModelCfg, TrainCfg
 from segkit.engine.checkpoint import load_checkpoint, load_weights, resolve_checkpoint, save_checkpoint
 from segkit.errors import CheckpointError
 from segkit.models import build_model
 
 SMALL = ModelCfg(spatial_dims=2, encoder="resnet18", decoder_channels=(16, 16, 8, 8, 8), num_classes=3)
+PATCH_2D = TrainCfg(patch_size=(64, 64))
 
 
 def test_round_trip_restores_identical_weights_and_config(tmp_path: Path) -> None:
-    cfg = Config(model=SMALL, seed=3)
+    cfg = Config(model=SMALL, train=PATCH_2D, seed=3)
     model = build_model(cfg.model)
     link = save_checkpoint(tmp_path, "best", model, cfg, {"global_step": 5, "best_metric": 0.5})
     assert link.is_symlink()
@@ -30,7 +31,7 @@ def test_round_trip_restores_identical_weights_and_config(tmp_path: Path) -> Non
 
 
 def test_new_save_repoints_link_and_removes_stale_directory(tmp_path: Path) -> None:
-    cfg = Config(model=SMALL)
+    cfg = Config(model=SMALL, train=PATCH_2D)
     model = build_model(cfg.model)
     save_checkpoint(tmp_path, "last", model, cfg, {"global_step": 1})
     first = (tmp_path / "last").resolve()
@@ -41,7 +42,7 @@ def test_new_save_repoints_link_and_removes_stale_directory(tmp_path: Path) -> N
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
-    cfg = Config(model=SMALL)
+    cfg = Config(model=SMALL, train=PATCH_2D)
     save_checkpoint(tmp_path, "best", build_model(cfg.model), cfg, {})
     other = build_model(ModelCfg(spatial_dims=2, encoder="resnet34", decoder_channels=(16, 16, 8, 8, 8)))
     with pytest.raises(CheckpointError, match="weights do not fit the model"):

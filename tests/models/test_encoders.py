@@ -24,8 +24,8 @@ def test_2d_rgb_parameter_count_equals_torchvision(name: str) -> None:
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_feature_info_matches_outputs(name: str, dims: int) -> None:
-    encoder = ENCODERS.get(name)(dims, 2, "instance").eval()
-    size = (64,) * dims
+    encoder = ENCODERS.get(name)(dims, 2, "batch").eval()
+    size = (64, 64) if dims == 2 else (32, 32, 32)
     with torch.no_grad():
         features = encoder(torch.randn(1, 2, *size))
     assert len(features) == len(encoder.feature_info)

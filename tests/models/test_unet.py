@@ -49,6 +49,6 @@ def test_decoder_channels_must_match_encoder_stages() -> None:
 
 def test_gradients_reach_the_first_encoder_layer() -> None:
     model = build_model(ModelCfg(spatial_dims=3, encoder="resnet18", decoder_channels=(16, 16, 8, 8, 8)))
-    model(torch.randn(1, 1, 32, 32, 32)).square().mean().backward()
+    model(torch.randn(1, 1, 64, 64, 32)).square().mean().backward()
     assert model.encoder.conv1.weight.grad is not None
     assert model.encoder.conv1.weight.grad.abs().sum() > 0

@@ -1,0 +1,63 @@
+"""The CLI surface: subcommands, registry listing, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segkit.cli import build_parser, main
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("train", "predict", "evaluate", "data", "config", "models"):
+        assert command in text
+
+
+def test_models_lists_registered_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "resnet34" in text and "pixelshuffle" in text and "concat" in text
+
+
+def test_train_with_missing_dataset_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--config", "demo_unet_resnet34.yaml", "--set", f"data.root={tmp_path / 'none'}",
+                 "--set", f"run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "dataset.json" in err and "segkit data synth" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing created for a run that could not start
+
+
+def test_predict_with_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", "--checkpoint", str(tmp_path / "nope"), "--input", str(tmp_path),
+                 "--output", str(tmp_path / "out")])
+    assert code == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--debug", "predict", "--checkpoint", str(tmp_path / "nope"), "--input", str(tmp_path),
+          "--output", str(tmp_path / "out")])
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_patch_too_small_for_instance_norm_is_refused(tiny_dataset: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--config", "demo_unet_resnet34.yaml", "--set", f"data.root={tiny_dataset}",
+                 "--set", f"run_dir={tmp_path / 'run'}", "--set", "model.norm=instance",
+                 "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]"])
+    assert code == 1
+    assert "too few for instance norm" in capsys.readouterr().err
+
+
+def test_patch_not_multiple_of_32_is_refused(tiny_dataset: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--config", "demo_unet_resnet34.yaml", "--set", f"data.root={tiny_dataset}",
+                 "--set", f"run_dir={tmp_path / 'run'}", "--set", "train.patch_size=[64,60,32]"])
+    assert code == 1
+    assert "train.patch_size: [64, 60, 32] must be multiples of 32" in capsys.readouterr().err
