@@ -35,17 +35,12 @@ class TrainResult:
     state: TrainState
 
 
-def check_trainable(cfg: Config, size_divisor: int) -> None:
+def check_trainable(cfg: Config, size_divisor: tuple[int, ...]) -> None:
     """Config checks that need the built model (sizes) or that this pipeline does not support yet."""
     if cfg.model.spatial_dims != 3:
         raise ConfigError("model.spatial_dims: the train pipeline trains 3D volumes; set model.spatial_dims: 3")
-    for key, size in (("train.patch_size", cfg.train.patch_size), ("infer.roi_size", cfg.roi_size)):
-        if any(s % size_divisor for s in size):
-            nearest = [max(size_divisor, s // size_divisor * size_divisor) for s in size]
-            raise ConfigError(f"{key}: {list(size)} must be multiples of {size_divisor} for encoder "
-                              f"'{cfg.model.encoder}' (e.g. {nearest})")
-    deepest = math.prod(s // size_divisor for s in cfg.train.patch_size)
-    values = deepest * (cfg.train.batch_size if cfg.model.norm == "batch" else 1)
+    deepest = math.prod(-(-s // d) for s, d in zip(cfg.train.patch_size, size_divisor, strict=True))
+    values = deepest * {"batch": cfg.train.batch_size, "instance": 1, "group": 2}[cfg.model.norm]
     if values < 2:
         raise ConfigError(f"train.patch_size: {list(cfg.train.patch_size)} leaves {deepest} voxel(s) at the deepest "
                           f"stage, too few for {cfg.model.norm} norm; use a larger patch"
@@ -86,7 +81,8 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     model = model.to(device)
     amp_dtype = autocast_dtype(device, cfg.train.precision)
     optimizer = build_optimizer(model, cfg.train)
-    opt = Optimisation(model, build_loss(cfg.train.loss), optimizer, build_scheduler(optimizer, cfg.train),
+    levels = len(cfg.model.decoder_channels) if cfg.model.deep_supervision else 1
+    opt = Optimisation(model, build_loss(cfg.train.loss, levels), optimizer, build_scheduler(optimizer, cfg.train),
                        device, amp_dtype)
     settings = WindowSettings.from_config(cfg)
     trainer = Trainer(

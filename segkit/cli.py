@@ -63,9 +63,17 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from segkit.registry import ENCODERS, FUSIONS, LOSSES, UPSAMPLERS
+    import json
 
-    for registry in (ENCODERS, UPSAMPLERS, FUSIONS, LOSSES):
+    from segkit.pipelines.models import model_table, summaries
+    from segkit.registry import FUSIONS, LOSSES, UPSAMPLERS
+
+    rows = summaries(args.encoder, args.dims)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+        return 0
+    console.print(model_table(rows))
+    for registry in (UPSAMPLERS, FUSIONS, LOSSES):
         console.print(f"[bold]{registry.kind}[/]: {', '.join(registry.names())}")
     return 0
 
@@ -121,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(show)
     show.set_defaults(func=_cmd_config_show)
 
-    models = sub.add_parser("models", help="list encoders, upsampling modes, fusions and losses")
+    models = sub.add_parser("models", help="encoders with parameters and GFLOPs; upsampling modes, fusions, losses")
+    models.add_argument("--json", action="store_true", help="print the encoder table as JSON")
+    models.add_argument("--encoder", action="append", help="only this encoder (repeatable)")
+    models.add_argument("--dims", type=int, choices=(2, 3), action="append", help="only 2D or 3D (repeatable)")
     models.set_defaults(func=_cmd_models)
     return parser
 

@@ -53,7 +53,11 @@ class ModelCfg(_Section):
     in_channels: PositiveInt = 1
     num_classes: Annotated[int, Field(ge=2)] = 4
     decoder_channels: tuple[PositiveInt, ...] = (256, 128, 64, 32, 16)
-    norm: Literal["batch", "instance"] = "instance"
+    norm: Literal["batch", "instance", "group"] = "instance"
+    act: Literal["relu", "leakyrelu", "gelu", "silu"] = "relu"
+    strides: tuple[PositiveInt | tuple[PositiveInt, ...], ...] | None = None
+    deep_supervision: bool = False
+    encoder_weights: Path | None = None
 
 
 class TrainCfg(_Section):
@@ -99,6 +103,9 @@ class Config(_Section):
         for key, size in (("train.patch_size", self.train.patch_size), ("infer.roi_size", self.infer.roi_size)):
             if size is not None and len(size) != dims:
                 raise ValueError(f"{key} has {len(size)} values but model.spatial_dims is {dims}")
+        for index, stride in enumerate(self.model.strides or ()):
+            if isinstance(stride, tuple) and len(stride) != dims:
+                raise ValueError(f"model.strides[{index}] has {len(stride)} values but model.spatial_dims is {dims}")
         return self
 
     @property

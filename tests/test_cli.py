@@ -53,11 +53,3 @@ def test_patch_too_small_for_instance_norm_is_refused(tiny_dataset: Path, tmp_pa
                  "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]"])
     assert code == 1
     assert "too few for instance norm" in capsys.readouterr().err
-
-
-def test_patch_not_multiple_of_32_is_refused(tiny_dataset: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--config", "demo_unet_resnet34.yaml", "--set", f"data.root={tiny_dataset}",
-                 "--set", f"run_dir={tmp_path / 'run'}", "--set", "train.patch_size=[64,60,32]"])
-    assert code == 1
-    assert "train.patch_size: [64, 60, 32] must be multiples of 32" in capsys.readouterr().err

@@ -5,7 +5,7 @@ Every loss takes logits ``(B, C, ...)`` and integer labels ``(B, 1, ...)``.
 
 from __future__ import annotations
 
-from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
+from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceFocalLoss, DiceLoss
 from torch import nn
 
 from segkit.registry import LOSSES
@@ -32,6 +32,14 @@ def dice() -> nn.Module:
     return DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
 
 
-def build_loss(name: str) -> nn.Module:
-    """The registered loss ``name``."""
-    return LOSSES.get(name)()
+def build_loss(name: str, levels: int = 1) -> nn.Module:
+    """The registered loss ``name``; with ``levels > 1`` applied to deep-supervision outputs.
+
+    Level ``l`` (0 = full resolution) is weighted by 0.5**l, weights normalised to sum to 1;
+    MONAI's wrapper resizes the labels to each output with nearest-exact interpolation.
+    """
+    loss = LOSSES.get(name)()
+    if levels <= 1:
+        return loss
+    weights = [0.5**level for level in range(levels)]
+    return DeepSupervisionLoss(loss, weights=[w / sum(weights) for w in weights])

@@ -1,45 +1,80 @@
-"""UNet = encoder (from the registry) + decoder + 1×1 segmentation head."""
+"""UNet = encoder (from the registry) + decoder + 1×1 segmentation head (+ deep-supervision heads).
+
+Any input size works: the input is padded at the end of each axis to a multiple of
+the encoder's total stride and the logits are cropped back.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from segkit.config import ModelCfg
 from segkit.errors import ConfigError
-from segkit.models.decoder import UNetDecoder
-from segkit.models.encoders.base import Encoder
+from segkit.models.decoder import DecoderArgs, UNetDecoder
+from segkit.models.encoders.base import Encoder, EncoderArgs
 from segkit.models.layers import conv
 from segkit.registry import ENCODERS
 
 
 class UNet(nn.Module):
-    """A UNet whose encoder is any registered encoder; outputs logits at input resolution."""
+    """A UNet whose encoder is any registered encoder; outputs logits at input resolution.
 
-    def __init__(self, encoder: Encoder, decoder: UNetDecoder, spatial_dims: int, num_classes: int) -> None:
+    Deep-supervision heads exist on every decoder stage but the last (so checkpoints
+    always load); in training mode with ``deep_supervision`` the forward pass returns
+    ``[logits, aux_1, aux_2, ...]`` from the highest resolution down.
+    """
+
+    def __init__(self, encoder: Encoder, decoder: UNetDecoder, spatial_dims: int, num_classes: int,
+                 deep_supervision: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
-        self.head = conv(spatial_dims, decoder.out_channels, num_classes, 1, bias=True)
+        self.head = conv(spatial_dims, decoder.stage_channels[-1], num_classes, 1, bias=True)
+        self.aux_heads = nn.ModuleList(conv(spatial_dims, c, num_classes, 1, bias=True)
+                                       for c in decoder.stage_channels[:-1])
+        self.deep_supervision = deep_supervision
 
     @property
-    def size_divisor(self) -> int:
-        """Each spatial input size must be a multiple of this."""
-        return self.encoder.max_reduction
+    def size_divisor(self) -> tuple[int, ...]:
+        """Per-axis total stride; other sizes are padded up to a multiple internally."""
+        return self.encoder.total_reduction
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.decoder(self.encoder(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        spatial = x.shape[2:]
+        padding = [(-s) % d for s, d in zip(spatial, self.size_divisor, strict=True)]
+        if any(padding):
+            x = F.pad(x, [p for pad in reversed(padding) for p in (0, pad)])
+        outputs = self.decoder(self.encoder(x))
+        logits = self.head(outputs[-1])[(..., *(slice(0, s) for s in spatial))]
+        if not (self.deep_supervision and self.training):
+            return logits
+        aux = [head(out) for head, out in zip(self.aux_heads, outputs[:-1], strict=True)]
+        return [logits, *reversed(aux)]
+
+
+def encoder_args(cfg: ModelCfg) -> EncoderArgs:
+    """The encoder's construction arguments from the model config."""
+    return EncoderArgs(cfg.spatial_dims, cfg.in_channels, cfg.norm, cfg.act, cfg.strides)
 
 
 def build_model(cfg: ModelCfg) -> UNet:
     """Build the UNet described by ``cfg`` (names resolve through the registries)."""
-    encoder = ENCODERS.get(cfg.encoder)(cfg.spatial_dims, cfg.in_channels, cfg.norm)
+    try:
+        encoder = ENCODERS.get(cfg.encoder)(encoder_args(cfg))
+    except ValueError as exc:
+        raise ConfigError(f"model.strides: {exc}") from None
     stages = len(encoder.feature_info)
     if len(cfg.decoder_channels) != stages:
         raise ConfigError(
             f"model.decoder_channels: encoder '{cfg.encoder}' has {stages} stages, so give {stages} "
             f"values (got {len(cfg.decoder_channels)})"
         )
-    decoder = UNetDecoder(encoder.feature_info, cfg.decoder_channels, cfg.spatial_dims,
-                          cfg.upsample, cfg.fusion, cfg.norm)
-    return UNet(encoder, decoder, cfg.spatial_dims, cfg.num_classes)
+    if cfg.encoder_weights is not None:
+        from segkit.models.pretrained import load_encoder_weights
+
+        load_encoder_weights(encoder, cfg.encoder_weights)
+    decoder_args = DecoderArgs(cfg.decoder_channels, cfg.upsample, cfg.fusion, cfg.norm, cfg.act)
+    decoder = UNetDecoder(encoder.feature_info, cfg.spatial_dims, decoder_args)
+    return UNet(encoder, decoder, cfg.spatial_dims, cfg.num_classes, cfg.deep_supervision)

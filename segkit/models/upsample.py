@@ -7,11 +7,11 @@ Interpolating modes do so with a 3×3(×3) convolution after the interpolation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from monai.networks.layers.factories import Conv
-from monai.networks.utils import icnr_init, pixelshuffle
 from torch import nn
 from torch.nn import functional as F
 
@@ -70,9 +70,35 @@ class LinearUpsample(_InterpolateThenConv):
     interpolation = "linear"
 
 
+def pixel_shuffle(x: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
+    """Periodic shuffle ``(B, C·∏f, *S) → (B, C, *(S·f))`` for any dims and per-axis factors.
+
+    Channel ``c·∏f + j`` fills sub-position ``j`` (row-major over the factors) of channel
+    ``c``: MONAI's ``pixelshuffle`` order, which it only offers for one factor on every axis.
+    """
+    dims, batch, channels = len(factors), x.shape[0], x.shape[1] // math.prod(factors)
+    spatial = x.shape[2:]
+    x = x.reshape(batch, channels, *factors, *spatial)
+    interleaved = [axis for k in range(dims) for axis in (2 + dims + k, 2 + k)]
+    x = x.permute(0, 1, *interleaved)
+    return x.reshape(batch, channels, *(s * f for s, f in zip(spatial, factors, strict=True)))
+
+
+def icnr_(conv_layer: nn.Module, factors: Sequence[int]) -> None:
+    """ICNR: every sub-position of an output channel starts with the same kernel and bias."""
+    subpositions = math.prod(factors)
+    out_channels = conv_layer.weight.shape[0] // subpositions
+    base = torch.empty(out_channels, *conv_layer.weight.shape[1:])
+    nn.init.kaiming_normal_(base)
+    with torch.no_grad():
+        conv_layer.weight.copy_(base.repeat_interleave(subpositions, dim=0))
+        if conv_layer.bias is not None:
+            conv_layer.bias.zero_()
+
+
 @UPSAMPLERS.register("pixelshuffle")
 class PixelShuffleUpsample(nn.Module):
-    """Convolution to ``out·s^d`` channels, then a periodic shuffle (sub-pixel convolution).
+    """Convolution to ``out·∏scale`` channels, then a periodic shuffle (sub-pixel convolution).
 
     ICNR initialisation makes the initial output equal to a nearest upsampling of
     a convolution, so training starts free of checkerboard artefacts.
@@ -80,13 +106,9 @@ class PixelShuffleUpsample(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, scale: Scale) -> None:
         super().__init__()
-        factors = set(_as_tuple(scale, spatial_dims))
-        if len(factors) != 1:
-            raise ValueError("pixelshuffle upsampling needs the same scale on every axis")
-        self.spatial_dims = spatial_dims
-        self.factor = factors.pop()
-        self.conv = conv(spatial_dims, in_channels, out_channels * self.factor**spatial_dims, 3, bias=True)
-        icnr_init(self.conv, self.factor)
+        self.factors = _as_tuple(scale, spatial_dims)
+        self.conv = conv(spatial_dims, in_channels, out_channels * math.prod(self.factors), 3, bias=True)
+        icnr_(self.conv, self.factors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pixelshuffle(self.conv(x), self.spatial_dims, self.factor)
+        return pixel_shuffle(self.conv(x), self.factors)

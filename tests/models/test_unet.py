@@ -1,6 +1,8 @@
-"""UNet assembly: output shapes per upsampling mode × fusion × dims, and decoder bookkeeping."""
+"""UNet assembly over every encoder × dims × upsampling mode × fusion, odd sizes, deep supervision."""
 
 from __future__ import annotations
+
+from functools import cache
 
 import pytest
 import torch
@@ -8,29 +10,76 @@ import torch
 from segkit.config import ModelCfg
 from segkit.errors import ConfigError
 from segkit.models import build_model
+from segkit.models.decoder import DecoderArgs, UNetDecoder
+from segkit.models.encoders.base import Encoder, EncoderArgs
+from segkit.models.unet import UNet
+from segkit.registry import ENCODERS, FUSIONS, UPSAMPLERS
 
-SHAPES = [  # (spatial_dims, input spatial shape)
-    (2, (64, 96)),
-    (3, (32, 64, 32)),
-]
-
-
-@pytest.mark.parametrize("upsample", ["transposed", "nearest", "linear", "pixelshuffle"])
-@pytest.mark.parametrize("fusion", ["concat", "add"])
-@pytest.mark.parametrize(("dims", "spatial"), SHAPES)
-def test_output_has_input_size_and_class_channels(upsample: str, fusion: str, dims: int, spatial: tuple) -> None:
-    model = build_model(ModelCfg(spatial_dims=dims, encoder="resnet18", upsample=upsample, fusion=fusion,
-                                 in_channels=2, num_classes=3, decoder_channels=(32, 16, 16, 8, 8)))
-    out = model(torch.randn(2, 2, *spatial))
-    assert out.shape == (2, 3, *spatial)
-    assert torch.isfinite(out).all()
+TINY_DECODER = (16, 8, 8, 4, 4)
+INPUT = {2: (2, 2, 64, 64), 3: (1, 2, 32, 32, 32)}
 
 
-def test_resnet34_unet_3d_default_recipe_shape() -> None:
-    model = build_model(ModelCfg(spatial_dims=3, encoder="resnet34", num_classes=4))
-    assert model.size_divisor == 32
-    out = model(torch.randn(1, 1, 32, 32, 64))
-    assert out.shape == (1, 4, 32, 32, 64)
+@cache
+def shared_encoder(name: str, dims: int) -> Encoder:
+    """One encoder per (name, dims), reused by every decoder variant to keep the suite fast."""
+    torch.manual_seed(0)
+    return ENCODERS.get(name)(EncoderArgs(spatial_dims=dims, in_channels=2, norm="batch"))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("upsample", UPSAMPLERS.names())
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_every_variant_shapes_and_gradients(name: str, dims: int, upsample: str, fusion: str) -> None:
+    encoder = shared_encoder(name, dims)
+    decoder = UNetDecoder(encoder.feature_info, dims, DecoderArgs(TINY_DECODER, upsample, fusion, "batch"))
+    model = UNet(encoder, decoder, dims, num_classes=3).eval()  # eval: batch norm on 1-voxel deep features
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(*INPUT[dims])
+    out = model(x)
+    assert out.shape == (x.shape[0], 3, *x.shape[2:])
+    out.square().mean().backward()
+    first = encoder.state_dict(keep_vars=True)[next(k for k in encoder.state_dict() if k.endswith("weight"))]
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("upsample", UPSAMPLERS.names())
+@pytest.mark.parametrize(("dims", "size"), [(2, (37, 45)), (3, (21, 19, 13))])
+def test_odd_input_sizes_are_padded_and_cropped_back(upsample: str, dims: int, size: tuple) -> None:
+    model = build_model(ModelCfg(spatial_dims=dims, encoder="resnet18", upsample=upsample, num_classes=2,
+                                 decoder_channels=TINY_DECODER, norm="instance")).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, *size)).shape == (1, 2, *size)
+
+
+def test_anisotropic_strides_reach_encoder_and_decoder() -> None:
+    cfg = ModelCfg(spatial_dims=3, encoder="resnet18", strides=((2, 2, 1), (2, 2, 1), 2, 2, 2),
+                   decoder_channels=TINY_DECODER)
+    model = build_model(cfg).eval()
+    assert [f.reduction for f in model.encoder.feature_info] == [(2, 2, 1), (4, 4, 1), (8, 8, 2), (16, 16, 4),
+                                                                (32, 32, 8)]
+    assert model.size_divisor == (32, 32, 8)
+    with torch.no_grad():
+        features = model.encoder(torch.randn(1, 1, 64, 64, 16))
+        assert features[-1].shape[2:] == (2, 2, 2)
+        assert model(torch.randn(1, 1, 64, 64, 16)).shape == (1, 4, 64, 64, 16)
+
+
+def test_deep_supervision_outputs_in_training_only() -> None:
+    model = build_model(ModelCfg(spatial_dims=3, encoder="resnet18", decoder_channels=TINY_DECODER,
+                                 deep_supervision=True))
+    outputs = model(torch.randn(2, 1, 64, 64, 32))
+    assert [tuple(o.shape[2:]) for o in outputs] == [(64, 64, 32), (32, 32, 16), (16, 16, 8), (8, 8, 4), (4, 4, 2)]
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 64, 64, 32)).shape == (1, 4, 64, 64, 32)
+
+
+def test_deep_supervision_heads_always_exist_so_checkpoints_load() -> None:
+    plain = build_model(ModelCfg(spatial_dims=2, encoder="resnet18", decoder_channels=TINY_DECODER))
+    supervised = build_model(ModelCfg(spatial_dims=2, encoder="resnet18", decoder_channels=TINY_DECODER,
+                                      deep_supervision=True))
+    supervised.load_state_dict(plain.state_dict(), strict=True)
 
 
 def test_concat_and_add_fusion_differ_in_decoder_inputs() -> None:
@@ -42,13 +91,18 @@ def test_concat_and_add_fusion_differ_in_decoder_inputs() -> None:
     assert add.decoder.stages[-1].fusion is None  # the full-resolution stage has no skip
 
 
+def test_norm_and_activation_choices_are_applied() -> None:
+    model = build_model(ModelCfg(spatial_dims=2, encoder="resnet18", norm="group", act="leakyrelu",
+                                 decoder_channels=TINY_DECODER))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"GroupNorm", "LeakyReLU"} <= kinds and not {"BatchNorm2d", "ReLU"} & kinds
+
+
 def test_decoder_channels_must_match_encoder_stages() -> None:
     with pytest.raises(ConfigError, match=r"model.decoder_channels: encoder 'resnet34' has 5 stages"):
         build_model(ModelCfg(decoder_channels=(64, 32)))
 
 
-def test_gradients_reach_the_first_encoder_layer() -> None:
-    model = build_model(ModelCfg(spatial_dims=3, encoder="resnet18", decoder_channels=(16, 16, 8, 8, 8)))
-    model(torch.randn(1, 1, 64, 64, 32)).square().mean().backward()
-    assert model.encoder.conv1.weight.grad is not None
-    assert model.encoder.conv1.weight.grad.abs().sum() > 0
+def test_wrong_number_of_strides_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"model.strides: needs 5 strides"):
+        build_model(ModelCfg(strides=(2, 2)))

@@ -13,8 +13,8 @@ import torch
 from monai.networks.layers.factories import Pool
 from torch import nn
 
-from segkit.models.encoders.base import Encoder, FeatureInfo
-from segkit.models.layers import conv, norm
+from segkit.models.encoders.base import Encoder, EncoderArgs, FeatureInfo, cumulative
+from segkit.models.layers import act, conv, norm
 from segkit.registry import ENCODERS
 
 STAGE_PLANES = (64, 128, 256, 512)
@@ -25,15 +25,16 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, d: int, in_ch: int, planes: int, stride: int, norm_name: str,
+    def __init__(self, args: EncoderArgs, in_ch: int, planes: int, stride: tuple[int, ...],
                  groups: int = 1, base_width: int = 64) -> None:
         super().__init__()
+        d, norm_name = args.spatial_dims, args.norm
         self.conv1 = conv(d, in_ch, planes, 3, stride)
         self.bn1 = norm(norm_name, d, planes)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = act(args.act)
         self.conv2 = conv(d, planes, planes, 3)
         self.bn2 = norm(norm_name, d, planes)
-        self.downsample = _shortcut(d, in_ch, planes, stride, norm_name)
+        self.downsample = _shortcut(args, in_ch, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -47,9 +48,10 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, d: int, in_ch: int, planes: int, stride: int, norm_name: str,
+    def __init__(self, args: EncoderArgs, in_ch: int, planes: int, stride: tuple[int, ...],
                  groups: int = 1, base_width: int = 64) -> None:
         super().__init__()
+        d, norm_name = args.spatial_dims, args.norm
         width = int(planes * (base_width / 64.0)) * groups
         out_ch = planes * self.expansion
         self.conv1 = conv(d, in_ch, width, 1)
@@ -58,8 +60,8 @@ class Bottleneck(nn.Module):
         self.bn2 = norm(norm_name, d, width)
         self.conv3 = conv(d, width, out_ch, 1)
         self.bn3 = norm(norm_name, d, out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(d, in_ch, out_ch, stride, norm_name)
+        self.relu = act(args.act)
+        self.downsample = _shortcut(args, in_ch, out_ch, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -69,10 +71,11 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def _shortcut(d: int, in_ch: int, out_ch: int, stride: int, norm_name: str) -> nn.Module | None:
-    if stride == 1 and in_ch == out_ch:
+def _shortcut(args: EncoderArgs, in_ch: int, out_ch: int, stride: tuple[int, ...]) -> nn.Module | None:
+    if all(s == 1 for s in stride) and in_ch == out_ch:
         return None
-    return nn.Sequential(conv(d, in_ch, out_ch, 1, stride), norm(norm_name, d, out_ch))
+    d = args.spatial_dims
+    return nn.Sequential(conv(d, in_ch, out_ch, 1, stride), norm(args.norm, d, out_ch))
 
 
 @dataclass(frozen=True)
@@ -86,27 +89,31 @@ class ResNetSpec:
 
 
 class ResNetEncoder(Encoder):
-    """ResNet-family encoder returning the stem and the four stages' outputs."""
+    """ResNet-family encoder returning the stem and the four stages' outputs.
 
-    def __init__(self, spec: ResNetSpec, spatial_dims: int = 3, in_channels: int = 1,
-                 norm_name: str = "batch") -> None:
+    Stage strides: the stem convolution, the max pool, then the first block of layers 2-4.
+    """
+
+    def __init__(self, spec: ResNetSpec, args: EncoderArgs) -> None:
         super().__init__()
-        d = spatial_dims
-        self.conv1 = conv(d, in_channels, 64, 7, stride=2)
-        self.bn1 = norm(norm_name, d, 64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = Pool[Pool.MAX, d](kernel_size=3, stride=2, padding=1)
-        in_ch = 64
-        self.feature_info = [FeatureInfo(64, 2)]
+        d = args.spatial_dims
+        strides = args.stage_strides(5)
+        self.conv1 = conv(d, args.in_channels, 64, 7, stride=strides[0])
+        self.bn1 = norm(args.norm, d, 64)
+        self.relu = act(args.act)
+        self.maxpool = Pool[Pool.MAX, d](kernel_size=3, stride=strides[1], padding=1)
+        in_ch, channels = 64, [64]
         for index, planes in enumerate(STAGE_PLANES):
-            stride = 1 if index == 0 else 2
+            unit = (1,) * d
+            stage_stride = unit if index == 0 else strides[index + 1]  # layer1 follows the max pool
             blocks = []
             for block_index in range(spec.layers[index]):
-                blocks.append(spec.block(d, in_ch, planes, stride if block_index == 0 else 1, norm_name,
+                blocks.append(spec.block(args, in_ch, planes, stage_stride if block_index == 0 else unit,
                                          spec.groups, spec.width_per_group))
                 in_ch = planes * spec.block.expansion
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
-            self.feature_info.append(FeatureInfo(in_ch, 4 * 2**index))
+            channels.append(in_ch)
+        self.feature_info = [FeatureInfo(c, r) for c, r in zip(channels, cumulative(strides), strict=True)]
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -144,8 +151,8 @@ VARIANTS = {
 
 
 def _factory(spec: ResNetSpec):
-    def build(spatial_dims: int, in_channels: int, norm_name: str) -> ResNetEncoder:
-        return ResNetEncoder(spec, spatial_dims, in_channels, norm_name)
+    def build(args: EncoderArgs) -> ResNetEncoder:
+        return ResNetEncoder(spec, args)
 
     return build
 

@@ -1,0 +1,218 @@
+"""Encoder weights from local files: round trips, channel adaptation, 3D inflation, strict errors, safe loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from segkit.errors import CheckpointError
+from segkit.models.encoders.base import Encoder, EncoderArgs
+from segkit.models.pretrained import load_encoder_weights
+from segkit.registry import ENCODERS
+
+FIRST_CONV = {"resnet18": "conv1.weight", "densenet121": "features.conv0.weight"}
+CLASSIFIER = {"fc.weight": (1000, 512), "fc.bias": (1000,), "classifier.weight": (1000, 1024),
+              "classifier.bias": (1000,)}
+DEPTH_STRIDES = ((2, 2, 1),) * 5  # 3D: in-plane like the 2D default, never downsampling depth
+
+
+def build(name: str, seed: int = 0, **kwargs) -> Encoder:
+    torch.manual_seed(seed)
+    return ENCODERS.get(name)(EncoderArgs(**kwargs))
+
+
+def torchvision_state(name: str, seed: int = 1) -> dict[str, torch.Tensor]:
+    """A torchvision-layout ImageNet-like state dict: a 2D RGB encoder with randomised weights and norms,
+    plus classifier keys that the loader must drop."""
+    state = {k: v.clone() for k, v in build(name, seed, spatial_dims=2, in_channels=3).state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    for key, value in state.items():
+        if key.endswith(("running_var", "weight")) and value.ndim == 1:
+            state[key] = torch.rand(value.shape, generator=generator) + 0.5
+        elif key.endswith(("running_mean", "bias")):
+            state[key] = torch.randn(value.shape, generator=generator) * 0.1
+        elif key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1234)
+    state.update({k: torch.randn(shape, generator=generator) for k, shape in CLASSIFIER.items()})
+    return state
+
+
+def save(state: dict, path: Path) -> Path:
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def encoder_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k not in CLASSIFIER}
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".safetensors"])
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_round_trip_gives_identical_tensors(name: str, suffix: str, tmp_path: Path) -> None:
+    state = torchvision_state(name)
+    encoder = build(name, seed=5, spatial_dims=2, in_channels=3)
+    assert not torch.equal(encoder.state_dict()[FIRST_CONV[name]], state[FIRST_CONV[name]])
+    load_encoder_weights(encoder, save(state, tmp_path / f"weights{suffix}"))
+    loaded = encoder.state_dict()
+    assert loaded.keys() == encoder_keys(state).keys()
+    assert all(torch.equal(loaded[k], v) for k, v in encoder_keys(state).items())
+
+
+@pytest.mark.parametrize("nesting", ["state_dict", "model"])
+def test_nested_training_checkpoint(nesting: str, tmp_path: Path) -> None:
+    state = torchvision_state("resnet18")
+    encoder = build("resnet18", spatial_dims=2, in_channels=3)
+    load_encoder_weights(encoder, save({nesting: state, "epoch": 3}, tmp_path / "checkpoint.pth"))
+    assert torch.equal(encoder.state_dict()["layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+
+
+def test_legacy_torchvision_densenet_names_and_missing_batch_counters(tmp_path: Path) -> None:
+    """torchvision's published DenseNet files say ``norm.1``/``conv.2`` and predate ``num_batches_tracked``."""
+    state = torchvision_state("densenet121")
+    legacy = {k.replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): v for k, v in state.items()
+              if not k.endswith("num_batches_tracked")}
+    assert "features.denseblock2.denselayer3.norm.1.running_mean" in legacy
+    encoder = build("densenet121", spatial_dims=2, in_channels=3)
+    load_encoder_weights(encoder, save(legacy, tmp_path / "densenet121-legacy.pth"))
+    loaded = encoder.state_dict()
+    for key in ("features.denseblock2.denselayer3.norm1.running_mean",
+                "features.denseblock4.denselayer16.conv2.weight"):
+        assert torch.equal(loaded[key], state[key])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_one_input_channel_sums_rgb(name: str, tmp_path: Path) -> None:
+    state = torchvision_state(name)
+    encoder = build(name, spatial_dims=2, in_channels=1)
+    load_encoder_weights(encoder, save(state, tmp_path / "weights.pth"))
+    rgb = state[FIRST_CONV[name]]
+    torch.testing.assert_close(encoder.state_dict()[FIRST_CONV[name]], rgb.sum(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_five_input_channels_repeat_rgb_cyclically(name: str, tmp_path: Path) -> None:
+    state = torchvision_state(name)
+    encoder = build(name, spatial_dims=2, in_channels=5)
+    load_encoder_weights(encoder, save(state, tmp_path / "weights.safetensors"))
+    rgb = state[FIRST_CONV[name]]
+    expected = torch.cat([rgb, rgb[:, :2]], dim=1) * (3 / 5)  # R G B R G
+    torch.testing.assert_close(encoder.state_dict()[FIRST_CONV[name]], expected)
+
+
+def test_inflated_kernels_repeat_along_the_last_axis(tmp_path: Path) -> None:
+    """(O, I, kh, kw) → (O, I, kh, kw, kd) / kd: depth is the last axis of segkit's (x, y, z) volumes."""
+    state = torchvision_state("densenet121")
+    encoder = build("densenet121", spatial_dims=3, in_channels=3)
+    load_encoder_weights(encoder, save(state, tmp_path / "weights.pth"))
+    loaded = encoder.state_dict()
+    for key, depth in (("features.conv0.weight", 7), ("features.denseblock1.denselayer1.conv2.weight", 3),
+                       ("features.transition1.conv.weight", 1)):
+        assert loaded[key].shape == (*state[key].shape, depth)
+        for k in range(depth):
+            torch.testing.assert_close(loaded[key][..., k], state[key] / depth)
+
+
+@pytest.mark.parametrize(("name", "depth"), [("resnet18", 48), ("densenet121", 128)])
+def test_inflated_3d_matches_2d_on_a_depth_constant_volume(name: str, depth: int, tmp_path: Path) -> None:
+    """Away from the depth borders, a volume constant along z gives the 2D features on every slice.
+
+    ``depth`` keeps the middle slice outside the zero padding's reach along z (half receptive field:
+    resnet18 3 + 1 + 16 = 20 slices, densenet121 3 + 1 + 58 = 62 slices, as no stage strides depth).
+    """
+    path = save(torchvision_state(name), tmp_path / "weights.pth")
+    encoder_2d = build(name, spatial_dims=2, in_channels=3).eval()
+    encoder_3d = build(name, spatial_dims=3, in_channels=3, strides=DEPTH_STRIDES).eval()
+    load_encoder_weights(encoder_2d, path)
+    load_encoder_weights(encoder_3d, path)
+    torch.manual_seed(2)
+    image = torch.randn(1, 3, 32, 32)
+    volume = image.unsqueeze(-1).expand(-1, -1, -1, -1, depth).contiguous()
+    with torch.no_grad():
+        features_2d, features_3d = encoder_2d(image), encoder_3d(volume)
+    assert len(features_2d) == len(features_3d) == 5
+    for flat, deep in zip(features_2d, features_3d, strict=True):
+        assert deep.shape == (*flat.shape, depth)
+        torch.testing.assert_close(deep[..., depth // 2], flat, atol=1e-4, rtol=1e-4)
+
+
+def test_instance_norm_encoder_drops_running_stats(tmp_path: Path) -> None:
+    state = torchvision_state("densenet121")
+    encoder = build("densenet121", spatial_dims=2, in_channels=3, norm="instance")
+    load_encoder_weights(encoder, save(state, tmp_path / "weights.pth"))
+    key = "features.denseblock3.denselayer7.norm2.weight"
+    assert torch.equal(encoder.state_dict()[key], state[key])
+
+
+def test_resnet34_file_into_resnet18_lists_unexpected_keys(tmp_path: Path) -> None:
+    path = save(torchvision_state("resnet34"), tmp_path / "resnet34.pth")
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message and "model.encoder_weights" in message
+    # resnet34 has 3 + 4 + 6 + 3 blocks vs 2 each: 8 extra basic blocks (no shortcut) of 2 convs + 2 norms × 5
+    assert "96 unexpected keys (layer1.2.conv1.weight, layer1.2.bn1.weight" in message
+    assert "missing" not in message
+
+
+def test_densenet121_file_into_densenet169_lists_missing_keys_and_shapes(tmp_path: Path) -> None:
+    path = save(torchvision_state("densenet121"), tmp_path / "densenet121.safetensors")
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder_weights(build("densenet169", spatial_dims=2, in_channels=3), path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    # 8 + 16 extra dense layers in blocks 3 and 4: 2 convs + 2 norms × 4 besides their batch counters
+    assert "240 missing keys (features.denseblock3.denselayer25.norm1.weight" in message
+    assert "unexpected" not in message
+    assert "shape mismatches (features.transition3.norm.weight file (1024,) vs encoder (1280,)" in message
+
+
+class Payload:
+    """Unpickling this object calls ``open(sentinel, "w")``, creating the sentinel file."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self) -> tuple:
+        return open, (str(self.sentinel), "w")
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path: Path) -> None:
+    sentinel = tmp_path / "payload-ran"
+    path = tmp_path / "weights.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "payload": Payload(sentinel)}, path)
+    with pytest.raises(CheckpointError, match="cannot be read") as caught:
+        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
+    assert "\n" not in str(caught.value) and "model.encoder_weights" in str(caught.value)
+    assert not sentinel.exists()
+    # control: an unsafe load would have run the payload
+    torch.load(path, weights_only=False)["payload"].close()
+    assert sentinel.exists()
+
+
+@pytest.mark.parametrize(("filename", "content", "problem"), [
+    ("weights.ckpt", b"", "unsupported suffix '.ckpt'"),
+    ("weights.pth", b"not a checkpoint", "cannot be read"),
+    ("weights.safetensors", b"\x00garbage", "cannot be read"),
+    ("absent.pth", None, "cannot be read"),
+])
+def test_unreadable_files_raise_one_line(filename: str, content: bytes | None, problem: str, tmp_path: Path) -> None:
+    path = tmp_path / filename
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
+    message = str(caught.value)
+    assert problem in message and str(path) in message and "model.encoder_weights" in message
+    assert "\n" not in message
+
+
+def test_file_without_a_state_dict_is_refused(tmp_path: Path) -> None:
+    path = save({"epoch": 3, "lr": 0.1}, tmp_path / "weights.pth")
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
