@@ -19,9 +19,9 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_models_lists_registered_names(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models"]) == 0
+    assert main(["models", "--encoder", "densenet121", "--dims", "3"]) == 0
     text = capsys.readouterr().out
-    assert "resnet34" in text and "pixelshuffle" in text and "concat" in text
+    assert "densenet121" in text and "3D" in text and "pixelshuffle" in text and "concat" in text
 
 
 def test_train_with_missing_dataset_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,6 +34,7 @@ def test_train_with_missing_dataset_is_one_line(tmp_path: Path, capsys: pytest.C
 
 
 def test_predict_with_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "case.nii.gz").write_bytes(b"")
     code = main(["predict", "--checkpoint", str(tmp_path / "nope"), "--input", str(tmp_path),
                  "--output", str(tmp_path / "out")])
     assert code == 1
@@ -41,6 +42,7 @@ def test_predict_with_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pyt
 
 
 def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "case.nii.gz").write_bytes(b"")
     main(["--debug", "predict", "--checkpoint", str(tmp_path / "nope"), "--input", str(tmp_path),
           "--output", str(tmp_path / "out")])
     assert "Traceback" in capsys.readouterr().err

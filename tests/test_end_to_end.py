@@ -30,7 +30,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = segkit("train", "--config", "demo_unet_resnet34.yaml", "--set", "run_dir=run", "--set", "data.root=data",
                   "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=2",
                   "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]",
-                  "--set", "model.encoder=resnet18", "--set", "data.spacing=[1.2,1.2,2.5]", cwd=work)
+                  "--set", "model.encoder=resnet18", "--set", "data.spacing=[1.2,1.2,2.5]",
+                  "--set", "model.deep_supervision=true", cwd=work)
     assert done.returncode == 0, done.stderr
     return work
 

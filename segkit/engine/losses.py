@@ -5,6 +5,7 @@ Every loss takes logits ``(B, C, ...)`` and integer labels ``(B, 1, ...)``.
 
 from __future__ import annotations
 
+import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceFocalLoss, DiceLoss
 from torch import nn
 
@@ -42,4 +43,11 @@ def build_loss(name: str, levels: int = 1) -> nn.Module:
     if levels <= 1:
         return loss
     weights = [0.5**level for level in range(levels)]
-    return DeepSupervisionLoss(loss, weights=[w / sum(weights) for w in weights])
+    return _DeepSupervision(loss, weights=[w / sum(weights) for w in weights])
+
+
+class _DeepSupervision(DeepSupervisionLoss):
+    """MONAI's deep-supervision wrapper for integer labels of any dtype (interpolation needs floats)."""
+
+    def get_loss(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().get_loss(input, target if target.is_floating_point() else target.float())

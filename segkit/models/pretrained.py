@@ -146,7 +146,7 @@ def _inflate_to_3d(state: StateDict, target: StateDict) -> StateDict:
         wanted = target.get(key)
         if wanted is not None and wanted.ndim == 5 and weight.ndim == 4 and weight.shape == wanted.shape[:4]:
             depth = wanted.shape[-1]
-            inflated[key] = weight.unsqueeze(-1).repeat(1, 1, 1, 1, depth) / depth
+            inflated[key] = (weight / depth).unsqueeze(-1).expand(*weight.shape, depth)  # copied by the load
     return inflated
 
 

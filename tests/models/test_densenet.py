@@ -49,10 +49,14 @@ def test_torchvision_parameter_names() -> None:
 
 
 def test_2d_features_match_feature_info() -> None:
+    """Blocks 1–3 skip inside the transition after norm + act (non-negative with ReLU), before its 1×1 conv."""
     encoder = build("densenet121", spatial_dims=2, in_channels=2)
-    check_outputs(encoder, (64, 64), 2)
+    features = check_outputs(encoder, (64, 64), 2)
     assert encoder.out_channels == [64, 256, 512, 1024, 1024]
     assert [info.reduction for info in encoder.feature_info] == [(2, 2), (4, 4), (8, 8), (16, 16), (32, 32)]
+    assert all((f >= 0).all() for f in features)
+    assert encoder.features.transition1.conv.in_channels == 256
+    assert encoder.features.transition1.conv.out_channels == 128
 
 
 def test_3d_features_match_feature_info() -> None:
@@ -76,16 +80,6 @@ def test_other_norms_and_activation_run(norm: str) -> None:
     assert all(torch.isfinite(f).all() for f in features)
     assert not any("running" in key for key in encoder.state_dict())
     assert any(isinstance(m, torch.nn.LeakyReLU) for m in encoder.modules())
-
-
-def test_skips_are_activated_transition_inputs() -> None:
-    """Blocks 1–3 skip inside the transition after norm + act (non-negative with ReLU), before its conv."""
-    encoder = build("densenet121", spatial_dims=2, in_channels=1)
-    features = check_outputs(encoder, (64, 64), 1)
-    assert all((f >= 0).all() for f in features)
-    transition = encoder.features.transition1
-    assert transition.conv.in_channels == features[1].shape[1] == 256
-    assert transition.conv.out_channels == 128
 
 
 def test_wrong_stride_count_is_rejected() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ FIRST_CONV = {"resnet18": "conv1.weight", "densenet121": "features.conv0.weight"
 CLASSIFIER = {"fc.weight": (1000, 512), "fc.bias": (1000,), "classifier.weight": (1000, 1024),
               "classifier.bias": (1000,)}
 DEPTH_STRIDES = ((2, 2, 1),) * 5  # 3D: in-plane like the 2D default, never downsampling depth
+KERNELS = {  # (key, 3D kernel depth) of a 7×7×7 stem, a 3×3×3 and a 1×1×1 convolution
+    "resnet18": (("conv1.weight", 7), ("layer1.0.conv2.weight", 3), ("layer2.0.downsample.0.weight", 1)),
+    "densenet121": (("features.conv0.weight", 7), ("features.denseblock1.denselayer1.conv2.weight", 3),
+                    ("features.transition1.conv.weight", 1)),
+}
 
 
 def build(name: str, seed: int = 0, **kwargs) -> Encoder:
@@ -24,9 +30,21 @@ def build(name: str, seed: int = 0, **kwargs) -> Encoder:
     return ENCODERS.get(name)(EncoderArgs(**kwargs))
 
 
+def meta_rgb_2d(name: str) -> Encoder:
+    """A 2D RGB encoder without storage, for tests that must fail before any tensor is copied."""
+    with torch.device("meta"):
+        return build(name, spatial_dims=2, in_channels=3)
+
+
+def zeros_state(name: str) -> dict[str, torch.Tensor]:
+    """A torchvision-layout state dict with the right names and shapes, cheap to make (for error tests)."""
+    return {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in meta_rgb_2d(name).state_dict().items()}
+
+
+@cache
 def torchvision_state(name: str, seed: int = 1) -> dict[str, torch.Tensor]:
     """A torchvision-layout ImageNet-like state dict: a 2D RGB encoder with randomised weights and norms,
-    plus classifier keys that the loader must drop."""
+    plus classifier keys that the loader must drop. Cached: tests must not modify it."""
     state = {k: v.clone() for k, v in build(name, seed, spatial_dims=2, in_channels=3).state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
     for key, value in state.items():
@@ -52,8 +70,8 @@ def encoder_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k not in CLASSIFIER}
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".pt", ".safetensors"])
-@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+@pytest.mark.parametrize(("name", "suffix"), [("resnet18", ".pth"), ("resnet18", ".pt"), ("resnet18", ".safetensors"),
+                                              ("densenet121", ".pth"), ("densenet121", ".safetensors")])
 def test_round_trip_gives_identical_tensors(name: str, suffix: str, tmp_path: Path) -> None:
     state = torchvision_state(name)
     encoder = build(name, seed=5, spatial_dims=2, in_channels=3)
@@ -105,31 +123,26 @@ def test_five_input_channels_repeat_rgb_cyclically(name: str, tmp_path: Path) ->
     torch.testing.assert_close(encoder.state_dict()[FIRST_CONV[name]], expected)
 
 
-def test_inflated_kernels_repeat_along_the_last_axis(tmp_path: Path) -> None:
-    """(O, I, kh, kw) → (O, I, kh, kw, kd) / kd: depth is the last axis of segkit's (x, y, z) volumes."""
-    state = torchvision_state("densenet121")
-    encoder = build("densenet121", spatial_dims=3, in_channels=3)
-    load_encoder_weights(encoder, save(state, tmp_path / "weights.pth"))
-    loaded = encoder.state_dict()
-    for key, depth in (("features.conv0.weight", 7), ("features.denseblock1.denselayer1.conv2.weight", 3),
-                       ("features.transition1.conv.weight", 1)):
-        assert loaded[key].shape == (*state[key].shape, depth)
-        for k in range(depth):
-            torch.testing.assert_close(loaded[key][..., k], state[key] / depth)
-
-
 @pytest.mark.parametrize(("name", "depth"), [("resnet18", 48), ("densenet121", 128)])
 def test_inflated_3d_matches_2d_on_a_depth_constant_volume(name: str, depth: int, tmp_path: Path) -> None:
-    """Away from the depth borders, a volume constant along z gives the 2D features on every slice.
+    """Kernels inflate along the last axis, (O, I, kh, kw) → (O, I, kh, kw, kd) / kd, as depth z is the last
+    axis of segkit's (x, y, z) volumes; so, away from the depth borders, a volume constant along z gives the
+    2D features on every slice.
 
     ``depth`` keeps the middle slice outside the zero padding's reach along z (half receptive field:
     resnet18 3 + 1 + 16 = 20 slices, densenet121 3 + 1 + 58 = 62 slices, as no stage strides depth).
     """
-    path = save(torchvision_state(name), tmp_path / "weights.pth")
+    state = torchvision_state(name)
+    path = save(state, tmp_path / "weights.pth")
     encoder_2d = build(name, spatial_dims=2, in_channels=3).eval()
     encoder_3d = build(name, spatial_dims=3, in_channels=3, strides=DEPTH_STRIDES).eval()
     load_encoder_weights(encoder_2d, path)
     load_encoder_weights(encoder_3d, path)
+    inflated = encoder_3d.state_dict()
+    for key, kernel_depth in KERNELS[name]:
+        assert inflated[key].shape == (*state[key].shape, kernel_depth)
+        for k in range(kernel_depth):
+            torch.testing.assert_close(inflated[key][..., k], state[key] / kernel_depth)
     torch.manual_seed(2)
     image = torch.randn(1, 3, 32, 32)
     volume = image.unsqueeze(-1).expand(-1, -1, -1, -1, depth).contiguous()
@@ -150,9 +163,9 @@ def test_instance_norm_encoder_drops_running_stats(tmp_path: Path) -> None:
 
 
 def test_resnet34_file_into_resnet18_lists_unexpected_keys(tmp_path: Path) -> None:
-    path = save(torchvision_state("resnet34"), tmp_path / "resnet34.pth")
+    path = save(zeros_state("resnet34"), tmp_path / "resnet34.pth")
     with pytest.raises(CheckpointError) as caught:
-        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
+        load_encoder_weights(meta_rgb_2d("resnet18"), path)
     message = str(caught.value)
     assert "\n" not in message and str(path) in message and "model.encoder_weights" in message
     # resnet34 has 3 + 4 + 6 + 3 blocks vs 2 each: 8 extra basic blocks (no shortcut) of 2 convs + 2 norms × 5
@@ -161,9 +174,9 @@ def test_resnet34_file_into_resnet18_lists_unexpected_keys(tmp_path: Path) -> No
 
 
 def test_densenet121_file_into_densenet169_lists_missing_keys_and_shapes(tmp_path: Path) -> None:
-    path = save(torchvision_state("densenet121"), tmp_path / "densenet121.safetensors")
+    path = save(zeros_state("densenet121"), tmp_path / "densenet121.safetensors")
     with pytest.raises(CheckpointError) as caught:
-        load_encoder_weights(build("densenet169", spatial_dims=2, in_channels=3), path)
+        load_encoder_weights(meta_rgb_2d("densenet169"), path)
     message = str(caught.value)
     assert "\n" not in message and str(path) in message
     # 8 + 16 extra dense layers in blocks 3 and 4: 2 convs + 2 norms × 4 besides their batch counters
@@ -187,7 +200,7 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path: Path) -> None:
     path = tmp_path / "weights.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "payload": Payload(sentinel)}, path)
     with pytest.raises(CheckpointError, match="cannot be read") as caught:
-        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
+        load_encoder_weights(meta_rgb_2d("resnet18"), path)
     assert "\n" not in str(caught.value) and "model.encoder_weights" in str(caught.value)
     assert not sentinel.exists()
     # control: an unsafe load would have run the payload
@@ -206,7 +219,7 @@ def test_unreadable_files_raise_one_line(filename: str, content: bytes | None, p
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(CheckpointError) as caught:
-        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
+        load_encoder_weights(meta_rgb_2d("resnet18"), path)
     message = str(caught.value)
     assert problem in message and str(path) in message and "model.encoder_weights" in message
     assert "\n" not in message
@@ -215,4 +228,4 @@ def test_unreadable_files_raise_one_line(filename: str, content: bytes | None, p
 def test_file_without_a_state_dict_is_refused(tmp_path: Path) -> None:
     path = save({"epoch": 3, "lr": 0.1}, tmp_path / "weights.pth")
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
-        load_encoder_weights(build("resnet18", spatial_dims=2, in_channels=3), path)
+        load_encoder_weights(meta_rgb_2d("resnet18"), path)

@@ -16,10 +16,10 @@ from segkit.models.summary import summarize
 
 def test_meta_summary_equals_a_real_model_count() -> None:
     cfg = ModelCfg(spatial_dims=3, encoder="resnet18", upsample="pixelshuffle", fusion="add", num_classes=3)
-    summary = summarize(cfg, spatial_size=(32, 32, 32))
+    summary = summarize(cfg, spatial_size=(64, 64, 32))
     model = build_model(cfg).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.randn(1, 1, 32, 32, 32))
+        model(torch.randn(1, 1, 64, 64, 32))
     assert summary.parameters == sum(p.numel() for p in model.parameters())
     assert summary.encoder_parameters == sum(p.numel() for p in model.encoder.parameters())
     assert summary.gflops == pytest.approx(counter.get_total_flops() / 1e9)
