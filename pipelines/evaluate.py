@@ -12,7 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from segkit.data.msd import case_id_of
+from segkit.data.cases import case_id_of
 from segkit.engine.metrics import dice_per_class, mean_foreground
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text

@@ -10,10 +10,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from segkit.data.msd import case_id_of
+from segkit.data.cases import Case, case_id_of
+from segkit.data.nnunet import CHANNEL_FILE
 from segkit.engine.checkpoint import load_checkpoint, load_weights
 from segkit.errors import DataError, SegkitError
 from segkit.inference.predictor import Predictor
+from segkit.io.atomic import full_suffix
 from segkit.io.image_io import is_image_file, write_like
 from segkit.models import build_model
 from segkit.runtime import resolve_device
@@ -51,27 +53,45 @@ def collect_inputs(items: list[str]) -> list[Path]:
     return unique
 
 
-def output_path_for(source: Path, output_dir: Path) -> Path:
-    """The output file for ``source``: same file name, inside ``output_dir``; never an input."""
-    target = (output_dir / source.name).resolve()
+def group_channels(files: list[Path], channels: int) -> list[Case]:
+    """One case per file, or for multi-channel models nnU-Net style ``CASE_XXXX`` files grouped per case."""
+    if channels == 1:
+        return [Case(case_id_of(p), p) for p in files]
+    grouped: dict[str, dict[int, Path]] = {}
+    for path in files:
+        match = CHANNEL_FILE.match(case_id_of(path))
+        if match is None:
+            raise DataError(f"{path}: the model takes {channels} channels; name inputs CASE_0000, CASE_0001, ...")
+        grouped.setdefault(match["case"], {})[int(match["channel"])] = path
+    cases = []
+    for case_id, by_channel in grouped.items():
+        if sorted(by_channel) != list(range(channels)):
+            raise DataError(f"case '{case_id}': found channels {sorted(by_channel)}, the model needs 0..{channels - 1}")
+        paths = [by_channel[c] for c in range(channels)]
+        cases.append(Case(case_id, paths[0], None, tuple(paths[1:])))
+    return cases
+
+
+def output_path_for(case: Case, output_dir: Path) -> Path:
+    """The output file for ``case``: its id plus the input's suffix, inside ``output_dir``; never an input."""
+    target = (output_dir / f"{case.case_id}{full_suffix(case.image)}").resolve()
     if target.parent != output_dir.resolve():
-        raise DataError(f"{source}: output name escapes the output directory")
-    if target == source.resolve():
-        raise DataError(f"{source}: output would overwrite the input; choose an --output outside the input folder")
+        raise DataError(f"{case.image}: output name escapes the output directory")
+    if target in {p.resolve() for p in case.images}:
+        raise DataError(f"{case.image}: output would overwrite the input; choose an --output outside the input folder")
     return target
 
 
-def _predict_one(predictor: Predictor, source: Path, output_dir: Path, overwrite: bool) -> CaseResult:
-    case_id = case_id_of(source)
+def _predict_one(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool) -> CaseResult:
     started = time.perf_counter()
     try:
-        target = output_path_for(source, output_dir)
+        target = output_path_for(case, output_dir)
         if target.exists() and not overwrite:
-            return CaseResult(case_id, source, target, "skipped", message="exists (use --overwrite to redo)")
-        write_like(predictor.predict(source), source, target)
+            return CaseResult(case.case_id, case.image, target, "skipped", message="exists (use --overwrite to redo)")
+        write_like(predictor.predict(case.images), case.image, target)
     except SegkitError as exc:
-        return CaseResult(case_id, source, None, "failed", time.perf_counter() - started, str(exc))
-    return CaseResult(case_id, source, target, "written", time.perf_counter() - started)
+        return CaseResult(case.case_id, case.image, None, "failed", time.perf_counter() - started, str(exc))
+    return CaseResult(case.case_id, case.image, target, "written", time.perf_counter() - started)
 
 
 def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, device: str = "auto",
@@ -82,12 +102,13 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, device
     if any(output_dir.resolve() == s.parent for s in sources):
         raise DataError(f"--output {output_dir} is an input folder; write predictions to another folder")
     ckpt = load_checkpoint(checkpoint)
+    cases = group_channels(sources, ckpt.config.model.in_channels)
     model = build_model(ckpt.config.model)
     load_weights(model, ckpt)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(model, ckpt.config, resolve_device(device))
-    console.print(f"predicting {len(sources)} case(s) with {ckpt.path} on {predictor.device}")
-    results = [_predict_one(predictor, source, output_dir, overwrite) for source in sources]
+    console.print(f"predicting {len(cases)} case(s) with {ckpt.path} on {predictor.device}")
+    results = [_predict_one(predictor, case, output_dir, overwrite) for case in cases]
     console.print(results_table(results))
     return results
 

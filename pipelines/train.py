@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ import yaml
 from rich.console import Console
 
 from segkit.config import Config, config_to_dict
+from segkit.data.cases import DatasetIndex
+from segkit.data.index import load_dataset
 from segkit.data.loaders import training_loader, validation_dataset
-from segkit.data.msd import load_msd, num_labels
-from segkit.data.splits import split_train_val
+from segkit.data.splits import choose_split
 from segkit.data.transforms import seed_everything
 from segkit.engine.checkpoint import save_checkpoint
 from segkit.engine.losses import build_loss
@@ -35,7 +37,7 @@ class TrainResult:
     state: TrainState
 
 
-def check_trainable(cfg: Config, size_divisor: tuple[int, ...]) -> None:
+def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIndex) -> None:
     """Config checks that need the built model (sizes) or that this pipeline does not support yet."""
     if cfg.model.spatial_dims != 3:
         raise ConfigError("model.spatial_dims: the train pipeline trains 3D volumes; set model.spatial_dims: 3")
@@ -45,10 +47,12 @@ def check_trainable(cfg: Config, size_divisor: tuple[int, ...]) -> None:
         raise ConfigError(f"train.patch_size: {list(cfg.train.patch_size)} leaves {deepest} voxel(s) at the deepest "
                           f"stage, too few for {cfg.model.norm} norm; use a larger patch"
                           + (" or train.batch_size" if cfg.model.norm == "batch" else " or model.norm: batch"))
-    declared = num_labels(cfg.data.root)
-    if declared is not None and declared != cfg.model.num_classes:
-        raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but {cfg.data.root / 'dataset.json'} "
-                          f"declares {declared} labels; set model.num_classes: {declared}")
+    if index.num_classes is not None and index.num_classes != cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but the dataset at {cfg.data.root} "
+                          f"declares {index.num_classes} labels; set model.num_classes: {index.num_classes}")
+    if index.channels is not None and index.channels != cfg.model.in_channels:
+        raise ConfigError(f"model.in_channels is {cfg.model.in_channels} but the dataset at {cfg.data.root} "
+                          f"has {index.channels} channel(s); set model.in_channels: {index.channels}")
 
 
 def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
@@ -68,12 +72,15 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     """Train the configured model; writes ``best/`` and ``last/`` checkpoints under ``run_dir``."""
     console = console or Console()
     model = build_model(cfg.model)
-    check_trainable(cfg, model.size_divisor)
+    index = load_dataset(cfg.data.root, cfg.data.format)
+    check_trainable(cfg, model.size_divisor, index)
     seed_everything(cfg.seed)
-    training, _ = load_msd(cfg.data.root)
-    train_cases, val_cases = split_train_val(training, cfg.data.val_fraction, cfg.seed)
+    data = cfg.data
+    train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,
+                                                  cfg.seed)
     device = resolve_device(cfg.train.device)
     run_dir = prepare_run_dir(cfg, overwrite)
+    atomic_write_text(run_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
     console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on {len(val_cases)} "
                   f"({device}); run dir {run_dir}")
     loader = training_loader(cfg, train_cases)

@@ -47,7 +47,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from segkit.data.synth import write_dataset
 
-    manifest = write_dataset(args.out, args.cases, args.seed, tuple(args.size), args.test, args.overwrite)
+    manifest = write_dataset(args.out, args.cases, args.seed, tuple(args.size), args.test, args.overwrite,
+                             args.format, args.channels)
     console.print(f"wrote {manifest['numTraining']} training and {manifest['numTest']} held-out phantoms "
                   f"to {args.out}")
     return 0
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=_positive, nargs=3, default=[32, 96, 96], metavar=("D", "H", "W"),
                        help="volume size in voxels, slices first (default 32 96 96)")
     synth.add_argument("--test", type=_positive, help="held-out cases (default a quarter)")
+    synth.add_argument("--format", choices=("msd", "nnunet"), default="msd", help="dataset layout (default msd)")
+    synth.add_argument("--channels", type=_positive, default=1, help="image channels (nnunet layout; default 1)")
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     synth.set_defaults(func=_cmd_synth)
 

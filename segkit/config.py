@@ -28,18 +28,22 @@ class DataCfg(_Section):
     """Where the dataset is and how images are prepared for the network."""
 
     root: Path = Path("data/demo")
-    format: Literal["msd"] = "msd"
+    format: Literal["msd", "nnunet", "folder"] = "msd"
     spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     orientation: Literal["RAS", "LPS"] = "RAS"
     normalize: Literal["window", "zscore"] = "window"
     window: tuple[float, float] = (-200.0, 300.0)
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    fold: Annotated[int, Field(ge=0)] | None = None
+    num_folds: Annotated[int, Field(ge=2)] = 5
     num_workers: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _window_is_increasing(self) -> DataCfg:
         if self.window[0] >= self.window[1]:
             raise ValueError("data.window must be [lower, upper] with lower < upper")
+        if self.fold is not None and self.fold >= self.num_folds:
+            raise ValueError(f"data.fold must be below data.num_folds ({self.num_folds})")
         return self
 
 

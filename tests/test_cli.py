@@ -29,7 +29,7 @@ def test_train_with_missing_dataset_is_one_line(tmp_path: Path, capsys: pytest.C
                  "--set", f"run_dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "dataset.json" in err and "segkit data synth" in err and "Traceback" not in err
+    assert "data.root" in err and "segkit data synth" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing created for a run that could not start
 
 

@@ -7,12 +7,14 @@ from monai.data import CacheDataset, DataLoader, list_data_collate
 from torch.utils.data import RandomSampler
 
 from segkit.config import Config
-from segkit.data.msd import Case
+from segkit.data.cases import Case
 from segkit.data.transforms import training_transforms, validation_transforms
 
 
-def _records(cases: list[Case]) -> list[dict[str, str]]:
-    return [{"image": str(c.image), "label": str(c.label), "case_id": c.case_id} for c in cases]
+def _records(cases: list[Case]) -> list[dict]:
+    """MONAI records; several channel files in one list are stacked as channels by LoadImaged."""
+    return [{"image": [str(p) for p in c.images] if c.extra_channels else str(c.image), "label": str(c.label),
+             "case_id": c.case_id} for c in cases]
 
 
 def training_loader(cfg: Config, cases: list[Case]) -> DataLoader:

@@ -140,35 +140,60 @@ def make_case(seed: int, index: int, size_dhw: tuple[int, int, int]) -> tuple[si
     return out[0], out[1]
 
 
+def extra_channel(image: sitk.Image, seed: int, index: int, channel: int) -> sitk.Image:
+    """A second modality of the same anatomy: a different intensity mapping and its own noise."""
+    rng = np.random.default_rng([seed, index, channel])
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    remapped = 400.0 - 0.8 * array + rng.normal(0.0, 15.0, size=array.shape)  # inverted contrast
+    out = sitk.GetImageFromArray(np.clip(np.rint(remapped), -1024, 3071).astype(np.int16))
+    out.CopyInformation(image)
+    return out
+
+
+def _manifest(layout: str, seed: int, channels: int, training: list, test: list) -> dict:
+    common = {"name": "segkit-phantoms", "description": f"synthetic CT-like phantoms, seed {seed}"}
+    if layout == "nnunet":
+        names = {str(c): "CT" if c == 0 else f"CT_inverted_{c}" for c in range(channels)}
+        return {**common, "channel_names": names, "labels": {v: int(k) for k, v in LABELS.items()},
+                "numTraining": len(training), "file_ending": ".nii.gz"}
+    return {**common, "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": LABELS,
+            "numTraining": len(training), "numTest": len(test), "training": training, "test": test}
+
+
+def _write_case(out: Path, split: str, name: str, images: list[sitk.Image], label: sitk.Image, layout: str) -> None:
+    for channel, image in enumerate(images):
+        file_name = f"{name}_{channel:04d}.nii.gz" if layout == "nnunet" else f"{name}.nii.gz"
+        write_sitk_image(image, out / f"images{split}" / file_name)
+    write_sitk_image(label, out / f"labels{split}" / f"{name}.nii.gz")
+
+
 def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int] = (32, 96, 96),
-                  test_cases: int | None = None, overwrite: bool = False) -> dict:
-    """Write an MSD-style dataset (dataset.json, imagesTr/labelsTr, imagesTs/labelsTs).
+                  test_cases: int | None = None, overwrite: bool = False, layout: str = "msd",
+                  channels: int = 1) -> dict:
+    """Write a phantom dataset in the MSD or nnU-Net v2 raw layout (held-out cases in imagesTs/labelsTs).
 
     A non-empty ``out`` is refused unless ``overwrite``, so no user file is replaced by accident.
+    Several channels need the nnU-Net layout (one file per channel).
     """
     if cases < 2:
         raise SegkitError(f"--cases {cases}: need at least 2 cases (one to train, one held out)")
+    if channels > 1 and layout != "nnunet":
+        raise SegkitError(f"--channels {channels}: several channels need --format nnunet (one file per channel)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SegkitError(f"{out} is not empty; choose an empty --out folder or pass --overwrite")
-    n_test = test_cases if test_cases is not None else max(1, cases // 4)
-    n_test = min(max(n_test, 1), cases - 1)
+    n_test = min(max(test_cases if test_cases is not None else cases // 4, 1), cases - 1)
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     training, test = [], []
     for index in range(cases):
-        name = f"phantom_{index:03d}.nii.gz"
-        split = "Ts" if index >= cases - n_test else "Tr"
+        name, split = f"phantom_{index:03d}", "Ts" if index >= cases - n_test else "Tr"
         image, label = make_case(seed, index, size_dhw)
-        write_sitk_image(image, out / f"images{split}" / name)
-        write_sitk_image(label, out / f"labels{split}" / name)
+        images = [image] + [extra_channel(image, seed, index, c) for c in range(1, channels)]
+        _write_case(out, split, name, images, label, layout)
         if split == "Tr":
-            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+            training.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
         else:
-            test.append(f"./imagesTs/{name}")
-    manifest = {
-        "name": "segkit-phantoms", "description": f"synthetic CT-like phantoms, seed {seed}",
-        "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": LABELS,
-        "numTraining": len(training), "numTest": len(test), "training": training, "test": test,
-    }
+            test.append(f"./imagesTs/{name}.nii.gz")
+    manifest = _manifest(layout, seed, channels, training, test)
     atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return {"numTraining": len(training), "numTest": len(test), **manifest}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ class Predictor:
         self.amp_dtype = autocast_dtype(device, cfg.train.precision)
         self.transforms = prediction_transforms(cfg.data)
 
-    def load(self, path: Path) -> torch.Tensor:
-        """The preprocessed image (a MetaTensor with the original affine and shape in its meta)."""
+    def load(self, paths: Sequence[Path]) -> torch.Tensor:
+        """The preprocessed image of one case's channel files (a MetaTensor with the original affine and shape)."""
+        path = paths[0]
         try:
-            image = self.transforms({IMAGE: str(path)})[IMAGE]
+            image = self.transforms({IMAGE: [str(p) for p in paths] if len(paths) > 1 else str(path)})[IMAGE]
         except Exception as exc:  # MONAI wraps reader errors in several exception types
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{path}: cannot read or preprocess image ({reason[:200]})") from None
@@ -39,9 +41,9 @@ class Predictor:
                             f"{expected} channel(s) and {self.cfg.model.spatial_dims} spatial dims")
         return image
 
-    def predict(self, path: Path) -> np.ndarray:
-        """The label map of ``path`` in its own voxel order (as nibabel reads it)."""
-        image = self.load(path)
+    def predict(self, paths: Sequence[Path]) -> np.ndarray:
+        """The label map of one case (its channel files) in the first file's voxel order (as nibabel reads it)."""
+        image = self.load(paths)
         logits = sliding_window_logits(self.model, image.as_tensor()[None].to(self.device), self.settings,
                                        self.amp_dtype)[0]
         logits = resample_to_grid(logits, image.affine, image.meta["original_affine"], image.meta["spatial_shape"])

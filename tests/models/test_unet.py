@@ -113,3 +113,19 @@ def test_decoder_channels_must_match_encoder_stages() -> None:
 def test_wrong_number_of_strides_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"model.strides: needs 5 strides"):
         build_model(ModelCfg(strides=(2, 2)))
+
+
+def test_encoder_weights_from_config_are_loaded(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    source = ENCODERS.get("resnet18")(EncoderArgs(spatial_dims=2, in_channels=3, norm="batch"))
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.normal_()
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    model = build_model(ModelCfg(spatial_dims=3, encoder="resnet18", in_channels=1, norm="batch",
+                                 decoder_channels=TINY_DECODER, encoder_weights=path))
+    inflated = model.encoder.layer1[0].conv1.weight  # (64, 64, 3, 3, 3): the 2D kernel / 3 along depth
+    torch.testing.assert_close(inflated, source.layer1[0].conv1.weight.unsqueeze(-1).expand_as(inflated) / 3)
+    torch.testing.assert_close(model.encoder.conv1.weight.sum(-1), source.conv1.weight.sum(1, keepdim=True))

@@ -1,0 +1,69 @@
+"""nnU-Net v2 raw layout: ``imagesTr/{case}_{XXXX}{ending}`` per channel, ``labelsTr/{case}{ending}``.
+
+``dataset.json`` declares ``channel_names`` ({"0": "CT", ...}), ``labels`` ({"background": 0, ...})
+and ``file_ending`` (e.g. ".nii.gz").
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from segkit.data.cases import Case, DatasetIndex, check_unique
+from segkit.data.msd import MANIFEST, read_manifest
+from segkit.errors import DataError
+
+CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def _channel_files(folder: Path, ending: str, channels: int, source: Path) -> dict[str, tuple[Path, ...]]:
+    """Case id → its channel files in order; every case must have exactly ``channels`` of them."""
+    found: dict[str, dict[int, Path]] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not path.name.endswith(ending) or path.name.startswith("."):
+            continue
+        match = CHANNEL_FILE.match(path.name[: -len(ending)])
+        if match is None:
+            raise DataError(f"{path}: nnU-Net image names end in _XXXX{ending} (channel number); rename it")
+        found.setdefault(match["case"], {})[int(match["channel"])] = path
+    cases = {}
+    for case_id, by_channel in found.items():
+        if sorted(by_channel) != list(range(channels)):
+            raise DataError(f"{folder / case_id}: has channels {sorted(by_channel)} but {source} declares "
+                            f"{channels} (_0000 to _{channels - 1:04d}); add or remove files")
+        cases[case_id] = tuple(by_channel[c] for c in range(channels))
+    return cases
+
+
+def _declared(manifest: dict, source: Path) -> tuple[int, int, str]:
+    channel_names, labels = manifest.get("channel_names"), manifest.get("labels")
+    ending = manifest.get("file_ending")
+    if not isinstance(channel_names, dict) or not channel_names:
+        raise DataError(f"{source}: 'channel_names' must map channel numbers to names, e.g. {{\"0\": \"CT\"}}")
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(f"{source}: 'labels' must map names to values, e.g. {{\"background\": 0, \"organ\": 1}}")
+    if not isinstance(ending, str) or not ending.startswith("."):
+        raise DataError(f"{source}: 'file_ending' must be a suffix such as \".nii.gz\"")
+    return len(channel_names), len(labels), ending
+
+
+def index_nnunet(root: Path) -> DatasetIndex:
+    """The nnU-Net v2 raw dataset at ``root`` (multi-channel cases supported)."""
+    source = root / MANIFEST
+    manifest = read_manifest(root, "an nnU-Net raw dataset needs dataset.json with channel_names, labels and "
+                                   "file_ending")
+    channels, num_classes, ending = _declared(manifest, source)
+    training = []
+    for case_id, images in _channel_files(root / "imagesTr", ending, channels, source).items():
+        label = root / "labelsTr" / f"{case_id}{ending}"
+        if not label.is_file():
+            raise DataError(f"{label}: missing label for training case '{case_id}'; add it or remove the images")
+        training.append(Case(case_id, images[0], label, images[1:]))
+    if not training:
+        raise DataError(f"{root / 'imagesTr'}: no training images named CASE_0000{ending}")
+    test = []
+    for case_id, images in _channel_files(root / "imagesTs", ending, channels, source).items():
+        label = root / "labelsTs" / f"{case_id}{ending}"
+        test.append(Case(case_id, images[0], label if label.is_file() else None, images[1:]))
+    check_unique(source, training + test)
+    return DatasetIndex(training, test, num_classes, channels)

@@ -1,0 +1,128 @@
+"""Dataset layouts (MSD, nnU-Net, folder/CSV), multi-channel cases and k-fold splits."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from segkit.config import Config, DataCfg, ModelCfg, TrainCfg
+from segkit.data.cases import Case
+from segkit.data.index import load_dataset
+from segkit.data.splits import choose_split, kfold_splits
+from segkit.data.synth import write_dataset
+from segkit.data.transforms import training_transforms
+from segkit.errors import DataError
+from tests.conftest import TINY_SIZE
+
+
+@pytest.fixture(scope="module")
+def nnunet_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("nnunet")
+    write_dataset(root, cases=4, seed=2, size_dhw=TINY_SIZE, test_cases=1, layout="nnunet", channels=2)
+    return root
+
+
+def test_msd_index(tiny_dataset: Path) -> None:
+    index = load_dataset(tiny_dataset, "msd")
+    assert [c.case_id for c in index.training] == ["phantom_000", "phantom_001", "phantom_002", "phantom_003"]
+    assert [c.case_id for c in index.test] == ["phantom_004"] and index.test[0].label is not None
+    assert (index.num_classes, index.channels) == (4, 1)
+
+
+def test_nnunet_index_groups_channels(nnunet_dataset: Path) -> None:
+    index = load_dataset(nnunet_dataset, "nnunet")
+    assert (index.num_classes, index.channels) == (4, 2)
+    assert len(index.training) == 3 and len(index.test) == 1
+    case = index.training[0]
+    assert [p.name for p in case.images] == ["phantom_000_0000.nii.gz", "phantom_000_0001.nii.gz"]
+    assert case.label.name == "phantom_000.nii.gz"
+
+
+def test_nnunet_missing_channel_names_the_case(nnunet_dataset: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(nnunet_dataset, broken)
+    (broken / "imagesTr" / "phantom_001_0001.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"phantom_001: has channels \[0\] but .* declares 2"):
+        load_dataset(broken, "nnunet")
+
+
+def test_nnunet_missing_label_is_an_error(nnunet_dataset: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(nnunet_dataset, broken)
+    (broken / "labelsTr" / "phantom_002.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"phantom_002.nii.gz: missing label for training case 'phantom_002'"):
+        load_dataset(broken, "nnunet")
+
+
+def test_multichannel_case_is_stacked_as_channels(nnunet_dataset: Path) -> None:
+    cfg = Config(data=DataCfg(root=nnunet_dataset, format="nnunet", spacing=(1.2, 1.2, 2.5)),
+                 model=ModelCfg(in_channels=2), train=TrainCfg(patch_size=(32, 32, 16)))
+    case = load_dataset(nnunet_dataset, "nnunet").training[0]
+    sample = training_transforms(cfg)({"image": [str(p) for p in case.images], "label": str(case.label)})[0]
+    assert sample["image"].shape == (2, 32, 32, 16) and sample["label"].shape == (1, 32, 32, 16)
+    assert not (sample["image"][0] == sample["image"][1]).all()
+
+
+def _folder_dataset(source: Path, root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for path in sorted((source / "imagesTr").glob("*.nii.gz")):
+        shutil.copy(path, root / "images" / path.name)
+        shutil.copy(source / "labelsTr" / path.name, root / "labels" / path.name)
+    return root
+
+
+def test_folder_index_matches_images_and_labels_by_name(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _folder_dataset(tiny_dataset, tmp_path / "folder")
+    index = load_dataset(root, "folder")
+    assert [c.case_id for c in index.training] == ["phantom_000", "phantom_001", "phantom_002", "phantom_003"]
+    assert all(c.label.parent == root / "labels" and c.label.name == c.image.name for c in index.training)
+    (root / "labels" / "phantom_001.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"phantom_001.nii.gz: no label named phantom_001"):
+        load_dataset(root, "folder")
+
+
+def test_folder_csv_with_channels_and_path_checks(nnunet_dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "csv"
+    shutil.copytree(nnunet_dataset, root)
+    (root / "dataset.csv").write_text(
+        "case_id,image_0,image_1,label\n"
+        "a,imagesTr/phantom_000_0000.nii.gz,imagesTr/phantom_000_0001.nii.gz,labelsTr/phantom_000.nii.gz\n"
+        "b,imagesTr/phantom_001_0000.nii.gz,imagesTr/phantom_001_0001.nii.gz,labelsTr/phantom_001.nii.gz\n")
+    index = load_dataset(root, "folder")
+    assert [c.case_id for c in index.training] == ["a", "b"] and index.channels == 2
+    (root / "dataset.csv").write_text("image,label\n../outside.nii.gz,labelsTr/phantom_000.nii.gz\n")
+    with pytest.raises(DataError, match="points outside the dataset folder"):
+        load_dataset(root, "folder")
+    (root / "dataset.csv").write_text(
+        "case_id,image,label\nx,imagesTr/phantom_000_0000.nii.gz,labelsTr/phantom_000.nii.gz\n"
+        "x,imagesTr/phantom_001_0000.nii.gz,labelsTr/phantom_001.nii.gz\n")
+    with pytest.raises(DataError, match="case id 'x' appears twice"):
+        load_dataset(root, "folder")
+
+
+def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.root .*: no such folder"):
+        load_dataset(tmp_path / "nope", "msd")
+
+
+def test_kfold_validates_every_case_exactly_once_and_is_seeded() -> None:
+    ids = [f"case{i}" for i in range(11)]
+    splits = kfold_splits(ids, 5, seed=3)
+    validated = [c for split in splits for c in split["val"]]
+    assert sorted(validated) == sorted(ids)
+    for split in splits:
+        assert set(split["train"]).isdisjoint(split["val"]) and len(split["train"]) + len(split["val"]) == 11
+    assert kfold_splits(ids, 5, seed=3) == splits and kfold_splits(ids, 5, seed=4) != splits
+    with pytest.raises(DataError, match="only 3 training cases"):
+        kfold_splits(ids[:3], 5, seed=0)
+
+
+def test_choose_split_picks_the_fold() -> None:
+    cases = [Case(f"c{i}", Path(f"c{i}.nii.gz")) for i in range(10)]
+    train, val, splits = choose_split(cases, fold=2, folds=5, val_fraction=0.2, seed=0)
+    assert [c.case_id for c in val] == splits[2]["val"] and len(train) == 8
+    train, val, splits = choose_split(cases, fold=None, folds=5, val_fraction=0.2, seed=0)
+    assert len(val) == 2 and len(splits) == 1
