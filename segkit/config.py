@@ -64,6 +64,21 @@ class ModelCfg(_Section):
     encoder_weights: Path | None = None
 
 
+class AugmentCfg(_Section):
+    """Training augmentation: each entry's probability per patch, plus the ranges it draws from."""
+
+    flip: UnitFloat = 0.5
+    rot90: UnitFloat = 0.0
+    affine: UnitFloat = 0.2
+    rotate_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 15.0
+    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    elastic: UnitFloat = 0.0
+    gamma: UnitFloat = 0.3
+    noise: UnitFloat = 0.1
+    contrast: UnitFloat = 0.15
+    bias_field: UnitFloat = 0.0
+
+
 class TrainCfg(_Section):
     """Patch-based training schedule, sampling and optimisation."""
 
@@ -77,7 +92,7 @@ class TrainCfg(_Section):
     loss: str = "dice_ce"
     val_every: PositiveInt = 1
     pos_fraction: UnitFloat = 0.67
-    flip_prob: UnitFloat = 0.5
+    augment: AugmentCfg = AugmentCfg()
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 

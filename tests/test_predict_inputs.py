@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from segkit.pipelines.predict import group_channels, output_path_for
 
 from segkit.data.cases import Case
 from segkit.errors import DataError
-from segkit.pipelines.predict import group_channels, output_path_for
 
 
 def test_single_channel_inputs_are_one_case_each() -> None:

@@ -7,11 +7,13 @@ defines how ``predict`` prepares a new image.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from monai import transforms as mt
 
-from segkit.config import Config, DataCfg
+from segkit.config import AugmentCfg, Config, DataCfg
 
 IMAGE, LABEL = "image", "label"
 CLASS_INDICES = "label_cls_indices"
@@ -63,10 +65,32 @@ def training_transforms(cfg: Config) -> mt.Compose:
         ),
         mt.DeleteItemsd(CLASS_INDICES),
     ]
-    chain += [mt.RandFlipd(keys, prob=cfg.train.flip_prob, spatial_axis=axis) for axis in range(cfg.model.spatial_dims)]
+    chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
     compose = mt.Compose(chain)
     compose.set_random_state(seed=cfg.seed)
     return compose
+
+
+def augmentations(aug: AugmentCfg, spatial_dims: int) -> list[mt.Transform]:
+    """Random spatial (image + label) then intensity (image only) augmentations; zero probability = absent."""
+    keys, nearest = [IMAGE, LABEL], ["bilinear", "nearest"]
+    angle = math.radians(aug.rotate_deg)
+    spatial = [
+        *(mt.RandFlipd(keys, prob=aug.flip, spatial_axis=axis) for axis in range(spatial_dims)),
+        mt.RandRotate90d(keys, prob=aug.rot90, spatial_axes=(0, 1)),
+        mt.RandAffined(keys, prob=aug.affine, rotate_range=[angle] * (1 if spatial_dims == 2 else 3),
+                       scale_range=[aug.scale] * spatial_dims, mode=nearest, padding_mode="border"),
+    ]
+    if spatial_dims == 3:
+        spatial.append(mt.Rand3DElasticd(keys, prob=aug.elastic, sigma_range=(5, 8), magnitude_range=(50, 150),
+                                         mode=nearest, padding_mode="border"))
+    intensity = [
+        mt.RandAdjustContrastd(IMAGE, prob=aug.gamma, gamma=(0.7, 1.5)),
+        mt.RandGaussianNoised(IMAGE, prob=aug.noise, std=0.05),
+        mt.RandScaleIntensityFixedMeand(IMAGE, prob=aug.contrast, factors=0.25, preserve_range=True),
+        mt.RandBiasFieldd(IMAGE, prob=aug.bias_field, coeff_range=(0.0, 0.1)),
+    ]
+    return [t for t in spatial + intensity if t.prob > 0]
 
 
 def validation_transforms(cfg: DataCfg) -> mt.Compose:
