@@ -37,6 +37,8 @@ class DataCfg(_Section):
     fold: Annotated[int, Field(ge=0)] | None = None
     num_folds: Annotated[int, Field(ge=2)] = 5
     num_workers: Annotated[int, Field(ge=0)] = 0
+    cache: Literal["none", "memory", "disk"] = "memory"
+    cache_dir: Path | None = None
 
     @model_validator(mode="after")
     def _window_is_increasing(self) -> DataCfg:

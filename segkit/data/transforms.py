@@ -7,13 +7,16 @@ defines how ``predict`` prepares a new image.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 from monai import transforms as mt
 
 from segkit.config import AugmentCfg, Config, DataCfg
+from segkit.data.cache import DiskCached
 
 IMAGE, LABEL = "image", "label"
 CLASS_INDICES = "label_cls_indices"
@@ -52,10 +55,14 @@ def class_ratios(num_classes: int, pos_fraction: float) -> list[float]:
 
 def training_transforms(cfg: Config) -> mt.Compose:
     """Preprocessing, cached sampling indices, then random class-balanced patches and flips."""
+    return _seeded(preprocessing(cfg.data, with_label=True) + sampling(cfg), cfg.seed)
+
+
+def sampling(cfg: Config) -> list[mt.Transform]:
+    """After preprocessing: pad to the patch, class indices, a class-balanced random patch, augmentation."""
     keys = [IMAGE, LABEL]
     patch = list(cfg.train.patch_size)
     chain = [
-        *preprocessing(cfg.data, with_label=True),
         mt.SpatialPadd(keys, spatial_size=patch),
         mt.ClassesToIndicesd(LABEL, num_classes=cfg.model.num_classes, max_samples_per_class=MAX_INDICES_PER_CLASS),
         mt.RandCropByLabelClassesd(
@@ -65,10 +72,26 @@ def training_transforms(cfg: Config) -> mt.Compose:
         ),
         mt.DeleteItemsd(CLASS_INDICES),
     ]
-    chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
+    return chain + augmentations(cfg.train.augment, cfg.model.spatial_dims)
+
+
+def _seeded(chain: list, seed: int) -> mt.Compose:
     compose = mt.Compose(chain)
-    compose.set_random_state(seed=cfg.seed)
+    compose.set_random_state(seed=seed)
     return compose
+
+
+def disk_cached_training_transforms(cfg: Config, cache_dir: Path) -> mt.Compose:
+    """Like :func:`training_transforms`, with preprocessing served from the disk cache."""
+    cached = DiskCached(mt.Compose(preprocessing(cfg.data, with_label=True)), [IMAGE, LABEL], cache_dir,
+                        preprocessing_settings(cfg.data))
+    return _seeded([cached, *sampling(cfg)], cfg.seed)
+
+
+def preprocessing_settings(cfg: DataCfg) -> str:
+    """The data settings that change preprocessed arrays (the disk cache key includes them)."""
+    fields = {"spacing", "orientation", "normalize", "window"}
+    return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
 
 
 def augmentations(aug: AugmentCfg, spatial_dims: int) -> list[mt.Transform]:
@@ -93,9 +116,12 @@ def augmentations(aug: AugmentCfg, spatial_dims: int) -> list[mt.Transform]:
     return [t for t in spatial + intensity if t.prob > 0]
 
 
-def validation_transforms(cfg: DataCfg) -> mt.Compose:
-    """Whole preprocessed volumes with labels."""
-    return mt.Compose(preprocessing(cfg, with_label=True))
+def validation_transforms(cfg: DataCfg, cache_dir: Path | None = None) -> mt.Compose:
+    """Whole preprocessed volumes with labels (from the disk cache when ``cache_dir`` is given)."""
+    chain = mt.Compose(preprocessing(cfg, with_label=True))
+    if cache_dir is None:
+        return chain
+    return mt.Compose([DiskCached(chain, [IMAGE, LABEL], cache_dir, preprocessing_settings(cfg))])
 
 
 def prediction_transforms(cfg: DataCfg) -> mt.Compose:

@@ -1,0 +1,75 @@
+"""The disk cache: second epoch reads no image file; changed sources or settings are re-read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel
+import pytest
+import torch
+
+from segkit.config import load_config
+from segkit.data.index import load_dataset
+from segkit.data.loaders import _records
+from segkit.data.transforms import disk_cached_training_transforms, validation_transforms
+
+
+@pytest.fixture
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    original = nibabel.load
+
+    def counting(filename, *args, **kwargs):
+        reads.append(str(filename))
+        return original(filename, *args, **kwargs)
+
+    monkeypatch.setattr(nibabel, "load", counting)
+    return reads
+
+
+def _config(root: Path, cache_dir: Path, *extra: str):
+    return load_config("demo_unet_resnet34.yaml", [f"data.root={root}", "data.spacing=[1.2,1.2,2.5]",
+                                                   "data.cache=disk", f"data.cache_dir={cache_dir}",
+                                                   "train.patch_size=[32,32,16]", *extra])
+
+
+def test_second_epoch_reads_no_image_and_arrays_match(tiny_dataset: Path, tmp_path: Path,
+                                                      count_reads: list[str]) -> None:
+    cfg = _config(tiny_dataset, tmp_path / "cache")
+    records = _records(load_dataset(tiny_dataset, "msd").training[:2])
+    cached = validation_transforms(cfg.data, tmp_path / "cache")
+    first = [cached(r) for r in records]
+    assert len(count_reads) == 4  # image + label of two cases
+    second = [cached(r) for r in records]
+    assert len(count_reads) == 4  # served from raw arrays
+    fresh = validation_transforms(cfg.data)(records[0])  # uncached: reads the two files of case 0
+    assert len(count_reads) == 6
+    for key in ("image", "label"):
+        torch.testing.assert_close(second[0][key].as_tensor(), fresh[key].as_tensor())
+        torch.testing.assert_close(second[0][key].affine, fresh[key].affine.to(second[0][key].affine.dtype))
+        torch.testing.assert_close(first[0][key].as_tensor(), second[0][key].as_tensor())
+    patches = disk_cached_training_transforms(cfg, tmp_path / "cache")
+    assert patches(records[0])[0]["image"].shape == (1, 32, 32, 16) and len(count_reads) == 6
+
+
+def test_changed_source_or_settings_are_read_again(tiny_dataset: Path, tmp_path: Path,
+                                                   count_reads: list[str]) -> None:
+    copy = tmp_path / "data"
+    copy.mkdir()
+    case = load_dataset(tiny_dataset, "msd").training[0]
+    image, label = copy / "image.nii.gz", copy / "label.nii.gz"
+    image.write_bytes(case.image.read_bytes())
+    label.write_bytes(case.label.read_bytes())
+    record = {"image": str(image), "label": str(label), "case_id": "c"}
+    cfg = _config(tiny_dataset, tmp_path / "cache")
+    validation_transforms(cfg.data, tmp_path / "cache")(record)
+    validation_transforms(cfg.data, tmp_path / "cache")(record)
+    assert len(count_reads) == 2
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    validation_transforms(cfg.data, tmp_path / "cache")(record)
+    assert len(count_reads) == 4
+    other = _config(tiny_dataset, tmp_path / "cache", "data.window=[-100,200]")
+    validation_transforms(other.data, tmp_path / "cache")(record)
+    assert len(count_reads) == 6
