@@ -10,18 +10,20 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
+from segkit.pipelines.data_check import check_dataset, problem_table
 
 from segkit.config import Config, config_to_dict
 from segkit.data.cases import DatasetIndex
 from segkit.data.index import load_dataset
 from segkit.data.loaders import training_loader, validation_dataset
+from segkit.data.presets import resolve_from_fingerprint
 from segkit.data.splits import choose_split
 from segkit.data.transforms import seed_everything
 from segkit.engine.checkpoint import save_checkpoint
 from segkit.engine.losses import build_loss
 from segkit.engine.optim import build_optimizer, build_scheduler
 from segkit.engine.trainer import Optimisation, Trainer, TrainState
-from segkit.errors import ConfigError, SegkitError
+from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.inference.sliding_window import WindowSettings
 from segkit.inference.validate import evaluate_volumes
 from segkit.io.atomic import atomic_write_text
@@ -55,6 +57,16 @@ def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIn
                           f"has {index.channels} channel(s); set model.in_channels: {index.channels}")
 
 
+def checked_config(cfg: Config, console: Console) -> Config:
+    """Run the (cached) dataset check; stop on errors; resolve fingerprint-derived settings."""
+    result, fingerprint = check_dataset(cfg.data.root, cfg.data.format)
+    if not result.ok:
+        console.print(problem_table(result.errors, cfg.data.root))
+        raise DataError(f"{cfg.data.root}: {len(result.errors)} problem(s) in the dataset (listed above); fix them "
+                        f"or remove the cases, then train again ('segkit data check {cfg.data.root}' re-checks)")
+    return cfg.model_copy(update={"data": resolve_from_fingerprint(cfg.data, fingerprint)})
+
+
 def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
     """Create ``run_dir``; an existing run is kept unless ``overwrite``."""
     run_dir = Path(cfg.run_dir)
@@ -74,6 +86,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     model = build_model(cfg.model)
     index = load_dataset(cfg.data.root, cfg.data.format)
     check_trainable(cfg, model.size_divisor, index)
+    cfg = checked_config(cfg, console)
     seed_everything(cfg.seed)
     data = cfg.data
     train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,

@@ -54,6 +54,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from segkit.pipelines.data_check import run_data_check
+
+    return 0 if run_data_check(args.dataset, args.format, args.json, console).ok else 1
+
+
 def _cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -125,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--channels", type=_positive, default=1, help="image channels (nnunet layout; default 1)")
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     synth.set_defaults(func=_cmd_synth)
+
+    check = data.add_parser("check", help="check a dataset's files and print its fingerprint")
+    check.add_argument("dataset", type=Path, help="dataset folder")
+    check.add_argument("--format", choices=("msd", "nnunet", "folder"), default="msd", help="layout (default msd)")
+    check.add_argument("--json", type=Path, help="report path (default DATASET/segkit_fingerprint.json)")
+    check.set_defaults(func=_cmd_check)
 
     config = sub.add_parser("config", help="config tools").add_subparsers(dest="config_command", required=True,
                                                                           metavar="TOOL")

@@ -29,10 +29,11 @@ class DataCfg(_Section):
 
     root: Path = Path("data/demo")
     format: Literal["msd", "nnunet", "folder"] = "msd"
-    spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
+    spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | Literal["auto"] | None = None
     orientation: Literal["RAS", "LPS"] = "RAS"
-    normalize: Literal["window", "zscore"] = "window"
+    normalize: Literal["ct", "mri", "window"] = "window"
     window: tuple[float, float] = (-200.0, 300.0)
+    ct_stats: tuple[float, float, float, PositiveFloat] | None = None
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     fold: Annotated[int, Field(ge=0)] | None = None
     num_folds: Annotated[int, Field(ge=2)] = 5
@@ -44,6 +45,8 @@ class DataCfg(_Section):
     def _window_is_increasing(self) -> DataCfg:
         if self.window[0] >= self.window[1]:
             raise ValueError("data.window must be [lower, upper] with lower < upper")
+        if self.ct_stats is not None and self.ct_stats[0] >= self.ct_stats[1]:
+            raise ValueError("data.ct_stats must be [lower, upper, mean, std] with lower < upper")
         if self.fold is not None and self.fold >= self.num_folds:
             raise ValueError(f"data.fold must be below data.num_folds ({self.num_folds})")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = segkit("train", "--config", "demo_unet_resnet34.yaml", "--set", "run_dir=run", "--set", "data.root=data",
                   "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=2",
                   "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]",
-                  "--set", "model.encoder=resnet18", "--set", "data.spacing=[1.2,1.2,2.5]",
+                  "--set", "model.encoder=resnet18", "--set", "data.spacing=auto", "--set", "data.normalize=ct",
                   "--set", "model.deep_supervision=true", cwd=work)
     assert done.returncode == 0, done.stderr
     return work
@@ -40,6 +41,12 @@ def test_training_writes_complete_checkpoints(trained_run: Path) -> None:
     for name in ("best", "last"):
         directory = trained_run / "run" / name
         assert {"weights.safetensors", "config.json", "state.json"} <= {p.name for p in directory.iterdir()}
+    data = json.loads((trained_run / "run" / "best" / "config.json").read_text())["data"]
+    assert len(data["spacing"]) == 3 and all(0.7 < s < 3.1 for s in data["spacing"])  # 'auto' resolved
+    low, high, mean, std = data["ct_stats"]  # filled from the fingerprint's foreground
+    assert low < mean < high and std > 0
+    splits = json.loads((trained_run / "run" / "splits.json").read_text())
+    assert len(splits) == 1 and len(splits[0]["val"]) == 1
 
 
 def test_predictions_lie_on_each_input_grid(trained_run: Path) -> None:

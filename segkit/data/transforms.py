@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai import transforms as mt
+from monai.data import NibabelReader
 
 from segkit.config import AugmentCfg, Config, DataCfg
 from segkit.data.cache import DiskCached
+from segkit.errors import ConfigError
+from segkit.io.sitk_reader import SimpleITKReader
 
 IMAGE, LABEL = "image", "label"
 CLASS_INDICES = "label_cls_indices"
@@ -24,9 +27,19 @@ MAX_INDICES_PER_CLASS = 50_000  # bounds cached sampling indices per class (dete
 
 
 def _intensity(cfg: DataCfg) -> mt.MapTransform:
+    """``window``: clip to the window, scale to [0, 1]; ``ct`` (nnU-Net): clip to the dataset's foreground
+    0.5–99.5 percentiles, then z-score with its foreground mean and std (one linear map with clipping);
+    ``mri``: z-score each channel over its non-zero voxels."""
     if cfg.normalize == "window":
         low, high = cfg.window
         return mt.ScaleIntensityRanged(IMAGE, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    if cfg.normalize == "ct":
+        if cfg.ct_stats is None:
+            raise ConfigError("data.ct_stats: needed for data.normalize: ct; training fills it from the dataset "
+                              "fingerprint, or give [lower, upper, mean, std]")
+        low, high, mean, std = cfg.ct_stats
+        return mt.ScaleIntensityRanged(IMAGE, a_min=low, a_max=high, b_min=(low - mean) / std,
+                                       b_max=(high - mean) / std, clip=True)
     return mt.NormalizeIntensityd(IMAGE, nonzero=True, channel_wise=True)
 
 
@@ -34,10 +47,13 @@ def preprocessing(cfg: DataCfg, with_label: bool) -> list[mt.Transform]:
     """Deterministic preparation of an image (and its label) for the network."""
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
     chain: list[mt.Transform] = [
-        mt.LoadImaged(keys, reader="NibabelReader", image_only=True),
+        mt.LoadImaged(keys, reader=[NibabelReader(), SimpleITKReader()], image_only=True),
         mt.EnsureChannelFirstd(keys),
         mt.Orientationd(keys, axcodes=cfg.orientation, labels=None),
     ]
+    if cfg.spacing == "auto":
+        raise ConfigError("data.spacing: 'auto' is resolved from the dataset fingerprint when training starts; "
+                          "give explicit spacing here")
     if cfg.spacing is not None:
         modes = ["bilinear", "nearest"][: len(keys)]
         chain.append(mt.Spacingd(keys, pixdim=cfg.spacing, mode=modes))
@@ -90,7 +106,7 @@ def disk_cached_training_transforms(cfg: Config, cache_dir: Path) -> mt.Compose:
 
 def preprocessing_settings(cfg: DataCfg) -> str:
     """The data settings that change preprocessed arrays (the disk cache key includes them)."""
-    fields = {"spacing", "orientation", "normalize", "window"}
+    fields = {"spacing", "orientation", "normalize", "window", "ct_stats"}
     return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
 
 

@@ -1,0 +1,28 @@
+"""Settings derived from the dataset fingerprint: ``data.spacing: auto`` and ``data.normalize: ct``.
+
+They are resolved once when training starts and written into the run's config, so a checkpoint
+carries concrete numbers and ``predict`` preprocesses exactly as training did.
+"""
+
+from __future__ import annotations
+
+from segkit.config import DataCfg
+from segkit.data.fingerprint import Fingerprint
+from segkit.errors import DataError
+
+
+def resolve_from_fingerprint(cfg: DataCfg, fingerprint: Fingerprint | None) -> DataCfg:
+    """``cfg`` with ``spacing: auto`` → the median spacing and ``ct_stats`` → foreground statistics."""
+    updates: dict = {}
+    needs_stats = cfg.normalize == "ct" and cfg.ct_stats is None
+    if (cfg.spacing == "auto" or needs_stats) and fingerprint is None:
+        raise DataError(f"{cfg.root}: no error-free case to derive data.spacing/data.ct_stats from; "
+                        "run 'segkit data check' and fix the dataset")
+    if cfg.spacing == "auto":
+        updates["spacing"] = tuple(round(float(s), 4) for s in fingerprint.spacing_median)
+    if needs_stats:
+        stats = fingerprint.intensity[0]
+        if stats.p0_5 is None or not stats.std:
+            raise DataError(f"{cfg.root}: no foreground voxels to derive data.ct_stats from; give it explicitly")
+        updates["ct_stats"] = (stats.p0_5, stats.p99_5, stats.mean, stats.std)
+    return cfg.model_copy(update=updates) if updates else cfg
