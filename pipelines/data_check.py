@@ -5,6 +5,8 @@ Orchestration only: the checks live in :mod:`segkit.data.check`, the statistics 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from segkit.data.cache import default_cache_dir
 from segkit.data.cases import Case, DatasetIndex
 from segkit.data.check import CheckResult, Problem, check_cases
 from segkit.data.fingerprint import Fingerprint, compute_fingerprint
@@ -19,7 +22,6 @@ from segkit.data.index import load_dataset
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
 
-CACHE_NAME = ".segkit_check_cache.json"
 FINGERPRINT_NAME = "segkit_fingerprint.json"
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
 
@@ -139,7 +141,10 @@ def check_dataset(root: Path, layout: str = "msd") -> tuple[CheckResult, Fingerp
     """
     index = load_dataset(root, layout)
     cases, optional, channels = _targets(index)
-    result = check_cases(cases, index.num_classes, channels, root / CACHE_NAME, optional_labels=optional)
+    cache = default_cache_dir() / "checks" / f"{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.json"
+    with contextlib.suppress(OSError):  # no writable cache folder: the check still runs, only uncached
+        cache.parent.mkdir(parents=True, exist_ok=True)
+    result = check_cases(cases, index.num_classes, channels, cache, optional_labels=optional)
     case_ids = {case.case_id for case in index.training + index.test}
     stats = [s for s in result.stats if s.case_id in case_ids]
     return result, compute_fingerprint(stats, index.num_classes) if stats else None

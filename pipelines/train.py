@@ -24,6 +24,7 @@ from segkit.engine.losses import build_loss
 from segkit.engine.optim import build_optimizer, build_scheduler
 from segkit.engine.trainer import Optimisation, Trainer, TrainState
 from segkit.errors import ConfigError, DataError, SegkitError
+from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings
 from segkit.inference.validate import evaluate_volumes
 from segkit.io.atomic import atomic_write_text
@@ -41,8 +42,6 @@ class TrainResult:
 
 def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIndex) -> None:
     """Config checks that need the built model (sizes) or that this pipeline does not support yet."""
-    if cfg.model.spatial_dims != 3:
-        raise ConfigError("model.spatial_dims: the train pipeline trains 3D volumes; set model.spatial_dims: 3")
     deepest = math.prod(-(-s // d) for s, d in zip(cfg.train.patch_size, size_divisor, strict=True))
     values = deepest * {"batch": cfg.train.batch_size, "instance": 1, "group": 2}[cfg.model.norm]
     if values < 2:
@@ -107,7 +106,8 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     settings = WindowSettings.from_config(cfg)
     trainer = Trainer(
         opt,
-        validate=lambda m: evaluate_volumes(m, val_data, settings, cfg.model.num_classes, device, amp_dtype),
+        validate=lambda m: evaluate_volumes(as_volume_model(m, cfg), val_data, settings, cfg.model.num_classes,
+                                            device, amp_dtype),
         save=lambda name, state: save_checkpoint(run_dir, name, model, cfg, state),
         epochs=cfg.train.epochs, val_every=cfg.train.val_every, console=console,
     )

@@ -34,6 +34,7 @@ class DataCfg(_Section):
     normalize: Literal["ct", "mri", "window"] = "window"
     window: tuple[float, float] = (-200.0, 300.0)
     ct_stats: tuple[float, float, float, PositiveFloat] | None = None
+    slice_axis: Literal[0, 1, 2] = 2
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     fold: Annotated[int, Field(ge=0)] | None = None
     num_folds: Annotated[int, Field(ge=2)] = 5
@@ -84,6 +85,14 @@ class AugmentCfg(_Section):
     bias_field: UnitFloat = 0.0
 
 
+class AlbumentationsStep(_Section):
+    """One albumentations transform: its class name, probability and keyword parameters."""
+
+    name: str
+    p: UnitFloat = 0.5
+    params: dict[str, Any] = {}
+
+
 class TrainCfg(_Section):
     """Patch-based training schedule, sampling and optimisation."""
 
@@ -98,6 +107,7 @@ class TrainCfg(_Section):
     val_every: PositiveInt = 1
     pos_fraction: UnitFloat = 0.67
     augment: AugmentCfg = AugmentCfg()
+    albumentations: tuple[AlbumentationsStep, ...] = ()
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
@@ -134,8 +144,16 @@ class Config(_Section):
 
     @property
     def roi_size(self) -> tuple[int, ...]:
-        """The sliding-window size actually used."""
+        """The sliding-window size actually used (per model dims)."""
         return self.infer.roi_size or self.train.patch_size
+
+    def on_volume(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        """A 2D size as a one-slice 3D window across ``data.slice_axis`` (3D sizes unchanged)."""
+        if self.model.spatial_dims == 3:
+            return tuple(size)
+        size = list(size)
+        size.insert(self.data.slice_axis, 1)
+        return tuple(size)
 
 
 def _check_names(cfg: Config) -> None:

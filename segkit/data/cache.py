@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ from segkit.io.atomic import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 1
 META_KEYS = ("affine", "original_affine", "spatial_shape")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/segkit`` (``~/.cache/segkit``): shared by runs, keyed by source files and settings."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "segkit"
 
 
 def _sources(record: Mapping[str, Any], keys: list[str]) -> list[str]:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
 from monai.transforms import Transform
 from torch.utils.data import RandomSampler
 
 from segkit.config import Config
+from segkit.data.cache import default_cache_dir
 from segkit.data.cases import Case
 from segkit.data.transforms import disk_cached_training_transforms, training_transforms, validation_transforms
 
@@ -19,12 +17,6 @@ def _records(cases: list[Case]) -> list[dict]:
     """MONAI records; several channel files in one list are stacked as channels by LoadImaged."""
     return [{"image": [str(p) for p in c.images] if c.extra_channels else str(c.image), "label": str(c.label),
              "case_id": c.case_id} for c in cases]
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/segkit`` (``~/.cache/segkit``): shared by runs, keyed by source files and settings."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "segkit"
 
 
 def _dataset(cfg: Config, records: list[dict], in_memory: Transform, from_disk: Transform) -> Dataset:

@@ -17,6 +17,7 @@ from monai import transforms as mt
 from monai.data import NibabelReader
 
 from segkit.config import AugmentCfg, Config, DataCfg
+from segkit.data.albu import Albumentationsd, build_pipeline
 from segkit.data.cache import DiskCached
 from segkit.errors import ConfigError
 from segkit.io.sitk_reader import SimpleITKReader
@@ -77,7 +78,7 @@ def training_transforms(cfg: Config) -> mt.Compose:
 def sampling(cfg: Config) -> list[mt.Transform]:
     """After preprocessing: pad to the patch, class indices, a class-balanced random patch, augmentation."""
     keys = [IMAGE, LABEL]
-    patch = list(cfg.train.patch_size)
+    patch = list(cfg.on_volume(cfg.train.patch_size))  # 2D models: a one-slice patch of the volume
     chain = [
         mt.SpatialPadd(keys, spatial_size=patch),
         mt.ClassesToIndicesd(LABEL, num_classes=cfg.model.num_classes, max_samples_per_class=MAX_INDICES_PER_CLASS),
@@ -88,7 +89,12 @@ def sampling(cfg: Config) -> list[mt.Transform]:
         ),
         mt.DeleteItemsd(CLASS_INDICES),
     ]
-    return chain + augmentations(cfg.train.augment, cfg.model.spatial_dims)
+    if cfg.model.spatial_dims == 2:
+        chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
+    chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
+    if cfg.train.albumentations:
+        chain.append(Albumentationsd(IMAGE, LABEL, build_pipeline(list(cfg.train.albumentations))))
+    return chain
 
 
 def _seeded(chain: list, seed: int) -> mt.Compose:

@@ -12,6 +12,7 @@ from segkit.config import Config
 from segkit.data.transforms import IMAGE, prediction_transforms
 from segkit.errors import DataError
 from segkit.inference.resample import resample_to_grid
+from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, sliding_window_logits
 from segkit.runtime import autocast_dtype
 
@@ -20,7 +21,7 @@ class Predictor:
     """Preprocess like training, run the sliding window, resample logits back, argmax."""
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device) -> None:
-        self.model = model.to(device).eval()
+        self.model = as_volume_model(model, cfg).to(device).eval()
         self.cfg = cfg
         self.device = device
         self.settings = WindowSettings.from_config(cfg)
@@ -36,9 +37,9 @@ class Predictor:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{path}: cannot read or preprocess image ({reason[:200]})") from None
         expected = self.cfg.model.in_channels
-        if image.shape[0] != expected or image.ndim != self.cfg.model.spatial_dims + 1:
+        if image.shape[0] != expected or image.ndim != 4:
             raise DataError(f"{path}: image has shape {tuple(image.shape)} (channels first) but the model expects "
-                            f"{expected} channel(s) and {self.cfg.model.spatial_dims} spatial dims")
+                            f"{expected} channel(s) and a 3D volume")
         return image
 
     def predict(self, paths: Sequence[Path]) -> np.ndarray:

@@ -13,7 +13,7 @@ from segkit.runtime import autocast
 
 @dataclass(frozen=True)
 class WindowSettings:
-    """Window size, overlap, windows per forward pass and blending of overlaps."""
+    """Window size (on the volume: one slice thick for 2D models), overlap, windows per pass, blending."""
 
     roi_size: tuple[int, ...]
     overlap: float = 0.5
@@ -23,7 +23,7 @@ class WindowSettings:
     @classmethod
     def from_config(cls, cfg: Config) -> WindowSettings:
         """The settings a run's config asks for."""
-        return cls(cfg.roi_size, cfg.infer.overlap, cfg.infer.sw_batch_size, cfg.infer.blend)
+        return cls(cfg.on_volume(cfg.roi_size), cfg.infer.overlap, cfg.infer.sw_batch_size, cfg.infer.blend)
 
 
 @torch.no_grad()

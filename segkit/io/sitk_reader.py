@@ -58,6 +58,8 @@ class SimpleITKReader(ImageReader):
     def read(self, data: Sequence[str] | str, **kwargs) -> list[sitk.Image] | sitk.Image:
         """SimpleITK images for one file/folder or a list of them (one per channel)."""
         names = [str(n) for n in ensure_tuple(data)]
+        if not self.verify_suffix(names):  # MONAI then falls back to the next reader (nibabel for NIfTI)
+            raise ValueError(f"SimpleITKReader does not read {names[0]}")
         self.filenames = names
         images = [read_dicom_series(Path(n)) if Path(n).is_dir() else sitk.ReadImage(n) for n in names]
         return images if len(images) > 1 else images[0]

@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from rich.console import Console
-from segkit.pipelines.data_check import CACHE_NAME, run_data_check
+from segkit.pipelines.data_check import run_data_check
 
 from segkit.data.check import CheckResult, Problem, check_cases
 from segkit.data.fingerprint import MAX_FOREGROUND_SAMPLES, CaseStats, compute_fingerprint, sample_foreground
 from segkit.data.msd import Case, load_msd
 from segkit.data.synth import write_dataset
 
+CACHE_NAME = ".check_cache.json"
 NUM_CLASSES = 4
 TR = "imagesTr/phantom_000.nii.gz", "labelsTr/phantom_000.nii.gz"
 
@@ -301,11 +302,15 @@ def test_cache_skips_unchanged_files_and_rechecks_changed_ones(root: Path, monke
     assert check_cases(_cases(root), 8, 1, cache_path=cache).ok and len(reads) == 16  # other settings: re-read
 
 
-def test_run_data_check_prints_and_writes_the_report(root: Path) -> None:
+def test_run_data_check_prints_and_writes_the_report(root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     (root / "labelsTs" / "phantom_003.nii.gz").unlink()  # a test case without label: checked for the image only
+    before = {p.name for p in root.iterdir()}
     out = io.StringIO()
     result = run_data_check(root, console=Console(file=out, width=200))
-    assert result.ok and result.cases_checked == 4 and (root / CACHE_NAME).is_file()
+    assert result.ok and result.cases_checked == 4
+    assert len(list((tmp_path / "xdg" / "segkit" / "checks").glob("*.json"))) == 1  # the cache lives outside
+    assert {p.name for p in root.iterdir()} - before == {"segkit_fingerprint.json"}  # only the asked-for report
     text = out.getvalue()
     assert "all 4 case(s) passed" in text and "Fingerprint of 4 case(s)" in text and "class 1 (organ)" in text
     report = json.loads((root / "segkit_fingerprint.json").read_text())
