@@ -133,13 +133,14 @@ def _write(path: Path, text: str) -> None:
                         "elsewhere") from None
 
 
-def check_dataset(root: Path, layout: str = "msd") -> tuple[CheckResult, Fingerprint | None]:
+def check_dataset(root: Path, layout: str = "msd", index: DatasetIndex | None = None,
+                  ) -> tuple[CheckResult, Fingerprint | None]:
     """Check every training and test case of the dataset at ``root`` (cached by file size and mtime).
 
     Test cases without a label file are checked for the image only. The fingerprint covers the cases
     without errors; with one file per channel, its intensities describe the first channel.
     """
-    index = load_dataset(root, layout)
+    index = index or load_dataset(root, layout)
     cases, optional, channels = _targets(index)
     cache = default_cache_dir() / "checks" / f"{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.json"
     with contextlib.suppress(OSError):  # no writable cache folder: the check still runs, only uncached

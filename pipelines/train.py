@@ -56,9 +56,9 @@ def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIn
                           f"has {index.channels} channel(s); set model.in_channels: {index.channels}")
 
 
-def checked_config(cfg: Config, console: Console) -> Config:
+def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config:
     """Run the (cached) dataset check; stop on errors; resolve fingerprint-derived settings."""
-    result, fingerprint = check_dataset(cfg.data.root, cfg.data.format)
+    result, fingerprint = check_dataset(cfg.data.root, cfg.data.format, index)
     if not result.ok:
         console.print(problem_table(result.errors, cfg.data.root))
         raise DataError(f"{cfg.data.root}: {len(result.errors)} problem(s) in the dataset (listed above); fix them "
@@ -85,7 +85,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     model = build_model(cfg.model)
     index = load_dataset(cfg.data.root, cfg.data.format)
     check_trainable(cfg, model.size_divisor, index)
-    cfg = checked_config(cfg, console)
+    cfg = checked_config(cfg, index, console)
     seed_everything(cfg.seed)
     data = cfg.data
     train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,
