@@ -31,3 +31,35 @@ def test_truncated_nifti_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
     truncated.write_bytes(gzip.compress(raw[: len(raw) // 2]))
     with pytest.raises(RuntimeError):
         prediction_transforms(DataCfg())({"image": str(truncated)})
+
+
+def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    """One DICOM file per slice with position, orientation and spacing tags (as scanners write them)."""
+    folder.mkdir()
+    direction = image.GetDirection()
+    orientation = "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6],
+                                                  direction[1], direction[4], direction[7]))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(image.GetDepth()):
+        slice_image = image[:, :, z]
+        position = image.TransformIndexToPhysicalPoint((0, 0, z))
+        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1"), ("0020|000d", "1.2.826.0.1.3680043.2.1125.2"),
+                           ("0008|0060", "CT"), ("0020|0037", orientation),
+                           ("0020|0032", "\\".join(f"{p:.6f}" for p in position)), ("0020|0013", str(z + 1)),
+                           ("0028|0030", f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}"),
+                           ("0018|0050", f"{image.GetSpacing()[2]:.6f}")):
+            slice_image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(slice_image)
+
+
+def test_dicom_series_folder_reads_like_the_volume(tiny_dataset: Path, tmp_path: Path) -> None:
+    source = tiny_dataset / "imagesTr" / "phantom_001.nii.gz"  # RAS-flipped in-plane axes
+    volume = sitk.ReadImage(str(source))
+    _write_dicom_series(volume, tmp_path / "series")
+    transforms = prediction_transforms(DataCfg())
+    expected = transforms({"image": str(source)})["image"]
+    got = transforms({"image": str(tmp_path / "series")})["image"]
+    torch.testing.assert_close(got.as_tensor(), expected.as_tensor())
+    torch.testing.assert_close(got.affine, expected.affine, atol=1e-4, rtol=0)
