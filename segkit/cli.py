@@ -45,10 +45,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from segkit.data.synth import write_dataset
+    from segkit.data.synth import Style, write_dataset
 
     manifest = write_dataset(args.out, args.cases, args.seed, tuple(args.size), args.test, args.overwrite,
-                             args.format, args.channels)
+                             args.format, args.channels, Style(args.classes, args.difficulty))
     console.print(f"wrote {manifest['numTraining']} training and {manifest['numTest']} held-out phantoms "
                   f"to {args.out}")
     return 0
@@ -92,6 +92,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _unit(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
@@ -129,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test", type=_positive, help="held-out cases (default a quarter)")
     synth.add_argument("--format", choices=("msd", "nnunet"), default="msd", help="dataset layout (default msd)")
     synth.add_argument("--channels", type=_positive, default=1, help="image channels (nnunet layout; default 1)")
+    synth.add_argument("--classes", type=int, choices=(1, 2, 3), default=3,
+                       help="labelled structures: 1 organ, 2 + vessel, 3 + lesions (default 3)")
+    synth.add_argument("--difficulty", type=_unit, default=0.0,
+                       help="0..1: more noise and bias, less contrast (default 0, the demo phantoms)")
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     synth.set_defaults(func=_cmd_synth)
 

@@ -26,6 +26,38 @@ HU = {"air": -1000.0, "fat": -90.0, "tissue": 40.0, "bone": 650.0, "organ": 110.
 
 
 @dataclass(frozen=True)
+class Style:
+    """Which structures are labelled (``classes``: 1 organ, 2 + vessel, 3 + lesions) and how hard the
+    images are: ``difficulty`` 0..1 raises noise and bias field and lowers the organ's and lesions'
+    contrast to the surrounding tissue (0 gives the demo phantoms)."""
+
+    classes: int = 3
+    difficulty: float = 0.0
+
+    @property
+    def hu(self) -> dict[str, float]:
+        """Tissue intensities at this difficulty."""
+        d = self.difficulty
+        return {**HU, "organ": HU["organ"] - 45.0 * d, "vessel": HU["vessel"] - 90.0 * d,
+                "lesion": HU["lesion"] + 60.0 * d}
+
+    @property
+    def noise_sd(self) -> float:
+        """Gaussian noise (HU)."""
+        return 12.0 + 28.0 * self.difficulty
+
+    @property
+    def bias_amplitude(self) -> float:
+        """Relative amplitude of the smooth multiplicative bias field."""
+        return 0.03 + 0.02 * self.difficulty
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """MSD label names for the labelled structures."""
+        return {k: v for k, v in LABELS.items() if int(k) <= self.classes}
+
+
+@dataclass(frozen=True)
 class Geometry:
     """Physical grid of one case (SimpleITK conventions: LPS, x-y-z order)."""
 
@@ -65,42 +97,44 @@ def _grid_mm(size_dhw: tuple[int, int, int], spacing_xyz: tuple[float, float, fl
     return tuple(np.ix_(*axes))
 
 
-def _anatomy(rng: np.random.Generator, size_dhw, spacing) -> tuple[np.ndarray, np.ndarray]:
+def _anatomy(rng: np.random.Generator, size_dhw, spacing, style: Style) -> tuple[np.ndarray, np.ndarray]:
+    hu = style.hu
     z, y, x = _grid_mm(size_dhw, spacing)
     half = np.array(size_dhw) * np.array(spacing[::-1]) / 2  # z, y, x half-extents in mm
-    image = np.full(size_dhw, HU["air"], dtype=np.float32)
+    image = np.full(size_dhw, hu["air"], dtype=np.float32)
     label = np.zeros(size_dhw, dtype=np.uint8)
     body_r = np.sqrt((x / (0.92 * half[2])) ** 2 + (y / (0.80 * half[1])) ** 2) + 0 * z
-    image[body_r < 1.0] = HU["fat"]
-    image[body_r < 0.9] = HU["tissue"]
+    image[body_r < 1.0] = hu["fat"]
+    image[body_r < 0.9] = hu["tissue"]
     image += np.where(body_r < 0.9, 18.0 * _smooth_field(rng, size_dhw, 5), 0.0)
     spine = np.sqrt(x**2 + (y - 0.55 * half[1]) ** 2) + 0 * z < 0.12 * half[2]
-    image[spine] = HU["bone"]
+    image[spine] = hu["bone"]
 
     centre = rng.uniform(-0.15, 0.15, size=3) * half
     radii = half * rng.uniform([0.55, 0.35, 0.35], [0.75, 0.45, 0.45])
     organ_r = np.sqrt(((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
                       + ((x - centre[2]) / radii[2]) ** 2)
     organ = organ_r + 0.15 * _smooth_field(rng, size_dhw) < 1.0
-    image[organ] = HU["organ"] + 8.0 * _smooth_field(rng, size_dhw, 6)[organ]
+    image[organ] = hu["organ"] + 8.0 * _smooth_field(rng, size_dhw, 6)[organ]
     label[organ] = 1
-    _add_lesions(rng, image, label, (z, y, x), organ, spacing)
-    _add_vessel(rng, image, label, (z, y, x), half)
+    _add_lesions(rng, image, label, (z, y, x), organ, spacing, hu["lesion"], style.classes >= 3)
+    _add_vessel(rng, image, label, (z, y, x), half, hu["vessel"], style.classes >= 2)
     return image, label
 
 
-def _add_vessel(rng, image, label, grid, half) -> None:
+def _add_vessel(rng, image, label, grid, half, intensity: float, paint: bool) -> None:
     z, y, x = grid
     radius = rng.uniform(2.5, 3.5)
     phase, period = rng.uniform(0, 2 * np.pi, size=2), rng.uniform(1.2, 2.0, size=2) * half[0] * 2
     cx = rng.uniform(-0.2, 0.2) * half[2] + 0.25 * half[2] * np.sin(2 * np.pi * z / period[0] + phase[0])
     cy = rng.uniform(-0.2, 0.2) * half[1] + 0.25 * half[1] * np.cos(2 * np.pi * z / period[1] + phase[1])
     vessel = (x - cx) ** 2 + (y - cy) ** 2 < radius**2
-    image[vessel] = HU["vessel"]
-    label[vessel] = 2
+    if paint:  # the random draws above happen either way, so other structures stay the same
+        image[vessel] = intensity
+        label[vessel] = 2
 
 
-def _add_lesions(rng, image, label, grid, organ, spacing) -> None:
+def _add_lesions(rng, image, label, grid, organ, spacing, intensity: float, paint: bool) -> None:
     z, y, x = grid
     candidates = np.argwhere(organ)
     wanted = int(rng.integers(2, 5))
@@ -118,17 +152,20 @@ def _add_lesions(rng, image, label, grid, organ, spacing) -> None:
         if np.count_nonzero(ball & ~organ) > 0:
             continue  # lesions stay inside the organ
         placed.append((centre, radius))
-        image[ball] = HU["lesion"] + 5.0 * rng.standard_normal()
-        label[ball] = 3
+        shift = 5.0 * rng.standard_normal()
+        if paint:
+            image[ball] = intensity + shift
+            label[ball] = 3
 
 
-def make_case(seed: int, index: int, size_dhw: tuple[int, int, int]) -> tuple[sitk.Image, sitk.Image]:
+def make_case(seed: int, index: int, size_dhw: tuple[int, int, int],
+              style: Style = Style()) -> tuple[sitk.Image, sitk.Image]:
     """One phantom: an int16 CT-like image and its uint8 label map, with geometry set."""
     rng = np.random.default_rng([seed, index])
     geometry = _geometry(rng, index, size_dhw)
-    image, label = _anatomy(rng, size_dhw, geometry.spacing)
-    bias = 1.0 + 0.03 * _smooth_field(rng, size_dhw, 3)
-    image = (image - HU["air"]) * bias + HU["air"] + rng.normal(0.0, 12.0, size=size_dhw)
+    image, label = _anatomy(rng, size_dhw, geometry.spacing, style)
+    bias = 1.0 + style.bias_amplitude * _smooth_field(rng, size_dhw, 3)
+    image = (image - HU["air"]) * bias + HU["air"] + rng.normal(0.0, style.noise_sd, size=size_dhw)
     image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
     out = []
     for array in (image, label):
@@ -150,13 +187,13 @@ def extra_channel(image: sitk.Image, seed: int, index: int, channel: int) -> sit
     return out
 
 
-def _manifest(layout: str, seed: int, channels: int, training: list, test: list) -> dict:
+def _manifest(layout: str, seed: int, channels: int, labels: dict[str, str], training: list, test: list) -> dict:
     common = {"name": "segkit-phantoms", "description": f"synthetic CT-like phantoms, seed {seed}"}
     if layout == "nnunet":
         names = {str(c): "CT" if c == 0 else f"CT_inverted_{c}" for c in range(channels)}
-        return {**common, "channel_names": names, "labels": {v: int(k) for k, v in LABELS.items()},
+        return {**common, "channel_names": names, "labels": {v: int(k) for k, v in labels.items()},
                 "numTraining": len(training), "file_ending": ".nii.gz"}
-    return {**common, "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": LABELS,
+    return {**common, "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": labels,
             "numTraining": len(training), "numTest": len(test), "training": training, "test": test}
 
 
@@ -169,7 +206,7 @@ def _write_case(out: Path, split: str, name: str, images: list[sitk.Image], labe
 
 def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int] = (32, 96, 96),
                   test_cases: int | None = None, overwrite: bool = False, layout: str = "msd",
-                  channels: int = 1) -> dict:
+                  channels: int = 1, style: Style = Style()) -> dict:
     """Write a phantom dataset in the MSD or nnU-Net v2 raw layout (held-out cases in imagesTs/labelsTs).
 
     A non-empty ``out`` is refused unless ``overwrite``, so no user file is replaced by accident.
@@ -187,13 +224,13 @@ def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, in
     training, test = [], []
     for index in range(cases):
         name, split = f"phantom_{index:03d}", "Ts" if index >= cases - n_test else "Tr"
-        image, label = make_case(seed, index, size_dhw)
+        image, label = make_case(seed, index, size_dhw, style)
         images = [image] + [extra_channel(image, seed, index, c) for c in range(1, channels)]
         _write_case(out, split, name, images, label, layout)
         if split == "Tr":
             training.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
         else:
             test.append(f"./imagesTs/{name}.nii.gz")
-    manifest = _manifest(layout, seed, channels, training, test)
+    manifest = _manifest(layout, seed, channels, style.labels, training, test)
     atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=2) + "\n")
     return {"numTraining": len(training), "numTest": len(test), **manifest}

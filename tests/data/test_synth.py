@@ -91,3 +91,25 @@ def test_intensities_differ_between_structures(tiny_dataset: Path) -> None:
 def test_non_empty_output_folder_is_refused(tiny_dataset: Path) -> None:
     with pytest.raises(SegkitError, match="not empty"):
         write_dataset(tiny_dataset, cases=5, seed=7, size_dhw=TINY_SIZE)
+
+
+def test_classes_knob_limits_the_labelled_structures(tmp_path: Path) -> None:
+    from segkit.data.synth import Style
+
+    manifest = write_dataset(tmp_path / "two", cases=2, seed=0, size_dhw=TINY_SIZE, style=Style(classes=2))
+    assert manifest["labels"] == {"0": "background", "1": "organ", "2": "vessel"}
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "two" / "labelsTr" / "phantom_000.nii.gz")))
+    assert set(np.unique(label)) == {0, 1, 2}
+
+
+def test_difficulty_adds_noise_and_lowers_contrast() -> None:
+    from segkit.data.synth import Style
+
+    def contrast_and_noise(style: Style) -> tuple[float, float]:
+        image, label = (sitk.GetArrayFromImage(i) for i in make_case(0, 0, (32, 96, 96), style))
+        organ = image[label == 1].astype(float)
+        tissue = image[(label == 0) & (image > -60) & (image < 150)].astype(float)
+        return np.median(organ) - np.median(tissue), organ.std()
+
+    easy, hard = contrast_and_noise(Style()), contrast_and_noise(Style(difficulty=1.0))
+    assert hard[0] < easy[0] - 30 and hard[1] > easy[1] + 10
