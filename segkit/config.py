@@ -106,6 +106,7 @@ class TrainCfg(_Section):
     loss: str = "dice_ce"
     val_every: PositiveInt = 1
     pos_fraction: UnitFloat = 0.67
+    sampling: Literal["class_balanced", "posneg"] = "class_balanced"
     augment: AugmentCfg = AugmentCfg()
     albumentations: tuple[AlbumentationsStep, ...] = ()
     device: str = "auto"

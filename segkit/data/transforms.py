@@ -79,16 +79,7 @@ def sampling(cfg: Config) -> list[mt.Transform]:
     """After preprocessing: pad to the patch, class indices, a class-balanced random patch, augmentation."""
     keys = [IMAGE, LABEL]
     patch = list(cfg.on_volume(cfg.train.patch_size))  # 2D models: a one-slice patch of the volume
-    chain = [
-        mt.SpatialPadd(keys, spatial_size=patch),
-        mt.ClassesToIndicesd(LABEL, num_classes=cfg.model.num_classes, max_samples_per_class=MAX_INDICES_PER_CLASS),
-        mt.RandCropByLabelClassesd(
-            keys, label_key=LABEL, spatial_size=patch, num_classes=cfg.model.num_classes, num_samples=1,
-            ratios=class_ratios(cfg.model.num_classes, cfg.train.pos_fraction), indices_key=CLASS_INDICES,
-            warn=False,
-        ),
-        mt.DeleteItemsd(CLASS_INDICES),
-    ]
+    chain = [mt.SpatialPadd(keys, spatial_size=patch), *_patch_sampler(cfg, patch)]
     if cfg.model.spatial_dims == 2:
         chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
     chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
@@ -114,6 +105,26 @@ def preprocessing_settings(cfg: DataCfg) -> str:
     """The data settings that change preprocessed arrays (the disk cache key includes them)."""
     fields = {"spacing", "orientation", "normalize", "window", "ct_stats"}
     return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
+
+
+def _patch_sampler(cfg: Config, patch: list[int]) -> list[mt.Transform]:
+    """Patch centres: per class (rare classes oversampled) or foreground/background (``train.sampling``)."""
+    keys, pos = [IMAGE, LABEL], cfg.train.pos_fraction
+    if cfg.train.sampling == "posneg":
+        return [
+            mt.FgBgToIndicesd(LABEL, fg_postfix="_fg", bg_postfix="_bg"),
+            mt.RandCropByPosNegLabeld(keys, label_key=LABEL, spatial_size=patch, pos=pos, neg=1.0 - pos,
+                                      num_samples=1, fg_indices_key=f"{LABEL}_fg", bg_indices_key=f"{LABEL}_bg"),
+            mt.DeleteItemsd([f"{LABEL}_fg", f"{LABEL}_bg"]),
+        ]
+    return [
+        mt.ClassesToIndicesd(LABEL, num_classes=cfg.model.num_classes, max_samples_per_class=MAX_INDICES_PER_CLASS),
+        mt.RandCropByLabelClassesd(
+            keys, label_key=LABEL, spatial_size=patch, num_classes=cfg.model.num_classes, num_samples=1,
+            ratios=class_ratios(cfg.model.num_classes, pos), indices_key=CLASS_INDICES, warn=False,
+        ),
+        mt.DeleteItemsd(CLASS_INDICES),
+    ]
 
 
 def augmentations(aug: AugmentCfg, spatial_dims: int) -> list[mt.Transform]:

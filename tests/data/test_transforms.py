@@ -48,3 +48,12 @@ def test_spatial_augmentation_moves_image_and_label_together(tiny_dataset: Path,
     image, label = moved["image"][0], moved["label"][0]
     if (label == 2).any() and (label == 1).any():
         assert image[label == 2].mean() > image[label == 1].mean()
+
+
+@pytest.mark.parametrize("sampling", ["class_balanced", "posneg"])
+def test_patches_are_centred_on_foreground_when_pos_fraction_is_one(tiny_dataset: Path, sampling: str) -> None:
+    for seed in range(3):
+        sample = _sample(tiny_dataset, [*AUG_OFF, "train.pos_fraction=1", f"train.sampling={sampling}"], seed)
+        label = sample["label"][0]
+        assert label[16, 16, 8] > 0  # the centre voxel of a 32x32x16 patch is foreground
+        assert set(sample) == {"image", "label"}  # sampling indices are not passed on
