@@ -58,6 +58,9 @@ def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIn
 
 def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config:
     """Run the (cached) dataset check; stop on errors; resolve fingerprint-derived settings."""
+    if cfg.data.image_dims == 2:
+        console.print("2D image files: the volume integrity check does not apply and is skipped")
+        return cfg
     result, fingerprint = check_dataset(cfg.data.root, cfg.data.format, index)
     if not result.ok:
         console.print(problem_table(result.errors, cfg.data.root))

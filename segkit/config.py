@@ -34,6 +34,7 @@ class DataCfg(_Section):
     normalize: Literal["ct", "mri", "window"] = "window"
     window: tuple[float, float] = (-200.0, 300.0)
     ct_stats: tuple[float, float, float, PositiveFloat] | None = None
+    image_dims: Literal[2, 3] = 3
     slice_axis: Literal[0, 1, 2] = 2
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     fold: Annotated[int, Field(ge=0)] | None = None
@@ -138,6 +139,8 @@ class Config(_Section):
         for key, size in (("train.patch_size", self.train.patch_size), ("infer.roi_size", self.infer.roi_size)):
             if size is not None and len(size) != dims:
                 raise ValueError(f"{key} has {len(size)} values but model.spatial_dims is {dims}")
+        if self.data.image_dims == 2 and dims != 2:
+            raise ValueError("data.image_dims 2 (2D image files) needs model.spatial_dims: 2")
         for index, stride in enumerate(self.model.strides or ()):
             if isinstance(stride, tuple) and len(stride) != dims:
                 raise ValueError(f"model.strides[{index}] has {len(stride)} values but model.spatial_dims is {dims}")
@@ -148,9 +151,14 @@ class Config(_Section):
         """The sliding-window size actually used (per model dims)."""
         return self.infer.roi_size or self.train.patch_size
 
+    @property
+    def slices_volumes(self) -> bool:
+        """Whether a 2D model works on slices of 3D volumes (rather than on 2D image files)."""
+        return self.model.spatial_dims == 2 and self.data.image_dims == 3
+
     def on_volume(self, size: tuple[int, ...]) -> tuple[int, ...]:
-        """A 2D size as a one-slice 3D window across ``data.slice_axis`` (3D sizes unchanged)."""
-        if self.model.spatial_dims == 3:
+        """For a 2D model on volumes, a 2D size as a one-slice window across ``data.slice_axis``."""
+        if not self.slices_volumes:
             return tuple(size)
         size = list(size)
         size.insert(self.data.slice_axis, 1)

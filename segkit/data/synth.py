@@ -204,9 +204,35 @@ def _write_case(out: Path, split: str, name: str, images: list[sitk.Image], labe
     write_sitk_image(label, out / f"labels{split}" / f"{name}.nii.gz")
 
 
+def slice_2d(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """A 2D case: the axial slice with the most lesion voxels, intensities windowed to uint8 (-200..300 HU)."""
+    array, labels = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(label)
+    z = int(np.argmax((labels == labels.max()).sum(axis=(1, 2))))
+    grey = np.clip(np.rint((array[z].astype(np.float32) + 200.0) * 255.0 / 500.0), 0, 255).astype(np.uint8)
+    return sitk.GetImageFromArray(grey), sitk.GetImageFromArray(labels[z])
+
+
+def _write_2d(out: Path, split: str, name: str, image: sitk.Image, label: sitk.Image) -> None:
+    folder = "images" if split == "Tr" else "imagesTs"
+    image_2d, label_2d = slice_2d(image, label)
+    write_sitk_image(image_2d, out / folder / f"{name}.png")
+    write_sitk_image(label_2d, out / folder.replace("images", "labels") / f"{name}.png")
+
+
+def write_2d_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int], n_test: int,
+                     style: Style) -> dict:
+    """2D phantoms as PNG in the folder layout (images/, labels/; held-out in imagesTs/, labelsTs/)."""
+    for sub in ("images", "labels", "imagesTs", "labelsTs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for index in range(cases):
+        image, label = make_case(seed, index, size_dhw, style)
+        _write_2d(out, "Ts" if index >= cases - n_test else "Tr", f"phantom_{index:03d}", image, label)
+    return {"numTraining": cases - n_test, "numTest": n_test, "labels": style.labels}
+
+
 def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int] = (32, 96, 96),
                   test_cases: int | None = None, overwrite: bool = False, layout: str = "msd",
-                  channels: int = 1, style: Style = Style()) -> dict:
+                  channels: int = 1, style: Style = Style(), dims: int = 3) -> dict:
     """Write a phantom dataset in the MSD or nnU-Net v2 raw layout (held-out cases in imagesTs/labelsTs).
 
     A non-empty ``out`` is refused unless ``overwrite``, so no user file is replaced by accident.
@@ -214,11 +240,17 @@ def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, in
     """
     if cases < 2:
         raise SegkitError(f"--cases {cases}: need at least 2 cases (one to train, one held out)")
+    if dims == 2 and (layout != "folder" or channels > 1):
+        raise SegkitError("--dims 2 writes single-channel PNG files in the folder layout; use --format folder")
+    if dims == 3 and layout == "folder":
+        raise SegkitError("--format folder is for --dims 2; 3D phantoms are written as msd or nnunet")
     if channels > 1 and layout != "nnunet":
         raise SegkitError(f"--channels {channels}: several channels need --format nnunet (one file per channel)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SegkitError(f"{out} is not empty; choose an empty --out folder or pass --overwrite")
     n_test = min(max(test_cases if test_cases is not None else cases // 4, 1), cases - 1)
+    if dims == 2:
+        return write_2d_dataset(out, cases, seed, size_dhw, n_test, style)
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     training, test = [], []

@@ -50,8 +50,11 @@ def preprocessing(cfg: DataCfg, with_label: bool) -> list[mt.Transform]:
     chain: list[mt.Transform] = [
         mt.LoadImaged(keys, reader=[NibabelReader(), SimpleITKReader()], image_only=True),
         mt.EnsureChannelFirstd(keys),
-        mt.Orientationd(keys, axcodes=cfg.orientation, labels=None),
     ]
+    if cfg.image_dims == 2:  # 2D image files: no patient frame to reorient or resample in
+        return [*chain, _intensity(cfg), mt.EnsureTyped(IMAGE, dtype=torch.float32),
+                *([mt.EnsureTyped(LABEL, dtype=torch.uint8)] if with_label else [])]
+    chain.append(mt.Orientationd(keys, axcodes=cfg.orientation, labels=None))
     if cfg.spacing == "auto":
         raise ConfigError("data.spacing: 'auto' is resolved from the dataset fingerprint when training starts; "
                           "give explicit spacing here")
@@ -80,7 +83,7 @@ def sampling(cfg: Config) -> list[mt.Transform]:
     keys = [IMAGE, LABEL]
     patch = list(cfg.on_volume(cfg.train.patch_size))  # 2D models: a one-slice patch of the volume
     chain = [mt.SpatialPadd(keys, spatial_size=patch), *_patch_sampler(cfg, patch)]
-    if cfg.model.spatial_dims == 2:
+    if cfg.slices_volumes:
         chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
     chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
     if cfg.train.albumentations:

@@ -37,9 +37,10 @@ class Predictor:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{path}: cannot read or preprocess image ({reason[:200]})") from None
         expected = self.cfg.model.in_channels
-        if image.shape[0] != expected or image.ndim != 4:
+        dims = self.cfg.data.image_dims
+        if image.shape[0] != expected or image.ndim != dims + 1:
             raise DataError(f"{path}: image has shape {tuple(image.shape)} (channels first) but the model expects "
-                            f"{expected} channel(s) and a 3D volume")
+                            f"{expected} channel(s) and a {dims}D image")
         return image
 
     def predict(self, paths: Sequence[Path]) -> np.ndarray:

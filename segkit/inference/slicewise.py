@@ -21,5 +21,5 @@ class SliceWise(nn.Module):
 
 
 def as_volume_model(model: nn.Module, cfg: Config) -> nn.Module:
-    """``model`` itself for 3D configs; the slice-wise wrapper for 2D ones."""
-    return SliceWise(model, cfg.data.slice_axis) if cfg.model.spatial_dims == 2 else model
+    """The slice-wise wrapper for a 2D model on volumes; ``model`` itself otherwise."""
+    return SliceWise(model, cfg.data.slice_axis) if cfg.slices_volumes else model

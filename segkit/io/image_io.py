@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from segkit.errors import DataError
 from segkit.io.atomic import IMAGE_SUFFIXES, atomic_path, full_suffix
+from segkit.io.sitk_reader import ras_affine
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -77,7 +78,7 @@ def read_label_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
         else:
             image = sitk.ReadImage(str(path))
             array = sitk.GetArrayFromImage(image).T
-            affine = _sitk_affine_ras(image)
+            affine = ras_affine(image)
     except Exception as exc:  # readers raise many types for broken files
         raise DataError(f"{path}: cannot read image ({str(exc).strip().splitlines()[-1][:200]})") from None
     if not np.issubdtype(array.dtype, np.integer):
@@ -86,11 +87,3 @@ def read_label_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(f"{path}: label map holds non-integer values; labels must be whole numbers")
         array = rounded.astype(np.int64)
     return array, affine
-
-
-def _sitk_affine_ras(image: sitk.Image) -> np.ndarray:
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = image.GetOrigin()
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS → RAS

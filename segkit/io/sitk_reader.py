@@ -1,4 +1,4 @@
-"""A MONAI ``ImageReader`` over SimpleITK: NRRD, MetaImage and DICOM series with exact geometry.
+"""A MONAI ``ImageReader`` over SimpleITK: NRRD, MetaImage, DICOM series and 2D PNG/TIFF, geometry exact.
 
 NIfTI stays with nibabel (see ``verify_suffix``); this reader adds the other formats. Arrays come back in voxel order
 (i, j, k) like nibabel's, the affine is the RAS affine built from SimpleITK's spacing, origin and
@@ -21,16 +21,17 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 from segkit.io.atomic import full_suffix
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff")
 
 
 def ras_affine(image: sitk.Image) -> np.ndarray:
-    """The 4×4 RAS voxel-to-world affine of a 3D SimpleITK image."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = image.GetOrigin()
-    return LPS_TO_RAS @ affine
+    """The voxel-to-world affine of a SimpleITK image: 4×4 RAS in 3D; 3×3 in the image's own frame in 2D."""
+    dims = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dims, dims)
+    affine = np.eye(dims + 1)
+    affine[:dims, :dims] = direction @ np.diag(image.GetSpacing())
+    affine[:dims, dims] = image.GetOrigin()
+    return LPS_TO_RAS @ affine if dims == 3 else affine
 
 
 def read_dicom_series(folder: Path) -> sitk.Image:
@@ -73,7 +74,7 @@ class SimpleITKReader(ImageReader):
             spatial_axes = array.ndim - (1 if components > 1 else 0)
             order = list(reversed(range(spatial_axes))) + ([spatial_axes] if components > 1 else [])
             array = np.ascontiguousarray(np.transpose(array, order))
-            affine = ras_affine(image) if image.GetDimension() == 3 else np.eye(4)
+            affine = ras_affine(image)
             header = {
                 MetaKeys.AFFINE: affine, MetaKeys.ORIGINAL_AFFINE: affine.copy(),
                 MetaKeys.SPATIAL_SHAPE: np.asarray(image.GetSize()), MetaKeys.SPACE: SpaceKeys.RAS,

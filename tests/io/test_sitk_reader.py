@@ -63,3 +63,19 @@ def test_dicom_series_folder_reads_like_the_volume(tiny_dataset: Path, tmp_path:
     got = transforms({"image": str(tmp_path / "series")})["image"]
     torch.testing.assert_close(got.as_tensor(), expected.as_tensor())
     torch.testing.assert_close(got.affine, expected.affine, atol=1e-4, rtol=0)
+
+
+def test_png_round_trips_through_reader_and_writer(tmp_path: Path) -> None:
+    import numpy as np
+    from monai.transforms import LoadImage
+
+    from segkit.io.image_io import write_like
+    from segkit.io.sitk_reader import SimpleITKReader
+
+    array = (np.arange(5 * 7).reshape(5, 7) % 4).astype(np.uint8)  # 5 rows, 7 columns
+    source = tmp_path / "label.png"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(source))
+    loaded = LoadImage(reader=SimpleITKReader(), image_only=True)(str(source))
+    assert tuple(loaded.shape) == (7, 5)  # (x, y) voxel order, as for volumes
+    write_like(np.asarray(loaded).astype(np.uint8), source, tmp_path / "copy.png")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "copy.png"))), array)
