@@ -53,12 +53,3 @@ def index_msd(root: Path) -> DatasetIndex:
     labels, modality = manifest.get("labels"), manifest.get("modality")
     return DatasetIndex(training, test, len(labels) if isinstance(labels, dict) else None,
                         len(modality) if isinstance(modality, dict) else None)
-
-
-def num_labels(root: Path) -> int | None:
-    """Number of classes declared in ``dataset.json`` (including background), if declared."""
-    try:
-        labels = json.loads((root / MANIFEST).read_text(encoding="utf-8")).get("labels")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return len(labels) if isinstance(labels, dict) else None
