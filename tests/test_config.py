@@ -108,7 +108,7 @@ def test_unknown_config_name_lists_packaged_configs() -> None:
 
 def test_bare_name_resolves_from_another_working_directory(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "segkit", "config", "show", "--config", "unet_resnet34.yaml",
-                             "--set", "train.epochs=3"], cwd=tmp_path, capture_output=True, text=True,
+                             "--set", "train.epochs=3"], cwd=tmp_path, capture_output=True, encoding="utf-8",
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
@@ -117,7 +117,7 @@ def test_bare_name_resolves_from_another_working_directory(tmp_path: Path) -> No
 
 def test_config_error_via_cli_is_one_line_without_traceback(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "segkit", "config", "show", "--config", "unet_resnet34.yaml",
-                             "--set", "train.epoch=3"], cwd=tmp_path, capture_output=True, text=True,
+                             "--set", "train.epoch=3"], cwd=tmp_path, capture_output=True, encoding="utf-8",
                             env={**os.environ, "COLUMNS": "300"})
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

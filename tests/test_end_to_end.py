@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def segkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run the CLI in a subprocess as a user would."""
-    return subprocess.run([sys.executable, "-m", "segkit", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "segkit", *args], cwd=cwd, capture_output=True, encoding="utf-8",
                           env={**os.environ, "COLUMNS": "250"}, timeout=600)
 
 

@@ -9,7 +9,9 @@ MONAI chain (``EnsureChannelFirstd``, ``Orientationd``, ``Spacingd``) behaves ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import locale
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +36,26 @@ def ras_affine(image: sitk.Image) -> np.ndarray:
     return LPS_TO_RAS @ affine if dims == 3 else affine
 
 
+@contextlib.contextmanager
+def process_locale_kept() -> Iterator[None]:
+    """GDCM switches the process locale to "C", which turns Python's default text encoding into ASCII
+    for every later ``open()`` and subprocess; put the locale back afterwards."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def read_dicom_series(folder: Path) -> sitk.Image:
     """The first DICOM series in ``folder``, slices sorted by SimpleITK's GDCM series reader."""
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise ValueError(f"{folder}: no DICOM series found")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
+    with process_locale_kept():
+        reader = sitk.ImageSeriesReader()
+        series = reader.GetGDCMSeriesIDs(str(folder))
+        if not series:
+            raise ValueError(f"{folder}: no DICOM series found")
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+        return reader.Execute()
 
 
 class SimpleITKReader(ImageReader):

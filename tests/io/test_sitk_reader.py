@@ -4,6 +4,7 @@ with nibabel, which refuses truncated files that ITK would silently zero-fill.""
 from __future__ import annotations
 
 import gzip
+import locale
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from segkit.config import DataCfg
 from segkit.data.transforms import prediction_transforms
+from segkit.io.sitk_reader import process_locale_kept
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
@@ -41,6 +43,11 @@ def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
                                                   direction[1], direction[4], direction[7]))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    with process_locale_kept():  # GDCM's DICOM writer switches the process locale to "C"
+        _write_slices(image, folder, writer, orientation)
+
+
+def _write_slices(image: sitk.Image, folder: Path, writer: sitk.ImageFileWriter, orientation: str) -> None:
     for z in range(image.GetDepth()):
         slice_image = image[:, :, z]
         position = image.TransformIndexToPhysicalPoint((0, 0, z))
@@ -60,7 +67,9 @@ def test_dicom_series_folder_reads_like_the_volume(tiny_dataset: Path, tmp_path:
     _write_dicom_series(volume, tmp_path / "series")
     transforms = prediction_transforms(DataCfg())
     expected = transforms({"image": str(source)})["image"]
+    encoding = locale.getpreferredencoding(False)
     got = transforms({"image": str(tmp_path / "series")})["image"]
+    assert locale.getpreferredencoding(False) == encoding  # GDCM's locale change is undone
     torch.testing.assert_close(got.as_tensor(), expected.as_tensor())
     torch.testing.assert_close(got.affine, expected.affine, atol=1e-4, rtol=0)
 
