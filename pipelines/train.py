@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from rich.console import Console
 from segkit.pipelines.data_check import check_dataset, problem_table
@@ -23,10 +24,10 @@ from segkit.engine.checkpoint import save_checkpoint
 from segkit.engine.losses import build_loss
 from segkit.engine.optim import build_optimizer, build_scheduler
 from segkit.engine.trainer import Optimisation, Trainer, TrainState
+from segkit.engine.validation import evaluate_volumes
 from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.inference.slicewise import as_volume_model
-from segkit.inference.sliding_window import WindowSettings
-from segkit.inference.validate import evaluate_volumes
+from segkit.inference.sliding_window import WindowSettings, sliding_window_logits
 from segkit.io.atomic import atomic_write_text
 from segkit.models import build_model
 from segkit.runtime import autocast_dtype, resolve_device
@@ -107,10 +108,13 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     opt = Optimisation(model, build_loss(cfg.train.loss, levels), optimizer, build_scheduler(optimizer, cfg.train),
                        device, amp_dtype)
     settings = WindowSettings.from_config(cfg)
+
+    def predict_logits(network: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+        return sliding_window_logits(as_volume_model(network, cfg), image, settings, amp_dtype)
+
     trainer = Trainer(
         opt,
-        validate=lambda m: evaluate_volumes(as_volume_model(m, cfg), val_data, settings, cfg.model.num_classes,
-                                            device, amp_dtype),
+        validate=lambda m: evaluate_volumes(m, val_data, predict_logits, cfg.model.num_classes, device),
         save=lambda name, state: save_checkpoint(run_dir, name, model, cfg, state),
         epochs=cfg.train.epochs, val_every=cfg.train.val_every, console=console,
     )

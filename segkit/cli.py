@@ -99,12 +99,7 @@ def _unit(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with all subcommands."""
-    parser = argparse.ArgumentParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model from a config")
     _add_config_args(train)
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in run_dir")
@@ -125,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-classes", type=_positive, help="number of classes incl. background")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
-                                                                       metavar="TOOL")
-    synth = data.add_parser("synth", help="write a synthetic MSD-style phantom dataset")
+
+def _add_synth(data: argparse._SubParsersAction) -> None:
+    synth = data.add_parser("synth", help="write a synthetic phantom dataset")
     synth.add_argument("--out", required=True, type=Path, help="dataset folder to create")
     synth.add_argument("--cases", type=_positive, default=24, help="number of cases (default 24)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -146,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     synth.set_defaults(func=_cmd_synth)
 
+
+def _add_data_config_models(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
+                                                                       metavar="TOOL")
+    _add_synth(data)
     check = data.add_parser("check", help="check a dataset's files and print its fingerprint")
     check.add_argument("dataset", type=Path, help="dataset folder")
     check.add_argument("--format", choices=("msd", "nnunet", "folder"), default="msd", help="layout (default msd)")
@@ -163,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--encoder", action="append", help="only this encoder (repeatable)")
     models.add_argument("--dims", type=int, choices=(2, 3), action="append", help="only 2D or 3D (repeatable)")
     models.set_defaults(func=_cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_predict_evaluate(sub)
+    _add_data_config_models(sub)
     return parser
 
 
