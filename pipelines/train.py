@@ -105,8 +105,10 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     amp_dtype = autocast_dtype(device, cfg.train.precision)
     optimizer = build_optimizer(model, cfg.train)
     levels = len(cfg.model.decoder_channels) if cfg.model.deep_supervision else 1
-    opt = Optimisation(model, build_loss(cfg.train.loss, levels), optimizer, build_scheduler(optimizer, cfg.train),
-                       device, amp_dtype)
+    weights = list(cfg.train.class_weights) if cfg.train.class_weights else None
+    opt = Optimisation(model, build_loss(cfg.train.loss, levels, weights).to(device), optimizer,
+                       build_scheduler(optimizer, cfg.train), device, amp_dtype, cfg.train.grad_clip,
+                       cfg.train.accumulate)
     settings = WindowSettings.from_config(cfg)
 
     def predict_logits(network: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:

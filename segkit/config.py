@@ -102,9 +102,15 @@ class TrainCfg(_Section):
     batch_size: PositiveInt = 2
     patch_size: tuple[PositiveInt, ...] = (128, 128, 128)
     lr: PositiveFloat = 1e-3
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-5
-    schedule: Literal["poly", "constant"] = "poly"
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    grad_clip: PositiveFloat | None = None
+    accumulate: PositiveInt = 1
     loss: str = "dice_ce"
+    class_weights: tuple[PositiveFloat, ...] | None = None
     val_every: PositiveInt = 1
     pos_fraction: UnitFloat = 0.67
     sampling: Literal["class_balanced", "posneg"] = "class_balanced"
@@ -139,6 +145,10 @@ class Config(_Section):
         for key, size in (("train.patch_size", self.train.patch_size), ("infer.roi_size", self.infer.roi_size)):
             if size is not None and len(size) != dims:
                 raise ValueError(f"{key} has {len(size)} values but model.spatial_dims is {dims}")
+        weights = self.train.class_weights
+        if weights is not None and (self.train.loss != "ce" or len(weights) != self.model.num_classes):
+            raise ValueError(f"train.class_weights needs train.loss: ce and one weight per class "
+                             f"({self.model.num_classes}, background included)")
         if self.data.image_dims == 2 and dims != 2:
             raise ValueError("data.image_dims 2 (2D image files) needs model.spatial_dims: 2")
         for index, stride in enumerate(self.model.strides or ()):

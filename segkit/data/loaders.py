@@ -34,7 +34,8 @@ def training_loader(cfg: Config, cases: list[Case]) -> DataLoader:
                        disk_cached_training_transforms(cfg, cache_dir) if cfg.data.cache == "disk" else None)
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = RandomSampler(dataset, replacement=True,
-                            num_samples=cfg.train.steps_per_epoch * cfg.train.batch_size, generator=generator)
+                            num_samples=cfg.train.steps_per_epoch * cfg.train.batch_size * cfg.train.accumulate,
+                            generator=generator)
     return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
                       collate_fn=list_data_collate, pin_memory=torch.cuda.is_available(),
                       persistent_workers=cfg.data.num_workers > 0)

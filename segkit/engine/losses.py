@@ -33,13 +33,31 @@ def dice() -> nn.Module:
     return DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
 
 
-def build_loss(name: str, levels: int = 1) -> nn.Module:
+@LOSSES.register("ce")
+def cross_entropy(class_weights: list[float] | None = None) -> nn.Module:
+    """Cross-entropy, optionally weighted per class (``train.class_weights``)."""
+    return _LabelCrossEntropy(class_weights)
+
+
+class _LabelCrossEntropy(nn.Module):
+    """``torch.nn.CrossEntropyLoss`` for integer labels shaped ``(B, 1, ...)``."""
+
+    def __init__(self, class_weights: list[float] | None) -> None:
+        super().__init__()
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.ce = nn.CrossEntropyLoss(weight=weight)
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, label[:, 0].long())
+
+
+def build_loss(name: str, levels: int = 1, class_weights: list[float] | None = None) -> nn.Module:
     """The registered loss ``name``; with ``levels > 1`` applied to deep-supervision outputs.
 
     Level ``l`` (0 = full resolution) is weighted by 0.5**l, weights normalised to sum to 1;
     MONAI's wrapper resizes the labels to each output with nearest-exact interpolation.
     """
-    loss = LOSSES.get(name)()
+    loss = LOSSES.get(name)(class_weights) if class_weights else LOSSES.get(name)()
     if levels <= 1:
         return loss
     weights = [0.5**level for level in range(levels)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,20 @@ class Optimisation:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     amp_dtype: torch.dtype | None = None
+    grad_clip: float | None = None  # max global gradient norm
+    accumulate: int = 1  # micro-batches per optimiser step
+
+
+def _groups(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive groups of ``size`` items (the last one may be shorter)."""
+    group: list = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 class Trainer:
@@ -64,19 +78,24 @@ class Trainer:
         self.console = console or Console()
         self.state = TrainState()
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimisation step on a batch; returns the loss."""
+    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> float:
+        """One optimisation step over ``batches`` (gradients accumulated, then clipped); returns the mean loss."""
         opt = self.opt
-        image = batch["image"].to(opt.device, non_blocking=True)
-        label = batch["label"].to(opt.device, non_blocking=True)
-        with autocast(opt.device, opt.amp_dtype):
-            loss = opt.loss_fn(opt.model(image), label)
         opt.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for batch in batches:
+            image = batch["image"].to(opt.device, non_blocking=True)
+            label = batch["label"].to(opt.device, non_blocking=True)
+            with autocast(opt.device, opt.amp_dtype):
+                loss = opt.loss_fn(opt.model(image), label) / len(batches)
+            loss.backward()
+            total += float(loss.detach())
+        if opt.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(opt.model.parameters(), opt.grad_clip)
         opt.optimizer.step()
         opt.scheduler.step()
         self.state.global_step += 1
-        return float(loss.detach())
+        return total
 
     def fit(self, loader: Iterable[dict[str, torch.Tensor]], steps_per_epoch: int) -> TrainState:
         """Train for all epochs; keeps ``last`` every epoch and ``best`` by mean foreground Dice."""
@@ -87,8 +106,8 @@ class Trainer:
             task = progress.add_task("train", total=self.epochs * steps_per_epoch, epoch=1, loss=float("nan"))
             for epoch in range(self.state.epoch, self.epochs):
                 started, losses = time.perf_counter(), []
-                for batch in loader:
-                    losses.append(self.train_step(batch))
+                for batches in _groups(loader, self.opt.accumulate):
+                    losses.append(self.train_step(batches))
                     progress.update(task, advance=1, epoch=epoch + 1, loss=sum(losses) / len(losses))
                 record = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1),
                           "lr": self.opt.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}

@@ -1,0 +1,86 @@
+"""Optimisers, LR schedules, gradient accumulation and clipping, weighted cross-entropy."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+from torch import nn
+
+from segkit.config import Config, ModelCfg, TrainCfg
+from segkit.engine.losses import build_loss
+from segkit.engine.optim import build_optimizer, build_scheduler, lr_factor
+from segkit.engine.trainer import Optimisation, Trainer
+from segkit.errors import ConfigError
+
+
+def test_schedules_warm_up_then_decay() -> None:
+    assert [lr_factor(s, 100, 4, "poly") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 100, 4, "poly") == 1.0 and lr_factor(100, 100, 4, "poly") == 0.0
+    assert lr_factor(52, 100, 4, "cosine") == pytest.approx(0.5)
+    assert lr_factor(30, 100, 0, "poly") == pytest.approx(0.7**0.9)
+    assert lr_factor(99, 100, 0, "constant") == 1.0
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = build_scheduler(optimizer, TrainCfg(epochs=1, steps_per_epoch=10, schedule="cosine", warmup_steps=2))
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen[:2] == [1.0, 2.0] and seen[2] == pytest.approx(2.0) and seen[-1] < 0.1
+    assert all(a >= b for a, b in pairwise(seen[1:]))
+
+
+def test_sgd_is_nesterov_and_adamw_is_the_default() -> None:
+    model = nn.Linear(2, 2)
+    sgd = build_optimizer(model, TrainCfg(optimizer="sgd", momentum=0.9))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    assert isinstance(build_optimizer(model, TrainCfg()), torch.optim.AdamW)
+
+
+def _trainer(model: nn.Module, accumulate: int = 1, clip: float | None = None) -> Trainer:
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    opt = Optimisation(model, build_loss("ce"), optimizer, scheduler, torch.device("cpu"), None, clip, accumulate)
+    return Trainer(opt, validate=lambda m: {}, save=lambda name, state: None, epochs=1, val_every=1)
+
+
+def _batch(seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(2, 2, 4, 4, 4, generator=generator),
+            "label": torch.randint(0, 3, (2, 1, 4, 4, 4), generator=generator)}
+
+
+def test_accumulated_micro_batches_equal_one_large_batch() -> None:
+    torch.manual_seed(0)
+    reference = nn.Conv3d(2, 3, 1)
+    accumulated = nn.Conv3d(2, 3, 1)
+    accumulated.load_state_dict(reference.state_dict())
+    first, second = _batch(1), _batch(2)
+    together = {k: torch.cat([first[k], second[k]]) for k in first}
+    _trainer(reference).train_step([together])
+    _trainer(accumulated, accumulate=2).train_step([first, second])
+    torch.testing.assert_close(accumulated.weight, reference.weight)
+
+
+def test_gradient_clipping_bounds_the_update() -> None:
+    model = nn.Conv3d(2, 3, 1)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    _trainer(model, clip=1e-3).train_step([_batch(3)])
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert math.isclose(float((after - before).norm()), 1e-3, rel_tol=1e-3)  # lr 1: the update is the clipped grad
+
+
+def test_weighted_cross_entropy_and_its_config_check() -> None:
+    logits, label = torch.randn(2, 3, 4, 4, 4), torch.randint(0, 3, (2, 1, 4, 4, 4))
+    weights = [0.2, 1.0, 3.0]
+    expected = nn.functional.cross_entropy(logits, label[:, 0], weight=torch.tensor(weights))
+    torch.testing.assert_close(build_loss("ce", class_weights=weights)(logits, label), expected)
+    with pytest.raises(ValueError, match=r"class_weights needs train\.loss: ce"):
+        Config(model=ModelCfg(num_classes=3), train=TrainCfg(class_weights=(1.0, 1.0, 1.0)))
+    with pytest.raises(ConfigError, match=r"train\.class_weights"):
+        from segkit.config import load_config
+
+        load_config("unet_resnet34.yaml", ["train.loss=ce", "train.class_weights=[1, 2]"])
