@@ -23,7 +23,7 @@ from segkit.data.transforms import seed_everything
 from segkit.engine.checkpoint import save_checkpoint
 from segkit.engine.losses import build_loss
 from segkit.engine.optim import build_optimizer, build_scheduler
-from segkit.engine.trainer import Optimisation, Trainer, TrainState
+from segkit.engine.trainer import Optimisation, Trainer, TrainState, make_ema
 from segkit.engine.validation import evaluate_volumes
 from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.inference.slicewise import as_volume_model
@@ -108,7 +108,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     weights = list(cfg.train.class_weights) if cfg.train.class_weights else None
     opt = Optimisation(model, build_loss(cfg.train.loss, levels, weights).to(device), optimizer,
                        build_scheduler(optimizer, cfg.train), device, amp_dtype, cfg.train.grad_clip,
-                       cfg.train.accumulate)
+                       cfg.train.accumulate, make_ema(model, cfg.train.ema) if cfg.train.ema else None)
     settings = WindowSettings.from_config(cfg)
 
     def predict_logits(network: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     trainer = Trainer(
         opt,
         validate=lambda m: evaluate_volumes(m, val_data, predict_logits, cfg.model.num_classes, device),
-        save=lambda name, state: save_checkpoint(run_dir, name, model, cfg, state),
+        save=lambda name, weights, state: save_checkpoint(run_dir, name, weights, cfg, state),
         epochs=cfg.train.epochs, val_every=cfg.train.val_every, console=console,
     )
     state = trainer.fit(loader, cfg.train.steps_per_epoch)

@@ -109,6 +109,7 @@ class TrainCfg(_Section):
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     grad_clip: PositiveFloat | None = None
     accumulate: PositiveInt = 1
+    ema: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     loss: str = "dice_ce"
     class_weights: tuple[PositiveFloat, ...] | None = None
     val_every: PositiveInt = 1

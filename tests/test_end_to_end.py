@@ -32,7 +32,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=2",
                   "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]",
                   "--set", "model.encoder=resnet18", "--set", "data.spacing=auto", "--set", "data.normalize=ct",
-                  "--set", "model.deep_supervision=true", cwd=work)
+                  "--set", "model.deep_supervision=true", "--set", "train.ema=0.9", cwd=work)
     assert done.returncode == 0, done.stderr
     return work
 

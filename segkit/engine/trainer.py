@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from segkit.runtime import autocast
 
 Validate = Callable[[torch.nn.Module], dict[str, Any]]
-SaveCheckpoint = Callable[[str, dict[str, Any]], None]
+SaveCheckpoint = Callable[[str, torch.nn.Module, dict[str, Any]], None]
 
 
 @dataclass
@@ -51,6 +52,13 @@ class Optimisation:
     amp_dtype: torch.dtype | None = None
     grad_clip: float | None = None  # max global gradient norm
     accumulate: int = 1  # micro-batches per optimiser step
+    ema: AveragedModel | None = None  # exponential moving average of the weights, validated and saved
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An EMA copy of ``model`` (parameters and buffers): w ← decay·w + (1 − decay)·w_model after each step
+    (the first update copies the weights, as torch's AveragedModel does)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _groups(items: Iterable, size: int) -> Iterator[list]:
@@ -94,8 +102,15 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(opt.model.parameters(), opt.grad_clip)
         opt.optimizer.step()
         opt.scheduler.step()
+        if opt.ema is not None:
+            opt.ema.update_parameters(opt.model)
         self.state.global_step += 1
         return total
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The weights that are validated and saved: the EMA copy when enabled."""
+        return self.opt.ema.module if self.opt.ema is not None else self.opt.model
 
     def fit(self, loader: Iterable[dict[str, torch.Tensor]], steps_per_epoch: int) -> TrainState:
         """Train for all epochs; keeps ``last`` every epoch and ``best`` by mean foreground Dice."""
@@ -118,14 +133,14 @@ class Trainer:
         self.state.epoch = epoch + 1
         improved = False
         if (epoch + 1) % self.val_every == 0 or epoch + 1 == self.epochs:
-            record.update(self.validate(self.opt.model))
+            record.update(self.validate(self.evaluated_model))
             improved = not math.isnan(record["mean_dice"]) and record["mean_dice"] > self.state.best_metric
             if improved:
                 self.state.best_metric, self.state.best_epoch = record["mean_dice"], epoch + 1
         self.state.history.append(record)
         if improved:
-            self.save("best", self.state.as_dict())
-        self.save("last", self.state.as_dict())
+            self.save("best", self.evaluated_model, self.state.as_dict())
+        self.save("last", self.evaluated_model, self.state.as_dict())
         dice = f"  val dice {record['mean_dice']:.4f}" if "mean_dice" in record else ""
         progress.console.print(f"epoch {epoch + 1}/{self.epochs}  loss {record['loss']:.4f}{dice}  "
                                f"({record['seconds']:.1f} s)")

@@ -44,7 +44,7 @@ def _trainer(model: nn.Module, accumulate: int = 1, clip: float | None = None) -
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     opt = Optimisation(model, build_loss("ce"), optimizer, scheduler, torch.device("cpu"), None, clip, accumulate)
-    return Trainer(opt, validate=lambda m: {}, save=lambda name, state: None, epochs=1, val_every=1)
+    return Trainer(opt, validate=lambda m: {}, save=lambda name, weights, state: None, epochs=1, val_every=1)
 
 
 def _batch(seed: int) -> dict[str, torch.Tensor]:
@@ -84,3 +84,19 @@ def test_weighted_cross_entropy_and_its_config_check() -> None:
         from segkit.config import load_config
 
         load_config("unet_resnet34.yaml", ["train.loss=ce", "train.class_weights=[1, 2]"])
+
+
+def test_ema_weights_follow_the_exponential_average() -> None:
+    from segkit.engine.trainer import make_ema
+
+    torch.manual_seed(0)
+    model = nn.Conv3d(2, 3, 1)
+    trainer = _trainer(model)
+    trainer.opt.ema = make_ema(model, 0.9)
+    trainer.train_step([_batch(4)])
+    expected = model.weight.detach().clone()  # torch's AveragedModel starts from the first updated weights
+    for seed in (5, 6):
+        trainer.train_step([_batch(seed)])
+        expected = 0.9 * expected + 0.1 * model.weight.detach()
+    torch.testing.assert_close(trainer.evaluated_model.weight, expected)
+    assert not torch.equal(trainer.evaluated_model.weight, model.weight)
