@@ -55,15 +55,6 @@ def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> Non
         nib.save(image, str(tmp))
 
 
-def read_affine_and_shape(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The RAS affine and voxel shape of an image (header only)."""
-    try:
-        image = nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for unreadable files
-        raise DataError(f"{path}: not a readable NIfTI image ({exc}); check the file") from None
-    return np.asarray(image.affine, dtype=np.float64), tuple(int(s) for s in image.shape)
-
-
 def is_image_file(path: Path) -> bool:
     """Whether ``path`` has a supported image suffix."""
     return full_suffix(path).lower() in IMAGE_SUFFIXES and not path.name.startswith(".")

@@ -40,18 +40,21 @@ def test_nnunet_index_groups_channels(nnunet_dataset: Path) -> None:
     assert case.label.name == "phantom_000.nii.gz"
 
 
+def _copy_without(source: Path, target: Path, relative: str) -> Path:
+    """A copy of the dataset ``source`` at ``target`` with one file removed."""
+    shutil.copytree(source, target)
+    (target / relative).unlink()
+    return target
+
+
 def test_nnunet_missing_channel_names_the_case(nnunet_dataset: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(nnunet_dataset, broken)
-    (broken / "imagesTr" / "phantom_001_0001.nii.gz").unlink()
+    broken = _copy_without(nnunet_dataset, tmp_path / "broken", "imagesTr/phantom_001_0001.nii.gz")
     with pytest.raises(DataError, match=r"phantom_001: has channels \[0\] but .* declares 2"):
         load_dataset(broken, "nnunet")
 
 
 def test_nnunet_missing_label_is_an_error(nnunet_dataset: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(nnunet_dataset, broken)
-    (broken / "labelsTr" / "phantom_002.nii.gz").unlink()
+    broken = _copy_without(nnunet_dataset, tmp_path / "broken", "labelsTr/phantom_002.nii.gz")
     with pytest.raises(DataError, match=r"phantom_002.nii.gz: missing label for training case 'phantom_002'"):
         load_dataset(broken, "nnunet")
 
