@@ -5,32 +5,48 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
+from monai.data import Dataset
 from rich.console import Console
 from segkit.pipelines.data_check import check_dataset, problem_table
+from torch.utils.data import Subset
 
-from segkit.config import Config, config_to_dict
+from segkit.config import Config, config_to_dict, load_config
 from segkit.data.cases import DatasetIndex
 from segkit.data.index import load_dataset
 from segkit.data.loaders import training_loader, validation_dataset
 from segkit.data.presets import resolve_from_fingerprint
 from segkit.data.splits import choose_split
 from segkit.data.transforms import seed_everything
-from segkit.engine.checkpoint import save_checkpoint
+from segkit.engine.checkpoint import load_checkpoint, load_resume_state, remove_stale, save_checkpoint
+from segkit.engine.distributed import (
+    DistEnv,
+    barrier,
+    dist_env,
+    gather_rows,
+    init_distributed,
+    mean_over_ranks,
+    shard_indices,
+    shutdown,
+    wrap_model,
+)
 from segkit.engine.losses import build_loss
 from segkit.engine.optim import build_optimizer, build_scheduler
-from segkit.engine.trainer import Optimisation, Trainer, TrainState, make_ema
-from segkit.engine.validation import evaluate_volumes
-from segkit.errors import ConfigError, DataError, SegkitError
+from segkit.engine.run_log import RunLog, summary_table
+from segkit.engine.step import Optimisation, make_ema, make_scaler
+from segkit.engine.trainer import Schedule, Trainer, TrainState
+from segkit.engine.validation import rows_to_scores, score_volumes, scores_to_rows, summarise
+from segkit.errors import CheckpointError, ConfigError, DataError, SegkitError
 from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, sliding_window_logits
 from segkit.io.atomic import atomic_write_text
 from segkit.models import build_model
-from segkit.runtime import autocast_dtype, resolve_device
+from segkit.runtime import autocast_dtype, channels_last_format, resolve_device, use_channels_last
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,7 @@ class TrainResult:
 
     run_dir: Path
     state: TrainState
+    model: torch.nn.Module  # the trained weights (not the EMA copy)
 
 
 def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIndex) -> None:
@@ -75,52 +92,134 @@ def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
     run_dir = Path(cfg.run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
-            raise SegkitError(f"run_dir {run_dir} already holds a run; pass --overwrite to replace it "
-                              "or choose another with --set run_dir=...")
+            raise SegkitError(f"run_dir {run_dir} already holds a run; pass --overwrite to replace it, "
+                              f"--resume {run_dir} to continue it, or choose another with --set run_dir=...")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return run_dir
 
 
-def run_training(cfg: Config, overwrite: bool = False, console: Console | None = None) -> TrainResult:
-    """Train the configured model; writes ``best/`` and ``last/`` checkpoints under ``run_dir``."""
-    console = console or Console()
-    model = build_model(cfg.model)
-    index = load_dataset(cfg.data.root, cfg.data.format)
-    check_trainable(cfg, model.size_divisor, index)
-    cfg = checked_config(cfg, index, console)
-    seed_everything(cfg.seed)
-    data = cfg.data
-    train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,
-                                                  cfg.seed)
-    device = resolve_device(cfg.train.device)
-    run_dir = prepare_run_dir(cfg, overwrite)
-    atomic_write_text(run_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
-    console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on {len(val_cases)} "
-                  f"({device}); run dir {run_dir}")
-    loader = training_loader(cfg, train_cases)
-    val_data = validation_dataset(cfg, val_cases)
+def _open_run_dir(cfg: Config, overwrite: bool, resume: bool, splits: dict, env: DistEnv) -> Path:
+    """The run directory: created (rank 0) for a new run, checked against the split for a resumed one."""
+    run_dir = Path(cfg.run_dir)
+    if resume:
+        saved = run_dir / "splits.json"
+        if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(splits)):
+            raise DataError(f"{saved}: the dataset's training/validation split changed since the run started; "
+                            "resume with the same data.root and seed, or start a new run")
+        if env.is_main:
+            remove_stale(run_dir)
+    elif env.is_main:
+        prepare_run_dir(cfg, overwrite)
+        atomic_write_text(run_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
+    barrier()
+    return run_dir
+
+
+def _optimisation(cfg: Config, model: torch.nn.Module, device: torch.device, env: DistEnv) -> Optimisation:
+    """Model on the device (memory format, DDP, compile), loss, optimiser, schedule, EMA, gradient scaler."""
+    train = cfg.train
+    channels_last = use_channels_last(device, train.memory_format, cfg.model.norm)
     model = model.to(device)
-    amp_dtype = autocast_dtype(device, cfg.train.precision)
-    optimizer = build_optimizer(model, cfg.train)
+    if channels_last:
+        model = model.to(memory_format=channels_last_format(cfg.model.spatial_dims))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: the fastest kernels are found once
+    wrapped = wrap_model(model, env, device, train.sync_batchnorm)
+    module = wrapped.module if env.distributed else wrapped  # inside DDP: the model with SyncBatchNorm converted
+    forward = torch.compile(wrapped) if train.compile else wrapped
+    amp_dtype = autocast_dtype(device, train.precision)
+    optimizer = build_optimizer(module, train)
     levels = len(cfg.model.decoder_channels) if cfg.model.deep_supervision else 1
-    weights = list(cfg.train.class_weights) if cfg.train.class_weights else None
-    opt = Optimisation(model, build_loss(cfg.train.loss, levels, weights).to(device), optimizer,
-                       build_scheduler(optimizer, cfg.train), device, amp_dtype, cfg.train.grad_clip,
-                       cfg.train.accumulate, make_ema(model, cfg.train.ema) if cfg.train.ema else None)
+    weights = list(train.class_weights) if train.class_weights else None
+    return Optimisation(forward, module, build_loss(train.loss, levels, weights).to(device), optimizer,
+                        build_scheduler(optimizer, train), device, amp_dtype, train.grad_clip, train.accumulate,
+                        make_ema(module, train.ema) if train.ema else None, make_scaler(device, amp_dtype),
+                        channels_last)
+
+
+def _validator(cfg: Config, val_data: Dataset, device: torch.device, amp_dtype: torch.dtype | None,
+               env: DistEnv) -> Callable[[torch.nn.Module], dict]:
+    """Whole-volume validation with the predictor's sliding window, sharded over ranks and gathered."""
     settings = WindowSettings.from_config(cfg)
+    shard = Subset(val_data, list(shard_indices(len(val_data), env)))
 
     def predict_logits(network: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
         return sliding_window_logits(as_volume_model(network, cfg), image, settings, amp_dtype)
 
-    trainer = Trainer(
-        opt,
-        validate=lambda m: evaluate_volumes(m, val_data, predict_logits, cfg.model.num_classes, device),
-        save=lambda name, weights, state: save_checkpoint(run_dir, name, weights, cfg, state),
-        epochs=cfg.train.epochs, val_every=cfg.train.val_every, console=console,
-    )
-    state = trainer.fit(loader, cfg.train.steps_per_epoch)
+    def validate(model: torch.nn.Module) -> dict:
+        scores = score_volumes(model, shard, predict_logits, cfg.model.num_classes, device,
+                               cfg.train.surface_tolerance, cfg.train.surface_metrics)
+        return summarise(rows_to_scores(gather_rows(scores_to_rows(scores, cfg.model.num_classes), device)))
+
+    return validate
+
+
+def _resume_into(trainer: Trainer, run_dir: Path, console: Console) -> None:
+    last = run_dir / "last"
+    if not (last / "weights.safetensors").is_file():
+        raise CheckpointError(f"{run_dir}: no last/ checkpoint to resume from; start the run again without --resume")
+    checkpoint = load_checkpoint(last)
+    train_weights, resume = load_resume_state(checkpoint.path)
+    trainer.restore(checkpoint.weights, train_weights, resume, checkpoint.state)
+    console.print(f"resuming {run_dir} at step {trainer.state.global_step} (epoch {trainer.state.epoch + 1})")
+
+
+def resumed_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The config saved in ``run_dir`` (with ``--set`` overrides), pointing at ``run_dir`` wherever it now is."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise SegkitError(f"{run_dir}: no config.yaml, so not a segkit run directory; pass the run_dir of a run "
+                          "started with segkit train")
+    cfg = load_config(str(saved), overrides)
+    return cfg.model_copy(update={"run_dir": Path(run_dir)})
+
+
+def run_training(cfg: Config, overwrite: bool = False, console: Console | None = None,
+                 resume: bool = False) -> TrainResult:
+    """Train the configured model (or continue the run in ``run_dir`` with ``resume``); writes ``best/``,
+    ``last/``, ``metrics.jsonl`` and ``curves.png`` under ``run_dir``. Under torchrun, runs DDP."""
+    env = dist_env()
+    console = console or Console(quiet=not env.is_main)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model)
+    index = load_dataset(cfg.data.root, cfg.data.format)
+    check_trainable(cfg, model.size_divisor, index)
+    cfg = checked_config(cfg, index, console)
+    data = cfg.data
+    train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,
+                                                  cfg.seed)
+    device = init_distributed(env, resolve_device(cfg.train.device))
+    try:
+        return _train(cfg, model, train_cases, val_cases, splits, device, env, console, overwrite, resume)
+    finally:
+        shutdown()
+
+
+def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: list, splits: dict,
+           device: torch.device, env: DistEnv, console: Console, overwrite: bool, resume: bool) -> TrainResult:
+    run_dir = _open_run_dir(cfg, overwrite, resume, splits, env)
+    opt = _optimisation(cfg, model, device, env)
+    schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every)
+    validate = _validator(cfg, validation_dataset(cfg, val_cases), device, opt.amp_dtype, env)
+    with RunLog(run_dir, cfg.model.num_classes, enabled=env.is_main) as log:
+        trainer = Trainer(opt, schedule, validate,
+                          save=lambda name, snap: save_checkpoint(run_dir, name, cfg, snap) if env.is_main else None,
+                          log=log, console=console, is_main=env.is_main,
+                          reduce=lambda value: mean_over_ranks(value, device))
+        if resume:
+            _resume_into(trainer, run_dir, console)
+            log.truncate_after(trainer.state.global_step)
+        else:
+            console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on "
+                          f"{len(val_cases)} ({device}{f' × {env.world} processes' if env.distributed else ''}); "
+                          f"run dir {run_dir}")
+        loader = training_loader(cfg, train_cases, trainer.state.global_step, env.rank, env.world)
+        state = trainer.fit(loader)
+    barrier()
+    if state.history:
+        console.print(summary_table(state.history, None))
     console.print(f"best mean foreground Dice {state.best_metric:.4f} at epoch {state.best_epoch}; "
                   f"checkpoint {run_dir / 'best'}")
-    return TrainResult(run_dir, state)
+    return TrainResult(run_dir, state, opt.module)

@@ -15,18 +15,31 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True,
+def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", required=required,
                         help="config file, or the name of a packaged config (e.g. unet_resnet34.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, value read as YAML (repeatable), e.g. train.epochs=50")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from segkit.config import load_config
-    from segkit.pipelines.train import run_training
+    from segkit.pipelines.launch import launch_processes
+    from segkit.pipelines.train import resumed_config, run_training
 
-    run_training(load_config(args.config, args.overrides), overwrite=args.overwrite, console=console)
+    if args.gpus is not None:
+        return launch_processes(args.gpus, sys.argv[1:] if args.argv is None else args.argv)
+    if args.resume is not None:
+        if args.config is not None:
+            raise SegkitError("--resume continues a run with the config saved in it; leave out --config "
+                              "(use --set to change a key, e.g. train.epochs)")
+        cfg = resumed_config(args.resume, args.overrides)
+    elif args.config is None:
+        raise SegkitError("segkit train needs --config FILE (or --resume RUN_DIR)")
+    else:
+        from segkit.config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+    run_training(cfg, overwrite=args.overwrite, console=console, resume=args.resume is not None)
     return 0
 
 
@@ -101,8 +114,12 @@ def _unit(text: str) -> float:
 
 def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model from a config")
-    _add_config_args(train)
+    _add_config_args(train, required=False)
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in run_dir")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue an interrupted run exactly from its last/ checkpoint")
+    train.add_argument("--gpus", type=_positive, metavar="N",
+                       help="train with N processes (DDP, one per GPU) by launching torchrun")
     train.set_defaults(func=_cmd_train)
 
     predict = sub.add_parser("predict", help="predict label maps for images")
@@ -178,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line (no traceback unless --debug)."""
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except SegkitError as exc:

@@ -118,7 +118,13 @@ class TrainCfg(_Section):
     augment: AugmentCfg = AugmentCfg()
     albumentations: tuple[AlbumentationsStep, ...] = ()
     device: str = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    compile: bool = False
+    checkpoint_every: Annotated[int, Field(ge=0)] = 0
+    surface_metrics: bool = True
+    surface_tolerance: PositiveFloat = 1.0
+    sync_batchnorm: bool = False
 
 
 class InferCfg(_Section):

@@ -26,16 +26,33 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (``auto``: bf16 on GPUs that support it, else fp32)."""
+    """The autocast dtype for ``precision``; None means fp32.
+
+    ``auto``: bf16 on GPUs that support it, fp16 (with gradient scaling in training) on older GPUs,
+    fp32 on CPU. ``bf16`` and ``fp16`` are honoured on CPU too (slow there, but useful for testing).
+    """
     if precision == "fp32":
         return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
     if device.type != "cuda":
-        if precision == "bf16":
-            return torch.bfloat16
         return None
-    if precision == "auto" and not torch.cuda.is_bf16_supported():
-        return None
-    return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def use_channels_last(device: torch.device, setting: str, norm: str) -> bool:
+    """``train.memory_format``: ``auto`` is channels-last on GPUs except with instance norm, whose
+    cuDNN kernels fall back to slow paths for channels-last inputs; contiguous on CPU."""
+    if setting == "auto":
+        return device.type == "cuda" and norm != "instance"
+    return setting == "channels_last"
+
+
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format for 2D (NHWC) or 3D (NDHWC) tensors."""
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
-from monai.transforms import Transform
-from torch.utils.data import RandomSampler
+from monai.transforms import Compose, Transform
 
 from segkit.config import Config
 from segkit.data.cache import default_cache_dir
 from segkit.data.cases import Case
-from segkit.data.transforms import disk_cached_training_transforms, training_transforms, validation_transforms
+from segkit.data.stream import SeededPatches, StepLayout, StepSampler
+from segkit.data.transforms import (
+    disk_cached_preprocessing,
+    patch_drawing,
+    preprocessing,
+    sampling_preparation,
+    validation_transforms,
+)
 
 
 def _records(cases: list[Case]) -> list[dict]:
@@ -27,18 +33,30 @@ def _dataset(cfg: Config, records: list[dict], in_memory: Transform, from_disk: 
     return Dataset(records, from_disk if cfg.data.cache == "disk" else in_memory)
 
 
-def training_loader(cfg: Config, cases: list[Case]) -> DataLoader:
-    """An endless-feeling loader: each epoch draws ``steps_per_epoch`` batches of random patches."""
-    cache_dir = cfg.data.cache_dir or default_cache_dir()
-    dataset = _dataset(cfg, _records(cases), training_transforms(cfg),
-                       disk_cached_training_transforms(cfg, cache_dir) if cfg.data.cache == "disk" else None)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = RandomSampler(dataset, replacement=True,
-                            num_samples=cfg.train.steps_per_epoch * cfg.train.batch_size * cfg.train.accumulate,
-                            generator=generator)
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-                      collate_fn=list_data_collate, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=cfg.data.num_workers > 0)
+def training_cases(cfg: Config, cases: list[Case]) -> Dataset:
+    """Preprocessed training cases, padded and with their class indices (cached per ``data.cache``)."""
+    prepared = preprocessing(cfg.data, with_label=True) + sampling_preparation(cfg)
+    from_disk = None
+    if cfg.data.cache == "disk":
+        cache_dir = cfg.data.cache_dir or default_cache_dir()
+        from_disk = Compose([disk_cached_preprocessing(cfg.data, cache_dir), *sampling_preparation(cfg)])
+    return _dataset(cfg, _records(cases), Compose(prepared), from_disk)
+
+
+def training_loader(cfg: Config, cases: list[Case], start_step: int = 0, rank: int = 0,
+                    world: int = 1) -> DataLoader:
+    """Batches of random patches for optimiser steps ``start_step`` … the end of training, for one rank.
+
+    Each yielded batch is one micro-batch; a step takes ``train.accumulate`` of them.
+    """
+    train = cfg.train
+    layout = StepLayout(train.batch_size, train.accumulate, world)
+    total_steps = train.epochs * train.steps_per_epoch
+    patches = SeededPatches(training_cases(cfg, cases), Compose(patch_drawing(cfg)), cfg.seed,
+                            total_steps * layout.samples_per_step())
+    return DataLoader(patches, batch_size=train.batch_size, sampler=StepSampler(layout, start_step, total_steps, rank),
+                      num_workers=cfg.data.num_workers, collate_fn=list_data_collate,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=cfg.data.num_workers > 0)
 
 
 def validation_dataset(cfg: Config, cases: list[Case]) -> Dataset:

@@ -79,10 +79,27 @@ def training_transforms(cfg: Config) -> mt.Compose:
 
 
 def sampling(cfg: Config) -> list[mt.Transform]:
-    """After preprocessing: pad to the patch, class indices, a class-balanced random patch, augmentation."""
+    """After preprocessing: the deterministic preparation, then the random patch and its augmentation."""
+    return sampling_preparation(cfg) + patch_drawing(cfg)
+
+
+def sampling_preparation(cfg: Config) -> list[mt.Transform]:
+    """Deterministic, cacheable: pad to the patch size and index the voxels of each class."""
     keys = [IMAGE, LABEL]
     patch = list(cfg.on_volume(cfg.train.patch_size))  # 2D models: a one-slice patch of the volume
-    chain = [mt.SpatialPadd(keys, spatial_size=patch), *_patch_sampler(cfg, patch)]
+    if cfg.train.sampling == "posneg":
+        indices = mt.FgBgToIndicesd(LABEL, fg_postfix="_fg", bg_postfix="_bg")
+    else:
+        indices = mt.ClassesToIndicesd(LABEL, num_classes=cfg.model.num_classes,
+                                       max_samples_per_class=MAX_INDICES_PER_CLASS)
+    return [mt.SpatialPadd(keys, spatial_size=patch), indices]
+
+
+def patch_drawing(cfg: Config) -> list[mt.Transform]:
+    """Random: a class-balanced (or pos/neg) patch, then augmentation."""
+    keys = [IMAGE, LABEL]
+    patch = list(cfg.on_volume(cfg.train.patch_size))
+    chain = _patch_crop(cfg, patch)
     if cfg.slices_volumes:
         chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
     chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
@@ -97,11 +114,15 @@ def _seeded(chain: list, seed: int) -> mt.Compose:
     return compose
 
 
+def disk_cached_preprocessing(cfg: DataCfg, cache_dir: Path) -> DiskCached:
+    """Image-and-label preprocessing served from the disk cache (computed and stored on first use)."""
+    return DiskCached(mt.Compose(preprocessing(cfg, with_label=True)), [IMAGE, LABEL], cache_dir,
+                      preprocessing_settings(cfg))
+
+
 def disk_cached_training_transforms(cfg: Config, cache_dir: Path) -> mt.Compose:
     """Like :func:`training_transforms`, with preprocessing served from the disk cache."""
-    cached = DiskCached(mt.Compose(preprocessing(cfg.data, with_label=True)), [IMAGE, LABEL], cache_dir,
-                        preprocessing_settings(cfg.data))
-    return _seeded([cached, *sampling(cfg)], cfg.seed)
+    return _seeded([disk_cached_preprocessing(cfg.data, cache_dir), *sampling(cfg)], cfg.seed)
 
 
 def preprocessing_settings(cfg: DataCfg) -> str:
@@ -110,18 +131,16 @@ def preprocessing_settings(cfg: DataCfg) -> str:
     return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
 
 
-def _patch_sampler(cfg: Config, patch: list[int]) -> list[mt.Transform]:
+def _patch_crop(cfg: Config, patch: list[int]) -> list[mt.Transform]:
     """Patch centres: per class (rare classes oversampled) or foreground/background (``train.sampling``)."""
     keys, pos = [IMAGE, LABEL], cfg.train.pos_fraction
     if cfg.train.sampling == "posneg":
         return [
-            mt.FgBgToIndicesd(LABEL, fg_postfix="_fg", bg_postfix="_bg"),
             mt.RandCropByPosNegLabeld(keys, label_key=LABEL, spatial_size=patch, pos=pos, neg=1.0 - pos,
                                       num_samples=1, fg_indices_key=f"{LABEL}_fg", bg_indices_key=f"{LABEL}_bg"),
             mt.DeleteItemsd([f"{LABEL}_fg", f"{LABEL}_bg"]),
         ]
     return [
-        mt.ClassesToIndicesd(LABEL, num_classes=cfg.model.num_classes, max_samples_per_class=MAX_INDICES_PER_CLASS),
         mt.RandCropByLabelClassesd(
             keys, label_key=LABEL, spatial_size=patch, num_classes=cfg.model.num_classes, num_samples=1,
             ratios=class_ratios(cfg.model.num_classes, pos), indices_key=CLASS_INDICES, warn=False,
@@ -154,10 +173,9 @@ def augmentations(aug: AugmentCfg, spatial_dims: int) -> list[mt.Transform]:
 
 def validation_transforms(cfg: DataCfg, cache_dir: Path | None = None) -> mt.Compose:
     """Whole preprocessed volumes with labels (from the disk cache when ``cache_dir`` is given)."""
-    chain = mt.Compose(preprocessing(cfg, with_label=True))
     if cache_dir is None:
-        return chain
-    return mt.Compose([DiskCached(chain, [IMAGE, LABEL], cache_dir, preprocessing_settings(cfg))])
+        return mt.Compose(preprocessing(cfg, with_label=True))
+    return mt.Compose([disk_cached_preprocessing(cfg, cache_dir)])
 
 
 def prediction_transforms(cfg: DataCfg) -> mt.Compose:

@@ -1,12 +1,16 @@
-"""Checkpoint directories: ``weights.safetensors`` + ``config.json`` + ``state.json``.
+"""Checkpoint directories: ``weights.safetensors`` + ``config.json`` + ``state.json`` (+ resume files).
 
-Each save writes a new directory ``checkpoints/<name>-<step>/`` file by file
-(atomic writes) and then atomically repoints the symlink ``<run_dir>/<name>``
-to it, so ``best`` and ``last`` always name a complete checkpoint.
+A save stages a complete directory under a temp name (every file fsynced), renames it to
+``checkpoints/<name>-<step>-<id>/`` and then atomically repoints the symlink ``<run_dir>/<name>`` to it,
+so ``best`` and ``last`` always name a complete checkpoint and a crash at any moment leaves the
+previous one intact. ``last`` also carries what an exact resume needs: the raw weights when they
+differ from the saved (EMA) ones, and ``resume.pt`` with the optimiser, schedule, gradient-scaler
+and RNG states — plain tensors and containers, loaded only with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -21,9 +25,11 @@ from safetensors.torch import load_file, save
 
 from segkit.config import Config, config_from_dict, config_to_dict
 from segkit.errors import CheckpointError, SegkitError
-from segkit.io.atomic import atomic_write_bytes, atomic_write_text
+from segkit.io.atomic import _fsync_dir, atomic_write_bytes, atomic_write_text
 
 WEIGHTS, CONFIG, STATE = "weights.safetensors", "config.json", "state.json"
+TRAIN_WEIGHTS, RESUME = "train_weights.safetensors", "resume.pt"
+PARTIAL = ".partial"
 
 
 @dataclass(frozen=True)
@@ -36,31 +42,97 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, cfg: Config, state: dict[str, Any]) -> Path:
+@dataclass(frozen=True)
+class Snapshot:
+    """What one save writes: the weights ``predict`` uses, the JSON state and, for resuming, the raw
+    training weights (when an EMA is saved as ``weights``) and the optimiser/schedule/RNG states."""
+
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    train_weights: dict[str, torch.Tensor] | None = None
+    resume: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, state: dict[str, Any]) -> Snapshot:
+        """A weights-only snapshot of ``model``."""
+        return cls(cpu_state_dict(model), state)
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors, detached, contiguous and on the CPU (safetensors requires all three)."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def _write_files(directory: Path, cfg: Config, snapshot: Snapshot) -> None:
+    atomic_write_bytes(directory / WEIGHTS, save(snapshot.weights))
+    if snapshot.train_weights is not None:
+        atomic_write_bytes(directory / TRAIN_WEIGHTS, save(snapshot.train_weights))
+    if snapshot.resume is not None:
+        buffer = io.BytesIO()
+        torch.save(snapshot.resume, buffer)
+        atomic_write_bytes(directory / RESUME, buffer.getvalue())
+    atomic_write_text(directory / CONFIG, json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    atomic_write_text(directory / STATE, json.dumps(snapshot.state, indent=2) + "\n")
+
+
+def save_checkpoint(run_dir: Path, name: str, cfg: Config, snapshot: Snapshot) -> Path:
     """Write a checkpoint and point ``run_dir/name`` at it; returns the link path."""
     store = run_dir / "checkpoints"
-    target = store / f"{name}-{int(state.get('global_step', 0)):09d}"
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(target / WEIGHTS, save(weights))
-    atomic_write_text(target / CONFIG, json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    atomic_write_text(target / STATE, json.dumps(state, indent=2) + "\n")
+    store.mkdir(parents=True, exist_ok=True)
+    # a fresh name each time: a resumed run may save the same step again while a link still names the old one
+    target = store / f"{name}-{int(snapshot.state.get('global_step', 0)):09d}-{uuid.uuid4().hex[:6]}"
+    staging = store / f".{target.name}{PARTIAL}"
+    staging.mkdir()
+    try:
+        _write_files(staging, cfg, snapshot)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(store)
     link = run_dir / name
     previous = link.resolve() if link.is_symlink() else None
     tmp_link = run_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     os.symlink(os.path.relpath(target, run_dir), tmp_link)
     os.replace(tmp_link, link)
+    _fsync_dir(run_dir)
     if previous is not None and previous != target.resolve():
         _remove_if_unreferenced(run_dir, previous)
     return link
+
+
+def remove_stale(run_dir: Path) -> None:
+    """Delete what an interrupted save can leave: staged directories, temp links, unreferenced checkpoints."""
+    store = run_dir / "checkpoints"
+    for tmp_link in run_dir.glob(".*.tmp"):
+        if tmp_link.is_symlink():
+            tmp_link.unlink()
+    if not store.is_dir():
+        return
+    for directory in store.iterdir():
+        if directory.name.endswith(PARTIAL):
+            shutil.rmtree(directory, ignore_errors=True)
+        elif directory.is_dir():
+            _remove_if_unreferenced(run_dir, directory.resolve())
 
 
 def _remove_if_unreferenced(run_dir: Path, directory: Path) -> None:
     links = [p for p in run_dir.iterdir() if p.is_symlink()]
     if all(p.resolve() != directory for p in links):
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def load_resume_state(directory: Path) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """The raw training weights (None when ``weights.safetensors`` holds them) and ``resume.pt``."""
+    try:
+        resume = torch.load(directory / RESUME, map_location="cpu", weights_only=True)
+        train_weights = load_file(str(directory / TRAIN_WEIGHTS)) if (directory / TRAIN_WEIGHTS).is_file() else None
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory}: no {RESUME}; only a run's last/ checkpoint can be resumed") from None
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{directory}: resume state refused or unreadable ({first})") from None
+    return train_weights, resume
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -1,7 +1,8 @@
-"""The training loop: steps, periodic validation and checkpointing, progress display.
+"""The training loop: steps, periodic validation, checkpoints and logs.
 
-Optimisation pieces (model, loss, optimiser, schedule), validation and
-checkpointing are passed in, so this file holds only the loop.
+The pieces are passed in — optimisation (:mod:`segkit.engine.step`), validation (a callable),
+checkpoint saving (a callable taking a :class:`Snapshot`) and the run log — so this file holds
+only the loop and the state that an exact resume needs.
 """
 
 from __future__ import annotations
@@ -9,138 +10,165 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from segkit.runtime import autocast
+from segkit.engine.checkpoint import Snapshot, cpu_state_dict
+from segkit.engine.progress import training_progress
+from segkit.engine.rng import capture_rng, restore_rng
+from segkit.engine.run_log import RunLog
+from segkit.engine.step import Optimisation, run_step
 
 Validate = Callable[[torch.nn.Module], dict[str, Any]]
-SaveCheckpoint = Callable[[str, torch.nn.Module, dict[str, Any]], None]
+SaveCheckpoint = Callable[[str, Snapshot], None]
 
 
 @dataclass
 class TrainState:
-    """Counters and history that go into ``state.json``."""
+    """Counters, the running epoch's sums and the validation history (``state.json``)."""
 
-    epoch: int = 0
-    global_step: int = 0
+    epoch: int = 0  # completed epochs
+    global_step: int = 0  # completed optimiser steps
     best_metric: float = -math.inf
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss_sum: float = 0.0
+    epoch_steps: int = 0
+    epoch_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
-        best = None if math.isinf(self.best_metric) else self.best_metric
-        return {"epoch": self.epoch, "global_step": self.global_step, "best_metric": best,
-                "best_epoch": self.best_epoch, "history": self.history}
+        state = asdict(self)
+        state["best_metric"] = None if math.isinf(self.best_metric) else self.best_metric
+        return state
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The inverse of :meth:`as_dict` (unknown keys ignored)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if known.get("best_metric") is None:
+            known["best_metric"] = -math.inf
+        return cls(**known)
 
 
-@dataclass
-class Optimisation:
-    """What a step needs: model, loss, optimiser, per-step LR schedule, device and autocast dtype."""
+@dataclass(frozen=True)
+class Schedule:
+    """How long to train and when to validate and save."""
 
-    model: torch.nn.Module
-    loss_fn: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    grad_clip: float | None = None  # max global gradient norm
-    accumulate: int = 1  # micro-batches per optimiser step
-    ema: AveragedModel | None = None  # exponential moving average of the weights, validated and saved
+    epochs: int
+    steps_per_epoch: int
+    val_every: int = 1
+    checkpoint_every: int = 0  # also save ``last`` every N steps (0: at epoch ends only)
 
-
-def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
-    """An EMA copy of ``model`` (parameters and buffers): w ← decay·w + (1 − decay)·w_model after each step
-    (the first update copies the weights, as torch's AveragedModel does)."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def _groups(items: Iterable, size: int) -> Iterator[list]:
-    """Consecutive groups of ``size`` items (the last one may be shorter)."""
-    group: list = []
-    for item in items:
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps in the whole run."""
+        return self.epochs * self.steps_per_epoch
 
 
 class Trainer:
-    """Runs epochs of ``steps_per_epoch`` steps; validates every ``val_every`` epochs."""
+    """Runs the schedule from ``state.global_step``; validates and saves at epoch ends."""
 
-    def __init__(self, opt: Optimisation, validate: Validate, save: SaveCheckpoint, epochs: int, val_every: int,
-                 console: Console | None = None) -> None:
-        self.opt = opt
-        self.validate = validate
-        self.save = save
-        self.epochs = epochs
-        self.val_every = val_every
+    def __init__(self, opt: Optimisation, schedule: Schedule, validate: Validate, save: SaveCheckpoint,
+                 log: RunLog, console: Console | None = None, is_main: bool = True,
+                 reduce: Callable[[float], float] = lambda value: value) -> None:
+        self.opt, self.schedule, self.validate, self.save, self.log = opt, schedule, validate, save, log
         self.console = console or Console()
+        self.is_main, self.reduce = is_main, reduce
         self.state = TrainState()
 
-    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> float:
-        """One optimisation step over ``batches`` (gradients accumulated, then clipped); returns the mean loss."""
+    def snapshot(self, resumable: bool) -> Snapshot:
+        """The checkpoint content now; ``resumable`` adds what an exact resume needs."""
         opt = self.opt
-        opt.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for batch in batches:
-            image = batch["image"].to(opt.device, non_blocking=True)
-            label = batch["label"].to(opt.device, non_blocking=True)
-            with autocast(opt.device, opt.amp_dtype):
-                loss = opt.loss_fn(opt.model(image), label) / len(batches)
-            loss.backward()
-            total += float(loss.detach())
-        if opt.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(opt.model.parameters(), opt.grad_clip)
-        opt.optimizer.step()
-        opt.scheduler.step()
+        if not resumable:
+            return Snapshot(cpu_state_dict(opt.evaluated), self.state.as_dict())
+        resume = {"optimizer": opt.optimizer.state_dict(), "scheduler": opt.scheduler.state_dict(),
+                  "rng": capture_rng()}
+        if opt.scaler is not None:
+            resume["scaler"] = opt.scaler.state_dict()
         if opt.ema is not None:
-            opt.ema.update_parameters(opt.model)
-        self.state.global_step += 1
-        return total
+            resume["ema_count"] = opt.ema.n_averaged.detach().cpu()
+        raw = cpu_state_dict(opt.module) if opt.ema is not None else None
+        return Snapshot(cpu_state_dict(opt.evaluated), self.state.as_dict(), raw, resume)
 
-    @property
-    def evaluated_model(self) -> torch.nn.Module:
-        """The weights that are validated and saved: the EMA copy when enabled."""
-        return self.opt.ema.module if self.opt.ema is not None else self.opt.model
+    def restore(self, weights: dict[str, torch.Tensor], train_weights: dict[str, torch.Tensor] | None,
+                resume: dict[str, Any], state: dict[str, Any]) -> None:
+        """Continue from a resumable snapshot written by :meth:`snapshot`."""
+        opt = self.opt
+        opt.module.load_state_dict(train_weights if train_weights is not None else weights)
+        if opt.ema is not None:
+            opt.ema.module.load_state_dict(weights)
+            opt.ema.n_averaged.copy_(resume["ema_count"])
+        opt.optimizer.load_state_dict(resume["optimizer"])
+        opt.scheduler.load_state_dict(resume["scheduler"])
+        if opt.scaler is not None and "scaler" in resume:
+            opt.scaler.load_state_dict(resume["scaler"])
+        restore_rng(resume["rng"])
+        self.state = TrainState.from_dict(state)
 
-    def fit(self, loader: Iterable[dict[str, torch.Tensor]], steps_per_epoch: int) -> TrainState:
-        """Train for all epochs; keeps ``last`` every epoch and ``best`` by mean foreground Dice."""
+    def fit(self, loader: Iterable[dict[str, torch.Tensor]]) -> TrainState:
+        """Train until the schedule's last step; ``loader`` yields micro-batches from the current step on."""
         self.opt.model.train()
-        columns = (TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            task = progress.add_task("train", total=self.epochs * steps_per_epoch, epoch=1, loss=float("nan"))
-            for epoch in range(self.state.epoch, self.epochs):
-                started, losses = time.perf_counter(), []
-                for batches in _groups(loader, self.opt.accumulate):
-                    losses.append(self.train_step(batches))
-                    progress.update(task, advance=1, epoch=epoch + 1, loss=sum(losses) / len(losses))
-                record = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1),
-                          "lr": self.opt.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
-                self._end_epoch(epoch, record, progress)
-        return self.state
+        stream: Iterator = iter(loader)
+        schedule, state = self.schedule, self.state
+        with training_progress(self.console, self.is_main) as progress:
+            task = progress.add_task("train", total=schedule.total_steps, completed=state.global_step,
+                                     epoch=state.epoch + 1, loss=float("nan"), lr=self._lr(), dice=self._last_dice())
+            mark = time.perf_counter()
+            while state.global_step < schedule.total_steps:
+                loss = self.reduce(run_step(self.opt, [next(stream) for _ in range(self.opt.accumulate)]))
+                now = time.perf_counter()
+                self._count_step(loss, now - mark)
+                progress.update(task, completed=state.global_step, epoch=state.epoch + 1, lr=self._lr(),
+                                 loss=state.epoch_loss_sum / state.epoch_steps)
+                if state.global_step % schedule.steps_per_epoch == 0:
+                    self._end_epoch(progress)
+                    progress.update(task, dice=self._last_dice())
+                elif schedule.checkpoint_every and state.global_step % schedule.checkpoint_every == 0:
+                    self.save("last", self.snapshot(resumable=True))
+                mark = time.perf_counter()
+        return state
 
-    def _end_epoch(self, epoch: int, record: dict[str, Any], progress: Progress) -> None:
-        self.state.epoch = epoch + 1
+    def _lr(self) -> float:
+        return float(self.opt.optimizer.param_groups[0]["lr"])
+
+    def _last_dice(self) -> str:
+        dice = [r["mean_dice"] for r in self.state.history if r.get("mean_dice") is not None]
+        return f"{dice[-1]:.4f}" if dice else "–"
+
+    def _count_step(self, loss: float, seconds: float) -> None:
+        state = self.state
+        state.global_step += 1
+        state.epoch_loss_sum += loss
+        state.epoch_steps += 1
+        state.epoch_seconds += seconds
+        self.log.log_step({"step": state.global_step, "epoch": state.epoch + 1, "loss": loss, "lr": self._lr(),
+                           "seconds": seconds})
+
+    def _end_epoch(self, progress: Any) -> None:
+        state, epoch = self.state, self.state.epoch + 1
+        record = {"epoch": epoch, "step": state.global_step, "train_loss": state.epoch_loss_sum / state.epoch_steps,
+                  "lr": self._lr(), "seconds": state.epoch_seconds}
+        state.epoch, state.epoch_loss_sum, state.epoch_steps, state.epoch_seconds = epoch, 0.0, 0, 0.0
         improved = False
-        if (epoch + 1) % self.val_every == 0 or epoch + 1 == self.epochs:
-            record.update(self.validate(self.evaluated_model))
-            improved = not math.isnan(record["mean_dice"]) and record["mean_dice"] > self.state.best_metric
+        if epoch % self.schedule.val_every == 0 or epoch == self.schedule.epochs:
+            record.update(self.validate(self.opt.evaluated))
+            self.log.log_validation(record)
+            improved = _finite(record.get("mean_dice")) and record["mean_dice"] > state.best_metric
             if improved:
-                self.state.best_metric, self.state.best_epoch = record["mean_dice"], epoch + 1
-        self.state.history.append(record)
+                state.best_metric, state.best_epoch = record["mean_dice"], epoch
+        state.history.append(record)
         if improved:
-            self.save("best", self.evaluated_model, self.state.as_dict())
-        self.save("last", self.evaluated_model, self.state.as_dict())
-        dice = f"  val dice {record['mean_dice']:.4f}" if "mean_dice" in record else ""
-        progress.console.print(f"epoch {epoch + 1}/{self.epochs}  loss {record['loss']:.4f}{dice}  "
-                               f"({record['seconds']:.1f} s)")
+            self.save("best", self.snapshot(resumable=False))
+        self.save("last", self.snapshot(resumable=True))
+        dice = f"  val dice {record['mean_dice']:.4f}" if _finite(record.get("mean_dice")) else ""
+        if self.is_main:
+            progress.console.print(f"epoch {epoch}/{self.schedule.epochs}  loss {record['train_loss']:.4f}{dice}  "
+                                   f"({record['seconds']:.1f} s)")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

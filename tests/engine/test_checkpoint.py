@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segkit.config import Config, ModelCfg, TrainCfg
-from segkit.engine.checkpoint import load_checkpoint, load_weights, resolve_checkpoint, save_checkpoint
+from segkit.engine.checkpoint import Snapshot, load_checkpoint, load_weights, resolve_checkpoint, save_checkpoint
 from segkit.errors import CheckpointError
 from segkit.models import build_model
 
@@ -20,7 +20,7 @@ PATCH_2D = TrainCfg(patch_size=(64, 64))
 def test_round_trip_restores_identical_weights_and_config(tmp_path: Path) -> None:
     cfg = Config(model=SMALL, train=PATCH_2D, seed=3)
     model = build_model(cfg.model)
-    link = save_checkpoint(tmp_path, "best", model, cfg, {"global_step": 5, "best_metric": 0.5})
+    link = save_checkpoint(tmp_path, "best", cfg, Snapshot.of(model, {"global_step": 5, "best_metric": 0.5}))
     assert link.is_symlink()
     ckpt = load_checkpoint(tmp_path)  # a run directory resolves to best/
     assert ckpt.config == cfg and ckpt.state["global_step"] == 5
@@ -33,9 +33,9 @@ def test_round_trip_restores_identical_weights_and_config(tmp_path: Path) -> Non
 def test_new_save_repoints_link_and_removes_stale_directory(tmp_path: Path) -> None:
     cfg = Config(model=SMALL, train=PATCH_2D)
     model = build_model(cfg.model)
-    save_checkpoint(tmp_path, "last", model, cfg, {"global_step": 1})
+    save_checkpoint(tmp_path, "last", cfg, Snapshot.of(model, {"global_step": 1}))
     first = (tmp_path / "last").resolve()
-    save_checkpoint(tmp_path, "last", model, cfg, {"global_step": 2})
+    save_checkpoint(tmp_path, "last", cfg, Snapshot.of(model, {"global_step": 2}))
     assert (tmp_path / "last").resolve() != first and not first.exists()
     assert json.loads((tmp_path / "last" / "state.json").read_text())["global_step"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp links left
@@ -43,7 +43,7 @@ def test_new_save_repoints_link_and_removes_stale_directory(tmp_path: Path) -> N
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
     cfg = Config(model=SMALL, train=PATCH_2D)
-    save_checkpoint(tmp_path, "best", build_model(cfg.model), cfg, {})
+    save_checkpoint(tmp_path, "best", cfg, Snapshot.of(build_model(cfg.model), {}))
     other = build_model(ModelCfg(spatial_dims=2, encoder="resnet34", decoder_channels=(16, 16, 8, 8, 8)))
     with pytest.raises(CheckpointError, match="weights do not fit the model"):
         load_weights(other, load_checkpoint(tmp_path / "best"))

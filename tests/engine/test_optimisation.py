@@ -12,7 +12,7 @@ from torch import nn
 from segkit.config import Config, ModelCfg, TrainCfg
 from segkit.engine.losses import build_loss
 from segkit.engine.optim import build_optimizer, build_scheduler, lr_factor
-from segkit.engine.trainer import Optimisation, Trainer
+from segkit.engine.step import Optimisation, make_ema, run_step
 from segkit.errors import ConfigError
 
 
@@ -40,11 +40,11 @@ def test_sgd_is_nesterov_and_adamw_is_the_default() -> None:
     assert isinstance(build_optimizer(model, TrainCfg()), torch.optim.AdamW)
 
 
-def _trainer(model: nn.Module, accumulate: int = 1, clip: float | None = None) -> Trainer:
+def _opt(model: nn.Module, accumulate: int = 1, clip: float | None = None) -> Optimisation:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    opt = Optimisation(model, build_loss("ce"), optimizer, scheduler, torch.device("cpu"), None, clip, accumulate)
-    return Trainer(opt, validate=lambda m: {}, save=lambda name, weights, state: None, epochs=1, val_every=1)
+    return Optimisation(model, model, build_loss("ce"), optimizer, scheduler, torch.device("cpu"), None, clip,
+                        accumulate)
 
 
 def _batch(seed: int) -> dict[str, torch.Tensor]:
@@ -60,15 +60,15 @@ def test_accumulated_micro_batches_equal_one_large_batch() -> None:
     accumulated.load_state_dict(reference.state_dict())
     first, second = _batch(1), _batch(2)
     together = {k: torch.cat([first[k], second[k]]) for k in first}
-    _trainer(reference).train_step([together])
-    _trainer(accumulated, accumulate=2).train_step([first, second])
+    run_step(_opt(reference), [together])
+    run_step(_opt(accumulated, accumulate=2), [first, second])
     torch.testing.assert_close(accumulated.weight, reference.weight)
 
 
 def test_gradient_clipping_bounds_the_update() -> None:
     model = nn.Conv3d(2, 3, 1)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    _trainer(model, clip=1e-3).train_step([_batch(3)])
+    run_step(_opt(model, clip=1e-3), [_batch(3)])
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert math.isclose(float((after - before).norm()), 1e-3, rel_tol=1e-3)  # lr 1: the update is the clipped grad
 
@@ -87,16 +87,14 @@ def test_weighted_cross_entropy_and_its_config_check() -> None:
 
 
 def test_ema_weights_follow_the_exponential_average() -> None:
-    from segkit.engine.trainer import make_ema
-
     torch.manual_seed(0)
     model = nn.Conv3d(2, 3, 1)
-    trainer = _trainer(model)
-    trainer.opt.ema = make_ema(model, 0.9)
-    trainer.train_step([_batch(4)])
+    opt = _opt(model)
+    opt.ema = make_ema(model, 0.9)
+    run_step(opt, [_batch(4)])
     expected = model.weight.detach().clone()  # torch's AveragedModel starts from the first updated weights
     for seed in (5, 6):
-        trainer.train_step([_batch(seed)])
+        run_step(opt, [_batch(seed)])
         expected = 0.9 * expected + 0.1 * model.weight.detach()
-    torch.testing.assert_close(trainer.evaluated_model.weight, expected)
-    assert not torch.equal(trainer.evaluated_model.weight, model.weight)
+    torch.testing.assert_close(opt.evaluated.weight, expected)
+    assert not torch.equal(opt.evaluated.weight, model.weight)
