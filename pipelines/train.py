@@ -27,6 +27,7 @@ from segkit.engine.checkpoint import load_checkpoint, load_resume_state, remove_
 from segkit.engine.distributed import (
     DistEnv,
     barrier,
+    broadcast_buffers,
     dist_env,
     gather_rows,
     init_distributed,
@@ -58,10 +59,11 @@ class TrainResult:
     model: torch.nn.Module  # the trained weights (not the EMA copy)
 
 
-def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIndex) -> None:
-    """Config checks that need the built model (sizes) or that this pipeline does not support yet."""
+def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIndex, world: int = 1) -> None:
+    """Config checks that need the built model (sizes), the dataset's manifest or the number of processes."""
     deepest = math.prod(-(-s // d) for s, d in zip(cfg.train.patch_size, size_divisor, strict=True))
-    values = deepest * {"batch": cfg.train.batch_size, "instance": 1, "group": 2}[cfg.model.norm]
+    batch = cfg.train.batch_size * (world if cfg.train.sync_batchnorm else 1)  # SyncBatchNorm pools all ranks
+    values = deepest * {"batch": batch, "instance": 1, "group": 2}[cfg.model.norm]
     if values < 2:
         raise ConfigError(f"train.patch_size: {list(cfg.train.patch_size)} leaves {deepest} voxel(s) at the deepest "
                           f"stage, too few for {cfg.model.norm} norm; use a larger patch"
@@ -185,7 +187,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     seed_everything(cfg.seed)
     model = build_model(cfg.model)
     index = load_dataset(cfg.data.root, cfg.data.format)
-    check_trainable(cfg, model.size_divisor, index)
+    check_trainable(cfg, model.size_divisor, index, env.world)
     cfg = checked_config(cfg, index, console)
     data = cfg.data
     train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,
@@ -207,7 +209,8 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
         trainer = Trainer(opt, schedule, validate,
                           save=lambda name, snap: save_checkpoint(run_dir, name, cfg, snap) if env.is_main else None,
                           log=log, console=console, is_main=env.is_main,
-                          reduce=lambda value: mean_over_ranks(value, device))
+                          reduce=lambda value: mean_over_ranks(value, device),
+                          sync=lambda: broadcast_buffers(opt.module, opt.ema))
         if resume:
             _resume_into(trainer, run_dir, console)
             log.truncate_after(trainer.state.global_step)

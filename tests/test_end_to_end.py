@@ -47,6 +47,28 @@ def test_training_writes_complete_checkpoints(trained_run: Path) -> None:
     assert low < mean < high and std > 0
     splits = json.loads((trained_run / "run" / "splits.json").read_text())
     assert len(splits) == 1 and len(splits[0]["val"]) == 1
+    assert (trained_run / "run" / "last" / "resume.pt").is_file()
+    assert not (trained_run / "run" / "best" / "resume.pt").exists()  # only last/ carries the resume state
+
+
+def test_training_logs_metrics_and_curves(trained_run: Path) -> None:
+    lines = (trained_run / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}")) for line in lines]
+    assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2]
+    (val,) = [r for r in records if r["kind"] == "val"]
+    assert set(val) >= {"mean_dice", "dice_per_class", "hd95_per_class", "nsd_per_class", "train_loss"}
+    assert len(val["dice_per_class"]) == 3 == len(val["hd95_per_class"])
+    assert val["mean_hd95"] is None or val["mean_hd95"] >= 0  # None when no class was found in either
+    png = (trained_run / "run" / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_of_a_finished_run_has_nothing_left_to_do(trained_run: Path) -> None:
+    done = segkit("train", "--resume", "run", cwd=trained_run)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stdout and "at step 2" in done.stdout
+    refused = segkit("train", "--resume", "run", "--config", "demo_unet_resnet34.yaml", cwd=trained_run)
+    assert refused.returncode == 1 and "leave out --config" in refused.stderr
 
 
 def test_predictions_lie_on_each_input_grid(trained_run: Path) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from segkit.pipelines.train import resumed_config, run_training
 
 import segkit.engine.trainer as trainer_module
 from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
 from segkit.engine.checkpoint import load_checkpoint
 from segkit.engine.run_log import read_metrics
-from segkit.pipelines.train import resumed_config, run_training
 
 EPOCHS, STEPS = 2, 3
 
@@ -88,5 +88,5 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(reference: Path
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_dataset: Path, tmp_path: Path) -> None:
     from segkit.errors import SegkitError
 
-    with pytest.raises(SegkitError, match="no config.yaml"):
+    with pytest.raises(SegkitError, match=r"no config\.yaml"):
         resumed_config(tmp_path / "nothing", [])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle  # only for its error type: nothing here unpickles
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def load_resume_state(directory: Path) -> tuple[dict[str, torch.Tensor] | None, 
         train_weights = load_file(str(directory / TRAIN_WEIGHTS)) if (directory / TRAIN_WEIGHTS).is_file() else None
     except FileNotFoundError:
         raise CheckpointError(f"{directory}: no {RESUME}; only a run's last/ checkpoint can be resumed") from None
-    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+    except (OSError, RuntimeError, ValueError, SafetensorError, pickle.UnpicklingError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{directory}: resume state refused or unreadable ({first})") from None
     return train_weights, resume

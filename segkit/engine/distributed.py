@@ -68,6 +68,9 @@ def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device, sync_
     if not env.distributed:
         return model
     if sync_batchnorm:
+        if device.type != "cuda":
+            raise SegkitError("train.sync_batchnorm works only on GPUs (torch's SyncBatchNorm); set it to false "
+                              "for CPU runs")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -97,6 +100,20 @@ def gather_rows(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded)
     return torch.cat([part[: int(count.item())] for part, count in zip(parts, counts, strict=True)]).cpu()
+
+
+def broadcast_buffers(*modules: torch.nn.Module | None) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+    DDP keeps parameters identical but each rank updates its running statistics from its own
+    batches after the last broadcast; validation and checkpoints need one model on all ranks.
+    """
+    if not dist.is_initialized():
+        return
+    for module in modules:
+        if module is not None:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
 
 
 def shard_indices(count: int, env: DistEnv) -> Sequence[int]:

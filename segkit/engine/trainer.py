@@ -74,10 +74,11 @@ class Trainer:
 
     def __init__(self, opt: Optimisation, schedule: Schedule, validate: Validate, save: SaveCheckpoint,
                  log: RunLog, console: Console | None = None, is_main: bool = True,
-                 reduce: Callable[[float], float] = lambda value: value) -> None:
+                 reduce: Callable[[float], float] = lambda value: value,
+                 sync: Callable[[], None] = lambda: None) -> None:
         self.opt, self.schedule, self.validate, self.save, self.log = opt, schedule, validate, save, log
         self.console = console or Console()
-        self.is_main, self.reduce = is_main, reduce
+        self.is_main, self.reduce, self.sync = is_main, reduce, sync  # sync: make all ranks' models identical
         self.state = TrainState()
 
     def snapshot(self, resumable: bool) -> Snapshot:
@@ -128,6 +129,7 @@ class Trainer:
                     self._end_epoch(progress)
                     progress.update(task, dice=self._last_dice())
                 elif schedule.checkpoint_every and state.global_step % schedule.checkpoint_every == 0:
+                    self.sync()
                     self.save("last", self.snapshot(resumable=True))
                 mark = time.perf_counter()
         return state
@@ -153,6 +155,7 @@ class Trainer:
         record = {"epoch": epoch, "step": state.global_step, "train_loss": state.epoch_loss_sum / state.epoch_steps,
                   "lr": self._lr(), "seconds": state.epoch_seconds}
         state.epoch, state.epoch_loss_sum, state.epoch_steps, state.epoch_seconds = epoch, 0.0, 0, 0.0
+        self.sync()
         improved = False
         if epoch % self.schedule.val_every == 0 or epoch == self.schedule.epochs:
             record.update(self.validate(self.opt.evaluated))

@@ -34,6 +34,7 @@ class UNet(nn.Module):
         self.head = conv(spatial_dims, decoder.stage_channels[-1], num_classes, 1, bias=True)
         self.aux_heads = nn.ModuleList(conv(spatial_dims, c, num_classes, 1, bias=True)
                                        for c in decoder.stage_channels[:-1])
+        self.aux_heads.requires_grad_(deep_supervision)  # unused heads must not wait for gradients (DDP)
         self.deep_supervision = deep_supervision
 
     @property

@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from segkit.config import Config, ModelCfg, TrainCfg
-from segkit.engine.checkpoint import Snapshot, load_checkpoint, load_weights, resolve_checkpoint, save_checkpoint
+from segkit.engine.checkpoint import (
+    Snapshot,
+    cpu_state_dict,
+    load_checkpoint,
+    load_resume_state,
+    load_weights,
+    remove_stale,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from segkit.errors import CheckpointError
 from segkit.models import build_model
 
@@ -54,3 +63,58 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         resolve_checkpoint(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         resolve_checkpoint(tmp_path)
+
+
+def test_a_crash_inside_a_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segkit.engine.checkpoint as checkpoint_module
+
+    cfg = Config(model=SMALL, train=PATCH_2D)
+    model = build_model(cfg.model)
+    save_checkpoint(tmp_path, "last", cfg, Snapshot(cpu_state_dict(model), {"global_step": 1}, None,
+                                                     {"optimizer": {"state": {}}}))
+    before = (tmp_path / "last").resolve()
+    real_write = checkpoint_module.atomic_write_bytes
+
+    def failing_write(path: Path, data: bytes) -> None:
+        if path.name == "resume.pt":  # weights already written, resume state half-way
+            path.with_name(".resume.1234.tmp.pt").write_bytes(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", failing_write)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(tmp_path, "last", cfg, Snapshot(cpu_state_dict(model), {"global_step": 2}, None,
+                                                         {"optimizer": {"state": {}}}))
+    assert (tmp_path / "last").resolve() == before
+    survivor = load_checkpoint(tmp_path / "last")
+    assert survivor.state["global_step"] == 1
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [before.name]  # the staged copy is gone
+    _, resume = load_resume_state(before)
+    assert resume == {"optimizer": {"state": {}}}
+
+
+def test_stale_leftovers_of_a_killed_save_are_removed(tmp_path: Path) -> None:
+    cfg = Config(model=SMALL, train=PATCH_2D)
+    save_checkpoint(tmp_path, "last", cfg, Snapshot.of(build_model(cfg.model), {"global_step": 1}))
+    store = tmp_path / "checkpoints"
+    (store / ".last-000000002-abcdef.partial").mkdir()  # killed while staging
+    (store / "last-000000002-abcdef").mkdir()  # killed between the rename and the link switch
+    (tmp_path / ".last.1234abcd.tmp").symlink_to("checkpoints")
+    remove_stale(tmp_path)
+    assert [p.name for p in store.iterdir()] == [(tmp_path / "last").resolve().name]
+    assert not (tmp_path / ".last.1234abcd.tmp").is_symlink()
+
+
+def test_resume_state_is_loaded_without_unpickling_objects(tmp_path: Path) -> None:
+    sentinel = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (sentinel,))
+
+    torch.save({"optimizer": Payload()}, tmp_path / "resume.pt")  # torch.load without weights_only would run it
+    with pytest.raises(CheckpointError, match="resume state refused"):
+        load_resume_state(tmp_path)
+    assert not sentinel.exists()

@@ -98,3 +98,35 @@ def test_ema_weights_follow_the_exponential_average() -> None:
         expected = 0.9 * expected + 0.1 * model.weight.detach()
     torch.testing.assert_close(opt.evaluated.weight, expected)
     assert not torch.equal(opt.evaluated.weight, model.weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_steps_run_on_cpu(dtype: torch.dtype) -> None:
+    from segkit.engine.step import make_scaler
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 3, 1))
+    opt = _opt(model)
+    opt.optimizer.param_groups[0]["lr"] = 0.1
+    opt.amp_dtype, opt.scaler = dtype, make_scaler(torch.device("cpu"), dtype)
+    assert (opt.scaler is not None) == (dtype == torch.float16)  # only fp16 needs loss scaling
+    seen: list[torch.dtype] = []
+    model[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    before = model[0].weight.detach().clone()
+    losses = [run_step(opt, [_batch(7)]) for _ in range(3)]
+    assert seen == [dtype] * 3  # the convolution ran in reduced precision
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert model[0].weight.dtype == torch.float32 and not torch.equal(model[0].weight, before)  # fp32 master weights
+
+
+def test_channels_last_inputs_give_the_same_step() -> None:
+    torch.manual_seed(0)
+    reference = nn.Conv3d(2, 3, 3, padding=1)
+    other = nn.Conv3d(2, 3, 3, padding=1).to(memory_format=torch.channels_last_3d)
+    other.load_state_dict(reference.state_dict())
+    opt = _opt(other)
+    opt.channels_last = True
+    run_step(_opt(reference), [_batch(8)])
+    run_step(opt, [_batch(8)])
+    torch.testing.assert_close(other.weight, reference.weight, rtol=1e-5, atol=1e-6)
+    assert other.weight.is_contiguous(memory_format=torch.channels_last_3d)
