@@ -1,39 +1,94 @@
-"""Evaluate pipeline: Dice per case and class between a prediction folder and a reference folder."""
+"""Evaluate pipeline: Dice, HD95 and normalised surface Dice per case and class, prediction folder vs reference folder.
+
+Predictions and references are paired by case id (file name without the image suffix) and must lie on the same
+grid. Spacing comes from each reference's affine (column norms of its rotation-zoom block, in the array's axis
+order), so HD95 and the NSD tolerance are in millimetres. The metrics are ``segkit.engine.metrics``'s
+``dice_per_class`` and ``surface_metrics_per_class`` (MONAI): HD95 is the larger of the two directed
+95th-percentile surface distances; NSD is the fraction of both surfaces lying within the tolerance of the other.
+
+Conventions for empty structures (per case and class):
+
+- class absent from both prediction and reference: no score (NaN) for Dice, HD95 and NSD; left out of every mean
+  and standard deviation, and counted as "absent in both";
+- class present in only one of them (missed structure or false positive): Dice 0, NSD 0 and HD95 the diagonal
+  of the volume in mm, a finite worst case that keeps means finite.
+
+Outputs of ``run_evaluation``:
+
+- CSV (default ``PRED/evaluation.csv``), long format with header ``case,class,dice,hd95_mm,nsd``: one row per
+  evaluated case and foreground class (class = name from ``REF/../dataset.json`` ``labels``, else ``class K``),
+  values with six decimals and an empty cell for NaN; then one row per class with case ``mean``, the mean over
+  cases ignoring NaN (empty when no case has a score).
+- Markdown summary (default ``PRED/evaluation.md``): tolerance, number of cases, per-class table of mean ± std
+  (population std, NaN ignored) of Dice, HD95 and NSD with the count of cases where the class is absent in both,
+  the overall means, the problems found and the conventions above in plain words.
+
+Problems (a reference without prediction, a grid mismatch, an unreadable file, labels out of range) are listed
+and the case is skipped; the other cases are still evaluated.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segkit.data.cases import case_id_of
-from segkit.engine.metrics import dice_per_class, mean_foreground
+from segkit.engine.metrics import dice_per_class, mean_foreground, surface_metrics_per_class
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
 from segkit.io.image_io import is_image_file, read_label_array
 
 AFFINE_TOLERANCE = 1e-3  # mm; predictions must lie on the reference grid
+CSV_HEADER = ("case", "class", "dice", "hd95_mm", "nsd")
+CONVENTIONS = (
+    "A class absent from both the prediction and the reference of a case has no score (NaN, an empty cell in "
+    "the CSV) for Dice, HD95 and NSD; it is left out of every mean and standard deviation and counted under "
+    '"absent in both". A class present in only one of them (a missed structure or a false positive) scores '
+    "Dice 0 and NSD 0, and its HD95 is the diagonal of the volume in mm, a finite worst case that keeps the "
+    "means finite while penalising the error. HD95 is the larger of the two directed 95th-percentile surface "
+    "distances and NSD the fraction of both surfaces within the tolerance of the other (MONAI), with the voxel "
+    "spacing taken from the reference header."
+)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Dice per case (rows) and foreground class (columns), plus problems found."""
+    """Scores per case (rows) and foreground class (columns), plus problems found.
+
+    ``dice``, ``hd95`` (mm) and ``nsd`` (at ``tolerance_mm``) are float arrays of shape (cases, classes - 1);
+    NaN marks a class absent from both prediction and reference.
+    """
 
     case_ids: list[str]
     class_names: list[str]
     dice: np.ndarray
     problems: list[str]
+    hd95: np.ndarray
+    nsd: np.ndarray
+    tolerance_mm: float
 
     @property
     def mean(self) -> float:
         """Mean foreground Dice over cases and classes (NaN entries ignored)."""
         return mean_foreground(self.dice) if len(self.case_ids) else float("nan")
+
+    def metrics(self) -> dict[str, np.ndarray]:
+        """The score arrays by CSV column name."""
+        return {"dice": self.dice, "hd95_mm": self.hd95, "nsd": self.nsd}
+
+    def absent_in_both(self) -> np.ndarray:
+        """Per class, the number of cases where the class is in neither prediction nor reference."""
+        return np.isnan(self.dice).sum(axis=0)
 
 
 def _images_by_case(folder: Path) -> dict[str, Path]:
@@ -51,58 +106,205 @@ def _class_names(ref_dir: Path, num_classes: int) -> list[str]:
     return [str(labels.get(str(k), f"class {k}")) for k in range(1, num_classes)]
 
 
-def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = None) -> Evaluation:
-    """Dice of every prediction that has a reference with the same case id."""
+def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
+    """Voxel size in mm along each of the first ``ndim`` array axes: column norms of the affine's linear block."""
+    affine = np.asarray(affine, dtype=np.float64)
+    size = affine.shape[0] - 1
+    if ndim > size:
+        raise DataError(f"a {ndim}-D label map has a {size}-D affine")
+    return tuple(float(v) for v in np.linalg.norm(affine[:size, :size], axis=0)[:ndim])
+
+
+def _squeeze_trailing(array: np.ndarray) -> np.ndarray:
+    """Drop trailing singleton axes beyond the third (e.g. a NIfTI label map saved as X×Y×Z×1)."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
+def _load_pair(pred_path: Path, ref_path: Path, num_classes: int | None) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Prediction, reference and the reference spacing in mm; DataError when they cannot be compared."""
+    pred, pred_affine = read_label_array(pred_path)
+    ref, ref_affine = read_label_array(ref_path)
+    pred, ref = _squeeze_trailing(pred), _squeeze_trailing(ref)
+    if (pred.shape != ref.shape or pred_affine.shape != ref_affine.shape
+            or not np.allclose(pred_affine, ref_affine, atol=AFFINE_TOLERANCE)):
+        raise DataError(f"{pred_path}: grid {pred.shape} differs from reference {ref.shape} or its affine")
+    if ref.ndim not in (2, 3):
+        raise DataError(f"{ref_path}: label map has shape {ref.shape}; expected 2D or 3D")
+    low, high = (int(min(pred.min(), ref.min())), int(max(pred.max(), ref.max()))) if ref.size else (0, 0)
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        limit = f"0..{num_classes - 1}" if num_classes is not None else "0 or more"
+        raise DataError(f"{pred_path}: labels {low}..{high} outside {limit} (see --num-classes)")
+    return pred, ref, spacing_from_affine(ref_affine, ref.ndim)
+
+
+def _score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple, num_classes: int | None,
+                tolerance_mm: float) -> np.ndarray:
+    """Dice, HD95 and NSD of one case: array (3, classes - 1), classes from ``num_classes`` or the labels."""
+    classes = max(num_classes or int(max(pred.max(), ref.max(), 0)) + 1, 2)
+    hd95, nsd = surface_metrics_per_class(pred, ref, classes, spacing, tolerance_mm)
+    return np.stack([dice_per_class(pred, ref, classes), hd95, nsd]).astype(np.float64)
+
+
+def _padded(scores: list[np.ndarray], width: int) -> np.ndarray:
+    """Stack per-case (3, k) scores into (3, cases, width); classes beyond a case's labels are absent: NaN."""
+    out = np.full((3, len(scores), width), np.nan)
+    for i, case_scores in enumerate(scores):
+        out[:, i, : case_scores.shape[1]] = case_scores
+    return out
+
+
+def _no_case_error(pred_dir: Path, ref_dir: Path, case_problems: list[str]) -> DataError:
+    if not case_problems:
+        return DataError(f"no prediction in {pred_dir} matches a reference in {ref_dir} by case id")
+    return DataError(f"none of the {len(case_problems)} case(s) found in both folders could be evaluated; "
+                     f"first problem: {case_problems[0]}")
+
+
+def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = None,
+                     tolerance_mm: float = 1.0) -> Evaluation:
+    """Dice, HD95 and NSD of every prediction that has a reference with the same case id.
+
+    Cases are read one at a time. ``num_classes`` counts the background; by default it is the largest label
+    found plus one. Cases that cannot be compared are listed in ``problems`` and skipped.
+    """
+    if not (math.isfinite(tolerance_mm) and tolerance_mm > 0):
+        raise DataError(f"the NSD tolerance must be a positive number of mm, got {tolerance_mm}")
     preds, refs = _images_by_case(pred_dir), _images_by_case(ref_dir)
     problems = [f"{refs[c]}: no prediction for this case" for c in refs if c not in preds]
-    pairs = []
+    first_case_problem = len(problems)
+    case_ids, scores = [], []
     for case_id in sorted(set(preds) & set(refs)):
-        pred, pred_affine = read_label_array(preds[case_id])
-        ref, ref_affine = read_label_array(refs[case_id])
-        if pred.shape != ref.shape or not np.allclose(pred_affine, ref_affine, atol=AFFINE_TOLERANCE):
-            problems.append(f"{preds[case_id]}: grid {pred.shape} differs from reference {ref.shape} or its affine")
+        try:
+            pred, ref, spacing = _load_pair(preds[case_id], refs[case_id], num_classes)
+        except DataError as exc:
+            problems.append(str(exc))
             continue
-        pairs.append((case_id, pred, ref))
-    if not pairs:
-        raise DataError(f"no prediction in {pred_dir} matches a reference in {ref_dir} by case id")
-    classes = num_classes or int(max(max(p.max(), r.max()) for _, p, r in pairs)) + 1
-    dice = np.stack([dice_per_class(p, r, max(classes, 2)) for _, p, r in pairs])
-    return Evaluation([c for c, _, _ in pairs], _class_names(ref_dir, max(classes, 2)), dice, problems)
+        case_ids.append(case_id)
+        scores.append(_score_case(pred, ref, spacing, num_classes, tolerance_mm))
+    if not case_ids:
+        raise _no_case_error(pred_dir, ref_dir, problems[first_case_problem:])
+    classes = max(num_classes or max(s.shape[1] for s in scores) + 1, 2)
+    dice, hd95, nsd = _padded(scores, classes - 1)
+    return Evaluation(case_ids, _class_names(ref_dir, classes), dice, problems, hd95, nsd, float(tolerance_mm))
+
+
+def _nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std over cases (axis 0), NaN ignored; NaN where a column has no value."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+
+
+def _cell(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6f}"
 
 
 def evaluation_csv(result: Evaluation) -> str:
-    """CSV text: one row per case, one column per class, and the case mean."""
+    """CSV text in the long format of the module docstring: case,class,dice,hd95_mm,nsd, then the class means."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["case", *result.class_names, "mean"])
-    for case_id, row in zip(result.case_ids, result.dice, strict=True):
-        writer.writerow([case_id, *(f"{v:.6f}" for v in row), f"{mean_foreground(row):.6f}"])
-    with np.errstate(all="ignore"):
-        writer.writerow(["mean", *(f"{v:.6f}" for v in np.nanmean(result.dice, axis=0)), f"{result.mean:.6f}"])
+    writer.writerow(CSV_HEADER)
+    columns = list(result.metrics().values())
+    for i, case_id in enumerate(result.case_ids):
+        for k, name in enumerate(result.class_names):
+            writer.writerow([case_id, name, *(_cell(values[i, k]) for values in columns)])
+    means = [_nan_stats(values)[0] for values in columns]
+    for k, name in enumerate(result.class_names):
+        writer.writerow(["mean", name, *(_cell(values[k]) for values in means)])
     return out.getvalue()
 
 
+def _mean_std(mean: float, std: float, digits: int) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _overall(values: np.ndarray, digits: int) -> str:
+    score = mean_foreground(values)
+    return "n/a" if math.isnan(score) else f"{score:.{digits}f}"
+
+
+def _markdown_class_table(result: Evaluation) -> list[str]:
+    stats = {name: _nan_stats(values) for name, values in result.metrics().items()}
+    lines = [f"| Class | Dice | HD95 (mm) | NSD @ {result.tolerance_mm:g} mm | Cases scored | Absent in both |",
+             "|---|---|---|---|---|---|"]
+    absent = result.absent_in_both()
+    for k, name in enumerate(result.class_names):
+        cells = [_mean_std(stats[key][0][k], stats[key][1][k], 2 if key == "hd95_mm" else 4) for key in stats]
+        scored, label = len(result.case_ids) - int(absent[k]), name.replace("|", "\\|")
+        lines.append(f"| {label} | {' | '.join(cells)} | {scored} | {int(absent[k])} |")
+    return lines
+
+
+def evaluation_markdown(result: Evaluation, pred_dir: Path | None = None, ref_dir: Path | None = None) -> str:
+    """Markdown summary: settings, per-class mean ± std table, overall means, problems and conventions."""
+    lines = ["# Segmentation evaluation", ""]
+    if pred_dir is not None and ref_dir is not None:
+        lines += [f"- Predictions: `{pred_dir}`", f"- References: `{ref_dir}`"]
+    lines += [f"- Cases evaluated: {len(result.case_ids)}",
+              f"- NSD tolerance: {result.tolerance_mm:g} mm",
+              f"- Mean foreground Dice: {_overall(result.dice, 4)}",
+              f"- Mean foreground HD95: {_overall(result.hd95, 2)} mm",
+              f"- Mean foreground NSD: {_overall(result.nsd, 4)}", "",
+              "## Per class", "",
+              "Mean ± standard deviation over the cases where the class is scored (population std).", "",
+              *_markdown_class_table(result), "",
+              "## Problems", ""]
+    lines += [f"- {problem}" for problem in result.problems] or ["None."]
+    lines += ["", "## Conventions", "", CONVENTIONS, ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
 def evaluation_table(result: Evaluation) -> Table:
-    """Rich table of the same content as the CSV."""
+    """Rich table of Dice per case and class, the case mean and the class means."""
     table = Table(title="Dice per case")
     for column in ("case", *result.class_names, "mean"):
-        table.add_column(column, justify="left" if column == "case" else "right")
-    for row in csv.reader(io.StringIO(evaluation_csv(result))):
-        if row[0] != "case":
-            table.add_row(*(value.replace("nan", "-") if i else value for i, value in enumerate(row)),
-                          end_section=row[0] == result.case_ids[-1])
+        table.add_column(escape(column), justify="left" if column == "case" else "right")
+    for i, case_id in enumerate(result.case_ids):
+        row = result.dice[i]
+        table.add_row(escape(case_id), *map(_fmt, row), _fmt(mean_foreground(row)),
+                      end_section=i == len(result.case_ids) - 1)
+    table.add_row("mean", *map(_fmt, _nan_stats(result.dice)[0]), _fmt(result.mean))
+    return table
+
+
+def class_summary_table(result: Evaluation) -> Table:
+    """Rich table per class: mean ± std of Dice, HD95 (mm) and NSD over cases, and cases absent in both."""
+    table = Table(title=f"Per class (NSD tolerance {result.tolerance_mm:g} mm)")
+    for column in ("class", "Dice", "HD95 mm", "NSD", "absent in both"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    stats = {name: _nan_stats(values) for name, values in result.metrics().items()}
+    for k, name in enumerate(result.class_names):
+        cells = [_mean_std(stats[key][0][k], stats[key][1][k], 2 if key == "hd95_mm" else 4) for key in stats]
+        table.add_row(escape(name), *cells, str(int(result.absent_in_both()[k])))
     return table
 
 
 def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, num_classes: int | None = None,
-                   console: Console | None = None) -> Evaluation:
-    """Evaluate, print the table and write the CSV (default ``PRED_DIR/dice.csv``)."""
+                   console: Console | None = None, *, tolerance_mm: float = 1.0,
+                   summary_path: Path | None = None) -> Evaluation:
+    """Evaluate, print the tables, write the CSV and the markdown summary (atomically).
+
+    Defaults: ``PRED_DIR/evaluation.csv`` and ``PRED_DIR/evaluation.md``; ``tolerance_mm`` is the NSD tolerance.
+    """
     console = console or Console()
-    result = evaluate_folders(pred_dir, ref_dir, num_classes)
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    result = evaluate_folders(pred_dir, ref_dir, num_classes, tolerance_mm)
     for problem in result.problems:
-        console.print(f"[yellow]warning[/]: {problem}")
+        console.print(f"[yellow]warning[/]: {escape(problem)}")
     console.print(evaluation_table(result))
-    csv_path = csv_path or pred_dir / "dice.csv"
-    atomic_write_text(csv_path, evaluation_csv(result))
-    console.print(f"mean foreground Dice {result.mean:.4f} over {len(result.case_ids)} case(s); CSV {csv_path}")
+    console.print(class_summary_table(result))
+    csv_path = Path(csv_path) if csv_path is not None else pred_dir / "evaluation.csv"
+    summary_path = Path(summary_path) if summary_path is not None else pred_dir / "evaluation.md"
+    for path, text in ((csv_path, evaluation_csv(result)),
+                       (summary_path, evaluation_markdown(result, pred_dir, ref_dir))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    console.print(f"mean foreground Dice {result.mean:.4f} over {len(result.case_ids)} case(s); "
+                  f"CSV {escape(str(csv_path))}; summary {escape(str(summary_path))}", highlight=False)
     return result

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import glob
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from segkit.config import Config
 from segkit.data.cases import Case, case_id_of
 from segkit.data.nnunet import CHANNEL_FILE
 from segkit.engine.checkpoint import load_checkpoint, load_weights
+from segkit.engine.metrics import label_volumes_ml
 from segkit.errors import DataError, SegkitError
-from segkit.inference.predictor import Predictor
-from segkit.io.atomic import full_suffix
-from segkit.io.image_io import is_image_file, write_like
+from segkit.inference.manifest import MANIFEST, Manifest, input_signature
+from segkit.inference.pipeline import Outcome, Stages, run_pipeline
+from segkit.inference.predictor import Prediction, Predictor
+from segkit.io.atomic import full_suffix, remove_stale_temps
+from segkit.io.image_io import is_image_file, read_image_array, write_like, write_probabilities
 from segkit.models import build_model
 from segkit.runtime import resolve_device
 
@@ -82,35 +86,148 @@ def output_path_for(case: Case, output_dir: Path) -> Path:
     return target
 
 
-def _predict_one(predictor: Predictor, case: Case, output_dir: Path, overwrite: bool) -> CaseResult:
-    started = time.perf_counter()
-    try:
-        target = output_path_for(case, output_dir)
-        if target.exists() and not overwrite:
-            return CaseResult(case.case_id, case.image, target, "skipped", message="exists (use --overwrite to redo)")
-        write_like(predictor.predict(case.images), case.image, target)
-    except SegkitError as exc:
-        return CaseResult(case.case_id, case.image, None, "failed", time.perf_counter() - started, str(exc))
-    return CaseResult(case.case_id, case.image, target, "written", time.perf_counter() - started)
+@dataclass(frozen=True)
+class PredictOptions:
+    """Command-line choices on top of the checkpoint's config."""
+
+    device: str = "auto"
+    overwrite: bool = False
+    tta: bool = False
+    probabilities: bool = False
+    overlap: float | None = None
+    sw_batch_size: int | str | None = None  # an int or "auto"
+    workers: int = 2  # reader threads and writer threads each
+    preview: bool = False
 
 
-def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, device: str = "auto",
-                   overwrite: bool = False, console: Console | None = None) -> list[CaseResult]:
-    """Predict every input; bad cases are reported and skipped, the rest finish."""
-    console = console or Console()
+@dataclass(frozen=True)
+class Job:
+    """One case to predict and where its outputs go."""
+
+    case: Case
+    target: Path
+    signature: list[list[int]]
+
+
+def probabilities_path(target: Path) -> Path:
+    """``CASE.probabilities.npz`` beside the label map."""
+    return target.with_name(target.name[: len(target.name) - len(full_suffix(target))] + ".probabilities.npz")
+
+
+def _config_for(cfg: Config, options: PredictOptions) -> Config:
+    infer = {k: v for k, v in {"overlap": options.overlap, "sw_batch_size": options.sw_batch_size}.items()
+             if v is not None}
+    return cfg.model_copy(update={"infer": cfg.infer.model_copy(update=infer)}) if infer else cfg
+
+
+def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dict, overwrite: bool
+          ) -> tuple[list[Job], list[CaseResult]]:
+    """Jobs to run, and results for cases that are skipped (complete already) or cannot be planned."""
+    jobs, results = [], []
+    for case in cases:
+        try:
+            target = output_path_for(case, output_dir)
+            signature = input_signature(case.images)
+        except (SegkitError, OSError) as exc:
+            results.append(CaseResult(case.case_id, case.image, None, "failed", message=str(exc)))
+            continue
+        if not overwrite and manifest.is_done(case.case_id, target, signature, settings):
+            results.append(CaseResult(case.case_id, case.image, target, "skipped", message="complete in manifest"))
+        elif not overwrite and target.exists() and not manifest.was_ours(case.case_id, target):
+            results.append(CaseResult(case.case_id, case.image, target, "skipped",
+                                      message="exists, not written by segkit here (use --overwrite to redo)"))
+        else:
+            jobs.append(Job(case, target, signature))
+    return jobs, results
+
+
+def preview_path(target: Path) -> Path:
+    """``CASE.preview.png`` beside the label map."""
+    return target.with_name(target.name[: len(target.name) - len(full_suffix(target))] + ".preview.png")
+
+
+def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray) -> None:
+    """Three orthogonal slices through the largest predicted structure, with the overlay (``--preview``)."""
+    from segkit.report.preview import write_preview
+
+    image, _ = read_image_array(job.case.image)
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    write_preview(preview_path(job.target), image, labels, spacing, title=job.case.case_id)
+
+
+def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: int):
+    def write(job: Job, computed: tuple[Prediction, np.ndarray]) -> dict[str, float]:
+        prediction, affine = computed
+        manifest.append({"case_id": job.case.case_id, "output": str(job.target), "status": "started"})
+        write_like(prediction.labels, job.case.image, job.target, level)
+        if prediction.probabilities is not None:
+            write_probabilities(probabilities_path(job.target), prediction.probabilities, affine)
+        volumes = label_volumes_ml(prediction.labels, affine)
+        if options.preview:
+            write_case_preview(job, prediction.labels, affine)
+        return volumes
+
+    return write
+
+
+def _record(outcome: Outcome, settings: dict) -> tuple[dict, CaseResult]:
+    job: Job = outcome.item
+    seconds = sum(outcome.seconds.values())
+    base = {"case_id": job.case.case_id, "inputs": [str(p) for p in job.case.images], "output": str(job.target),
+            "input_signature": job.signature, "settings": settings,
+            "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()}}
+    if outcome.ok:
+        record = {**base, "status": "written", "error": None, "volumes_ml": outcome.result}
+        return record, CaseResult(job.case.case_id, job.case.image, job.target, "written", seconds)
+    message = str(outcome.error) if isinstance(outcome.error, SegkitError) else (
+        f"{job.case.image}: {type(outcome.error).__name__}: {outcome.error}")
+    record = {**base, "status": "failed", "error": message}
+    return record, CaseResult(job.case.case_id, job.case.image, None, "failed", seconds, message)
+
+
+def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, options: PredictOptions | None = None,
+                   console: Console | None = None) -> list[CaseResult]:
+    """Predict every input through the reader → device → writer pipeline; bad cases are reported and
+    skipped, the rest finish; ``manifest.jsonl`` records each case and lets a rerun skip finished ones."""
+    options, console = options or PredictOptions(), console or Console()
     sources = collect_inputs(inputs)
     if any(output_dir.resolve() == s.parent for s in sources):
         raise DataError(f"--output {output_dir} is an input folder; write predictions to another folder")
     ckpt = load_checkpoint(checkpoint)
-    cases = group_channels(sources, ckpt.config.model.in_channels)
-    model = build_model(ckpt.config.model)
-    load_weights(model, ckpt)
+    cfg = _config_for(ckpt.config, options)
+    cases = group_channels(sources, cfg.model.in_channels)
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(model, ckpt.config, resolve_device(device))
-    console.print(f"predicting {len(cases)} case(s) with {ckpt.path} on {predictor.device}")
-    results = [_predict_one(predictor, case, output_dir, overwrite) for case in cases]
+    remove_stale_temps(output_dir)  # partial files of a killed earlier run (never under a final name)
+    manifest = Manifest(output_dir)
+    settings = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.state.get("global_step"), "tta": options.tta,
+                "overlap": cfg.infer.overlap, "probabilities": options.probabilities}
+    jobs, results = _plan(cases, output_dir, manifest, settings, options.overwrite)
+    skipped = sum(r.status == "skipped" for r in results)
+    console.print(f"predicting {len(jobs)} case(s) with {ckpt.path}" + (f"; {skipped} skipped" if skipped else ""))
+    if jobs:
+        model = build_model(cfg.model)
+        load_weights(model, ckpt)
+        predictor = Predictor(model, cfg, resolve_device(options.device), options.tta, options.probabilities)
+        stages = Stages(read=lambda job: predictor.load(job.case.images),
+                        compute=lambda image: (predictor.infer(image), np.asarray(image.meta["original_affine"])),
+                        write=_writer(manifest, settings, options, cfg.infer.compression_level))
+        for outcome in run_pipeline(jobs, stages, options.workers, options.workers, expected=(SegkitError, OSError)):
+            record, result = _record(outcome, settings)
+            manifest.append(record)
+            results.append(result)
+        manifest.compact()
+    order = {case.case_id: i for i, case in enumerate(cases)}
+    results.sort(key=lambda r: order.get(r.case_id, len(order)))
     console.print(results_table(results))
+    console.print(summary_line(results, output_dir))
     return results
+
+
+def summary_line(results: list[CaseResult], output_dir: Path) -> str:
+    """``N written, M skipped, K failed`` and where the manifest is."""
+    counts = {status: sum(r.status == status for r in results) for status in ("written", "skipped", "failed")}
+    return (f"{counts['written']} written, {counts['skipped']} skipped, {counts['failed']} failed; "
+            f"manifest {output_dir / MANIFEST}")
 
 
 def _shown_path(path: Path | None) -> str:

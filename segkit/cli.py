@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -44,16 +45,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from segkit.pipelines.predict import run_prediction
+    from segkit.pipelines.predict import PredictOptions, run_prediction
 
-    results = run_prediction(args.checkpoint, args.input, args.output, args.device, args.overwrite, console)
+    options = PredictOptions(args.device, args.overwrite, args.tta, args.save_probabilities, args.overlap,
+                             args.sw_batch_size, args.workers, args.preview)
+    results = run_prediction(args.checkpoint, args.input, args.output, options, console)
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segkit.pipelines.evaluate import run_evaluation
 
-    result = run_evaluation(args.pred, args.ref, args.csv, args.num_classes, console)
+    result = run_evaluation(args.pred, args.ref, args.csv, args.num_classes, console,
+                            tolerance_mm=args.tolerance, summary_path=args.summary)
     return 1 if result.problems else 0
 
 
@@ -105,10 +109,31 @@ def _positive(text: str) -> int:
     return value
 
 
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number in [0, 1)")
+    return value
+
+
+def _sw_batch(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive(text)
+
+
 def _unit(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -127,14 +152,25 @@ def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--input", required=True, nargs="+", help="image folders, files or glob patterns")
     predict.add_argument("--output", required=True, type=Path, help="folder for the label maps")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    predict.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
+    predict.add_argument("--overwrite", action="store_true", help="redo every case, replacing existing outputs")
+    predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation over infer.tta_axes")
+    predict.add_argument("--save-probabilities", action="store_true",
+                         help="also write CASE.probabilities.npz (float16 softmax, classes first)")
+    predict.add_argument("--overlap", type=_overlap, help="sliding-window overlap in [0, 1) (default: config)")
+    predict.add_argument("--sw-batch-size", type=_sw_batch, help="windows per pass: N or auto (default: config)")
+    predict.add_argument("--workers", type=_positive, default=2, help="reader threads and writer threads (default 2)")
+    predict.add_argument("--preview", action="store_true",
+                         help="write CASE.preview.png: three slices through the largest structure with the overlay")
     predict.set_defaults(func=_cmd_predict)
 
-    evaluate = sub.add_parser("evaluate", help="Dice of predictions against reference labels")
+    evaluate = sub.add_parser("evaluate", help="Dice, HD95 and surface Dice of predictions against reference labels")
     evaluate.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
     evaluate.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
-    evaluate.add_argument("--csv", type=Path, help="CSV output path (default PRED/dice.csv)")
+    evaluate.add_argument("--csv", type=Path, help="per case and class CSV (default PRED/evaluation.csv)")
+    evaluate.add_argument("--summary", type=Path, help="markdown summary (default PRED/evaluation.md)")
     evaluate.add_argument("--num-classes", type=_positive, help="number of classes incl. background")
+    evaluate.add_argument("--tolerance", type=_positive_float, default=1.0, metavar="MM",
+                          help="normalised surface Dice tolerance in mm (default 1.0)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
 

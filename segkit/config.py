@@ -132,8 +132,10 @@ class InferCfg(_Section):
 
     roi_size: tuple[PositiveInt, ...] | None = None
     overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
-    sw_batch_size: PositiveInt = 2
+    sw_batch_size: PositiveInt | Literal["auto"] = 2
     blend: Literal["gaussian", "constant"] = "gaussian"
+    tta_axes: tuple[Literal[0, 1, 2], ...] = (0, 1, 2)
+    compression_level: Annotated[int, Field(ge=0, le=9)] = 1
 
 
 class Config(_Section):

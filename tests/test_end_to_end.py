@@ -91,11 +91,14 @@ def test_evaluate_writes_table_and_csv(trained_run: Path) -> None:
         segkit("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "preds", cwd=trained_run)
     done = segkit("evaluate", "--pred", "preds", "--ref", "data/labelsTs", cwd=trained_run)
     assert done.returncode == 0, done.stderr
-    rows = list(csv.reader((trained_run / "preds" / "dice.csv").open()))
-    assert rows[0] == ["case", "organ", "vessel", "lesion", "mean"]
-    assert [r[0] for r in rows[1:]] == ["phantom_003", "phantom_004", "mean"]
-    values = [float(v) for r in rows[1:] for v in r[1:] if v != "nan"]
-    assert all(0.0 <= v <= 1.0 for v in values)
+    rows = list(csv.reader((trained_run / "preds" / "evaluation.csv").open()))
+    assert rows[0] == ["case", "class", "dice", "hd95_mm", "nsd"]
+    classes = ["organ", "vessel", "lesion"]
+    assert [r[:2] for r in rows[1:]] == [[c, k] for c in ("phantom_003", "phantom_004", "mean") for k in classes]
+    assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in (r[2], r[4]) if v)  # Dice and NSD; '' = absent
+    assert all(float(r[3]) >= 0.0 for r in rows[1:] if r[3])  # HD95 in mm
+    summary = (trained_run / "preds" / "evaluation.md").read_text(encoding="utf-8")
+    assert "## Per class" in summary and "| organ |" in summary and "NSD tolerance: 1 mm" in summary
 
 
 def test_evaluate_scores_a_perfect_prediction_as_one(trained_run: Path) -> None:
@@ -103,7 +106,9 @@ def test_evaluate_scores_a_perfect_prediction_as_one(trained_run: Path) -> None:
                   cwd=trained_run)
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader((trained_run / "self.csv").open()))
-    assert rows[-1][-1] == "1.000000"
+    means = [r for r in rows if r[0] == "mean"]
+    assert len(means) == 3 and any(r[2] for r in means)
+    assert all(r[2:] == ["1.000000", "0.000000", "1.000000"] for r in means if r[2])  # Dice, HD95 mm, NSD
 
 
 def test_output_equal_to_input_folder_is_refused(trained_run: Path) -> None:

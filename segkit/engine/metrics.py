@@ -85,3 +85,10 @@ def mean_foreground(scores: np.ndarray) -> float:
     """Mean over classes and cases, ignoring NaN (classes absent in both)."""
     finite = np.asarray(scores, dtype=float)
     return float(np.nanmean(finite)) if np.isfinite(finite).any() else float("nan")
+
+
+def label_volumes_ml(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """Volume in ml of each foreground label present, from the voxel-to-world ``affine`` (mm)."""
+    voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64))
+    return {str(k): round(float(n) * voxel_ml, 4) for k, n in enumerate(counts) if k > 0 and n > 0}

@@ -227,7 +227,7 @@ def summary_table(history: list[dict], class_names: list[str] | None = None) -> 
     table = Table(title="Validation")
     for header in ["", "epoch", "step", "train loss", "mean Dice", *foreground_names(class_names, count),
                    "mean HD95", "mean NSD"]:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True, min_width=6)
     best = _best_index(vals)
     for i, r in enumerate(vals):
         per_class = list(r.get("dice_per_class") or [])

@@ -7,6 +7,7 @@ write leaves the previous file (if any) untouched.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,3 +69,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9.]+)?$")
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Delete temp files left in ``directory`` by writes that were killed (only names :func:`atomic_path`
+    makes); returns how many."""
+    removed = 0
+    for path in Path(directory).iterdir():
+        if path.is_file() and _TEMP_NAME.match(path.name):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -21,14 +22,15 @@ def write_sitk_image(image: sitk.Image, path: Path, compression_level: int = 1) 
         sitk.WriteImage(image, str(tmp), True, compression_level)
 
 
-def write_like(array_ijk: np.ndarray, reference: Path, path: Path) -> None:
+def write_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_level: int = 1) -> None:
     """Write ``array_ijk`` (voxel order i, j, k as nibabel reads) on ``reference``'s exact grid.
 
     NIfTI outputs copy the reference header (affine, qform/sform codes, units);
-    other formats copy SimpleITK's spacing, origin and direction.
+    other formats copy SimpleITK's spacing, origin and direction. Compressed formats use gzip
+    level ``compression_level``.
     """
     if full_suffix(reference).lower() in NIFTI_SUFFIXES and full_suffix(path).lower() in NIFTI_SUFFIXES:
-        _write_nifti_like(array_ijk, reference, path)
+        _write_nifti_like(array_ijk, reference, path, compression_level)
         return
     info = sitk.ImageFileReader()
     info.SetFileName(str(reference))
@@ -37,10 +39,10 @@ def write_like(array_ijk: np.ndarray, reference: Path, path: Path) -> None:
     image.SetSpacing(info.GetSpacing())
     image.SetOrigin(info.GetOrigin())
     image.SetDirection(info.GetDirection())
-    write_sitk_image(image, path)
+    write_sitk_image(image, path, compression_level)
 
 
-def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> None:
+def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_level: int) -> None:
     ref = nib.load(str(reference))
     if tuple(ref.shape[: array_ijk.ndim]) != array_ijk.shape:
         raise DataError(f"{path.name}: array shape {array_ijk.shape} does not match {reference} {ref.shape}")
@@ -51,13 +53,39 @@ def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> Non
     image = nib.Nifti1Image(array_ijk, ref.affine, header)
     image.set_qform(ref.header.get_qform(), code=int(ref.header["qform_code"]))
     image.set_sform(ref.header.get_sform(), code=int(ref.header["sform_code"]))
+    data = image.to_bytes()
+    if path.name.lower().endswith(".gz"):
+        data = gzip.compress(data, compresslevel=compression_level, mtime=0)
     with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
+        tmp.write_bytes(data)
+
+
+def write_probabilities(path: Path, probabilities: np.ndarray, affine: np.ndarray) -> None:
+    """Class probabilities ``(K, i, j, k)`` (float16) and the voxel-to-RAS affine as a compressed ``.npz``
+    (read back with ``numpy.load(path, allow_pickle=False)``)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, probabilities=probabilities, affine=np.asarray(affine, dtype=np.float64))
 
 
 def is_image_file(path: Path) -> bool:
     """Whether ``path`` has a supported image suffix."""
     return full_suffix(path).lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The first channel of an image in voxel order (i, j, k) as float32, and its RAS affine."""
+    try:
+        if full_suffix(path).lower() in NIFTI_SUFFIXES:
+            image = nib.load(str(path))
+            array, affine = np.asarray(image.dataobj, dtype=np.float32), np.asarray(image.affine, dtype=np.float64)
+        else:
+            image = sitk.ReadImage(str(path))
+            array, affine = sitk.GetArrayFromImage(image).T.astype(np.float32), ras_affine(image)
+    except Exception as exc:  # readers raise many types for broken files
+        raise DataError(f"{path}: cannot read image ({str(exc).strip().splitlines()[-1][:200]})") from None
+    while array.ndim > 3:
+        array = array[..., 0]
+    return array, affine
 
 
 def read_label_array(path: Path) -> tuple[np.ndarray, np.ndarray]:

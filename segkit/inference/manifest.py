@@ -1,0 +1,89 @@
+"""``manifest.jsonl`` in a prediction output folder: one line per case and attempt, so a rerun knows
+what is complete.
+
+Before a case's output is written, a ``started`` line is appended; after the atomic rename, a
+``written`` line (with seconds per stage and label volumes in ml) or a ``failed`` line with the
+reason. A case counts as done when its last line is ``written``, its output file exists, and the
+inputs (size, modification time) and prediction settings are unchanged. A ``started`` line without
+an end means the process died while writing; the case is redone. At the end of a run the manifest
+is rewritten compactly (the last line per case) with an atomic replace.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from segkit.io.atomic import atomic_write_text
+
+MANIFEST = "manifest.jsonl"
+
+
+def input_signature(paths: Sequence[Path]) -> list[list[int]]:
+    """Size and modification time of each input file: a changed input invalidates its output."""
+    return [[Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    """The last record per case id (unparseable lines, e.g. one cut by a kill, are ignored)."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "case_id" in record:
+            records[str(record["case_id"])] = record
+    return records
+
+
+class Manifest:
+    """Append-only record of a prediction run (thread-safe appends, each line flushed and fsynced)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = output_dir / MANIFEST
+        self.previous = read_manifest(self.path)
+        self._lock = threading.Lock()
+
+    def is_done(self, case_id: str, output: Path, signature: list[list[int]], settings: dict[str, Any]) -> bool:
+        """Whether an earlier run completed this case with the same inputs and settings."""
+        record = self.previous.get(case_id)
+        return (record is not None and record.get("status") == "written" and output.is_file()
+                and record.get("output") == str(output) and record.get("input_signature") == signature
+                and record.get("settings") == _clean(settings))
+
+    def was_ours(self, case_id: str, output: Path) -> bool:
+        """Whether ``output`` was written (or being written) by an earlier segkit run in this folder."""
+        record = self.previous.get(case_id)
+        return record is not None and record.get("output") == str(output)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one line."""
+        line = json.dumps(_clean(record), allow_nan=False) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def compact(self) -> None:
+        """Rewrite the file with only the last line per case (atomic)."""
+        with self._lock:
+            records = read_manifest(self.path)
+            atomic_write_text(self.path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records.values()))

@@ -1,0 +1,120 @@
+"""The prediction engine end to end on a random-weight checkpoint: manifest, resume after a crash,
+bad inputs, probabilities, TTA and previews."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import segkit.pipelines.predict as predict_module
+from segkit.pipelines.predict import PredictOptions, run_prediction
+
+from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
+from segkit.engine.checkpoint import Snapshot, save_checkpoint
+from segkit.inference.manifest import read_manifest
+from segkit.models import build_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    cfg = Config(data=DataCfg(root=tiny_dataset, spacing=(1.2, 1.2, 2.5)),
+                 model=ModelCfg(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8), norm="batch"),
+                 train=TrainCfg(patch_size=(32, 32, 16)), infer=InferCfg(roi_size=(32, 32, 16), sw_batch_size=4))
+    run = tmp_path_factory.mktemp("ckpt")
+    return save_checkpoint(run, "best", cfg, Snapshot.of(build_model(cfg.model).eval(), {"global_step": 1}))
+
+
+@pytest.fixture
+def inputs(tiny_dataset: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "scans"
+    shutil.copytree(tiny_dataset / "imagesTr", folder)
+    return folder
+
+
+def _statuses(results) -> dict[str, str]:
+    return {r.case_id: r.status for r in results}
+
+
+def test_outputs_manifest_probabilities_and_rerun(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds"
+    options = PredictOptions(device="cpu", probabilities=True, preview=True)
+    results = run_prediction(checkpoint, [str(inputs)], out, options)
+    assert set(_statuses(results).values()) == {"written"} and len(results) == 4
+    records = read_manifest(out / "manifest.jsonl")
+    for result in results:
+        record = records[result.case_id]
+        assert record["status"] == "written" and set(record["seconds"]) == {"read", "compute", "write"}
+        source, written = nib.load(str(result.source)), nib.load(str(result.output))
+        assert written.shape == source.shape and np.allclose(written.affine, source.affine, atol=1e-5)
+        labels = np.asarray(written.dataobj)
+        assert labels.dtype == np.uint8
+        voxel_ml = abs(np.linalg.det(source.affine[:3, :3])) / 1000
+        expected = {str(k): round(float((labels == k).sum()) * voxel_ml, 4) for k in range(1, 4) if (labels == k).any()}
+        assert record["volumes_ml"] == pytest.approx(expected)
+        probs = np.load(out / f"{result.case_id}.probabilities.npz", allow_pickle=False)
+        p = probs["probabilities"].astype(np.float32)
+        assert p.dtype == np.float32 and p.shape == (4, *labels.shape)
+        assert np.allclose(p.sum(0), 1.0, atol=5e-3)
+        agree = (p.argmax(0) == labels).mean()
+        assert agree > 0.99  # float16 rounding may flip near-ties only
+        assert (out / f"{result.case_id}.preview.png").read_bytes()[:4] == b"\x89PNG"
+    again = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu", probabilities=True))
+    assert set(_statuses(again).values()) == {"skipped"}
+    assert all(r.message == "complete in manifest" for r in again)
+    tta = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu", probabilities=True, tta=True))
+    assert set(_statuses(tta).values()) == {"written"}  # other settings: the manifest does not count it done
+
+
+def test_a_crash_while_writing_redoes_only_the_missing_cases(checkpoint: Path, inputs: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "preds"
+    real_write, calls = predict_module.write_like, {"n": 0}
+
+    class Killed(BaseException):
+        """Stands in for SIGKILL: nothing in segkit catches it."""
+
+    def dying_write(array, reference, path, level=1):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            path.with_name(f".{path.name[:-7]}.0badc0de.tmp.nii.gz").write_bytes(b"\x1f\x8b partial")
+            raise Killed
+        real_write(array, reference, path, level)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(predict_module, "write_like", dying_write)
+        with pytest.raises(Killed):
+            run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu", workers=1))
+    crashed = sorted(inputs.iterdir())[1].name  # the second write (one writer thread: input order)
+    assert not (out / crashed).exists() and (out / sorted(inputs.iterdir())[0].name).exists()
+    results = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu", workers=1))
+    assert sorted(_statuses(results).values()) == ["skipped", "written", "written", "written"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the killed write's temp file is gone
+    for path in out.glob("*.nii.gz"):
+        assert np.asarray(nib.load(str(path)).dataobj).shape == nib.load(str(inputs / path.name)).shape
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["status"] == "written" for line in lines)  # compacted
+
+
+def test_a_corrupt_input_is_recorded_and_the_others_finish(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:
+    (inputs / "broken.nii.gz").write_bytes(b"this is not an image")
+    out = tmp_path / "preds"
+    results = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu"))
+    statuses = _statuses(results)
+    assert statuses.pop("broken") == "failed" and set(statuses.values()) == {"written"}
+    record = read_manifest(out / "manifest.jsonl")["broken"]
+    assert record["status"] == "failed" and "broken.nii.gz" in record["error"]
+    assert not (out / "broken.nii.gz").exists()
+
+
+def test_an_existing_file_that_segkit_did_not_write_is_kept(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds"
+    out.mkdir()
+    first = sorted(inputs.iterdir())[0]
+    (out / first.name).write_bytes(b"the user's own file")
+    results = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu"))
+    assert _statuses(results)[first.name[:-7]] == "skipped"
+    assert (out / first.name).read_bytes() == b"the user's own file"
