@@ -7,16 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from segkit.config import Config
 from segkit.data.cases import Case, case_id_of
 from segkit.data.nnunet import CHANNEL_FILE
-from segkit.engine.checkpoint import load_checkpoint, load_weights
+from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_weights
+from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
 from segkit.engine.metrics import label_volumes_ml
 from segkit.errors import DataError, SegkitError
-from segkit.inference.manifest import MANIFEST, Manifest, input_signature
+from segkit.inference.manifest import MANIFEST, Manifest, input_signature, merge_manifests, read_all
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.predictor import Prediction, Predictor
 from segkit.io.atomic import full_suffix, remove_stale_temps
@@ -170,10 +172,11 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: 
     return write
 
 
-def _record(outcome: Outcome, settings: dict) -> tuple[dict, CaseResult]:
+def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResult]:
     job: Job = outcome.item
     seconds = sum(outcome.seconds.values())
-    base = {"case_id": job.case.case_id, "inputs": [str(p) for p in job.case.images], "output": str(job.target),
+    base = {"case_id": job.case.case_id, "rank": rank, "inputs": [str(p) for p in job.case.images],
+            "output": str(job.target),
             "input_signature": job.signature, "settings": settings,
             "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()}}
     if outcome.ok:
@@ -188,8 +191,13 @@ def _record(outcome: Outcome, settings: dict) -> tuple[dict, CaseResult]:
 def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, options: PredictOptions | None = None,
                    console: Console | None = None) -> list[CaseResult]:
     """Predict every input through the reader → device → writer pipeline; bad cases are reported and
-    skipped, the rest finish; ``manifest.jsonl`` records each case and lets a rerun skip finished ones."""
+    skipped, the rest finish; ``manifest.jsonl`` records each case and lets a rerun skip finished ones.
+
+    Under torchrun the cases are sharded over the ranks (one GPU each); rank 0 merges the manifest and
+    prints the table of all cases. Returns the results of every case (on every rank).
+    """
     options, console = options or PredictOptions(), console or Console()
+    env = dist_env()
     sources = collect_inputs(inputs)
     if any(output_dir.resolve() == s.parent for s in sources):
         raise DataError(f"--output {output_dir} is an input folder; write predictions to another folder")
@@ -197,30 +205,77 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, option
     cfg = _config_for(ckpt.config, options)
     cases = group_channels(sources, cfg.model.in_channels)
     output_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(output_dir)  # partial files of a killed earlier run (never under a final name)
-    manifest = Manifest(output_dir)
+    device = init_distributed(env, resolve_device(options.device))
+    try:
+        results = _predict_shard(ckpt, cfg, cases[env.rank::env.world], output_dir, options, device, env,
+                                 console if env.is_main else Console(quiet=True))
+        results = _gather_results(cases, results, output_dir, device, env)
+    finally:
+        shutdown()
+    if env.is_main:
+        console.print(results_table(results))
+        console.print(summary_line(results, output_dir))
+    return results
+
+
+def _predict_shard(ckpt: Checkpoint, cfg: Config, cases: list[Case], output_dir: Path, options: PredictOptions,
+                   device: torch.device, env: DistEnv, console: Console) -> list[CaseResult]:
+    if env.is_main:
+        remove_stale_temps(output_dir)  # partial files of a killed earlier run (never under a final name)
+    barrier()
+    manifest = Manifest(output_dir, part=env.rank if env.distributed else None)
     settings = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.state.get("global_step"), "tta": options.tta,
                 "overlap": cfg.infer.overlap, "probabilities": options.probabilities}
     jobs, results = _plan(cases, output_dir, manifest, settings, options.overwrite)
     skipped = sum(r.status == "skipped" for r in results)
-    console.print(f"predicting {len(jobs)} case(s) with {ckpt.path}" + (f"; {skipped} skipped" if skipped else ""))
+    shards = f" × {env.world} processes" if env.distributed else ""
+    console.print(f"predicting {len(jobs)} case(s) with {ckpt.path} on {device}{shards}"
+                  + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
         model = build_model(cfg.model)
         load_weights(model, ckpt)
-        predictor = Predictor(model, cfg, resolve_device(options.device), options.tta, options.probabilities)
+        predictor = Predictor(model, cfg, device, options.tta, options.probabilities)
         stages = Stages(read=lambda job: predictor.load(job.case.images),
                         compute=lambda image: (predictor.infer(image), np.asarray(image.meta["original_affine"])),
                         write=_writer(manifest, settings, options, cfg.infer.compression_level))
         for outcome in run_pipeline(jobs, stages, options.workers, options.workers, expected=(SegkitError, OSError)):
-            record, result = _record(outcome, settings)
+            record, result = _record(outcome, settings, env.rank)
             manifest.append(record)
             results.append(result)
-        manifest.compact()
-    order = {case.case_id: i for i, case in enumerate(cases)}
-    results.sort(key=lambda r: order.get(r.case_id, len(order)))
-    console.print(results_table(results))
-    console.print(summary_line(results, output_dir))
     return results
+
+
+STATUSES = ("written", "skipped", "failed")
+
+
+def _gather_results(cases: list[Case], mine: list[CaseResult], output_dir: Path, device: torch.device,
+                    env: DistEnv) -> list[CaseResult]:
+    """Every case's result in input order; in a sharded run, gathered from all ranks (as tensors) and the
+    manifest parts merged by rank 0."""
+    if not env.distributed:
+        merge_manifests(output_dir)
+        return _in_order(cases, mine)
+    index = {case.case_id: i for i, case in enumerate(cases)}
+    rows = torch.tensor([[index[r.case_id], STATUSES.index(r.status), r.seconds] for r in mine],
+                        dtype=torch.float64).reshape(-1, 3)
+    everything = gather_rows(rows, device)  # also a barrier: every rank has finished its appends
+    records = merge_manifests(output_dir) if env.is_main else {}
+    barrier()
+    if not env.is_main:
+        records = read_all(output_dir)
+    results = []
+    for case_index, status, seconds in everything.tolist():
+        case = cases[int(case_index)]
+        record = records.get(case.case_id, {})
+        output = Path(record["output"]) if status != STATUSES.index("failed") and record.get("output") else None
+        results.append(CaseResult(case.case_id, case.image, output, STATUSES[int(status)], seconds,
+                                  str(record.get("error") or "")))
+    return _in_order(cases, results)
+
+
+def _in_order(cases: list[Case], results: list[CaseResult]) -> list[CaseResult]:
+    order = {case.case_id: i for i, case in enumerate(cases)}
+    return sorted(results, key=lambda r: order.get(r.case_id, len(order)))
 
 
 def summary_line(results: list[CaseResult], output_dir: Path) -> str:

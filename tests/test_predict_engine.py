@@ -118,3 +118,25 @@ def test_an_existing_file_that_segkit_did_not_write_is_kept(checkpoint: Path, in
     results = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu"))
     assert _statuses(results)[first.name[:-7]] == "skipped"
     assert (out / first.name).read_bytes() == b"the user's own file"
+
+
+def test_two_processes_shard_the_cases_and_write_each_exactly_once(checkpoint: Path, inputs: Path,
+                                                                   tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "preds"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segkit",
+         "predict", "--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(out), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["case_id"] for r in lines) == sorted(p.name[:-7] for p in inputs.iterdir())  # once each
+    assert {r["rank"] for r in lines} == {0, 1} and all(r["status"] == "written" for r in lines)
+    assert not list(out.glob("manifest.rank*.jsonl"))  # parts merged
+    assert run.stdout.count("4 written, 0 skipped, 0 failed") == 1  # one table, from rank 0
+    for path in inputs.iterdir():
+        assert nib.load(str(out / path.name)).shape == nib.load(str(path)).shape

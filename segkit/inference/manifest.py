@@ -7,6 +7,9 @@ reason. A case counts as done when its last line is ``written``, its output file
 inputs (size, modification time) and prediction settings are unchanged. A ``started`` line without
 an end means the process died while writing; the case is redone. At the end of a run the manifest
 is rewritten compactly (the last line per case) with an atomic replace.
+
+In a sharded run (torchrun) each rank appends to its own ``manifest.rank<N>.jsonl``; rank 0 merges
+the parts into ``manifest.jsonl`` at the end (parts left by a killed run are merged by the next).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from segkit.io.atomic import atomic_write_text
 
 MANIFEST = "manifest.jsonl"
+PART_GLOB = "manifest.rank*.jsonl"
 
 
 def input_signature(paths: Sequence[Path]) -> list[list[int]]:
@@ -44,6 +48,19 @@ def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return records
+    _read_lines(path, records)
+    return records
+
+
+def read_all(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last record per case over ``manifest.jsonl`` and any per-rank parts (parts are newer)."""
+    records = read_manifest(output_dir / MANIFEST)
+    for part in sorted(output_dir.glob(PART_GLOB)):
+        _read_lines(part, records)
+    return records
+
+
+def _read_lines(path: Path, records: dict[str, dict[str, Any]]) -> None:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
@@ -51,15 +68,15 @@ def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
             continue
         if isinstance(record, dict) and "case_id" in record:
             records[str(record["case_id"])] = record
-    return records
 
 
 class Manifest:
     """Append-only record of a prediction run (thread-safe appends, each line flushed and fsynced)."""
 
-    def __init__(self, output_dir: Path) -> None:
-        self.path = output_dir / MANIFEST
-        self.previous = read_manifest(self.path)
+    def __init__(self, output_dir: Path, part: int | None = None) -> None:
+        self.output_dir = output_dir
+        self.path = output_dir / (MANIFEST if part is None else f"manifest.rank{part}.jsonl")
+        self.previous = read_all(output_dir)
         self._lock = threading.Lock()
 
     def is_done(self, case_id: str, output: Path, signature: list[list[int]], settings: dict[str, Any]) -> bool:
@@ -83,7 +100,15 @@ class Manifest:
             os.fsync(handle.fileno())
 
     def compact(self) -> None:
-        """Rewrite the file with only the last line per case (atomic)."""
+        """Merge every part into ``manifest.jsonl`` with only the last line per case (atomic), drop the parts."""
         with self._lock:
-            records = read_manifest(self.path)
-            atomic_write_text(self.path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records.values()))
+            merge_manifests(self.output_dir)
+
+
+def merge_manifests(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """Rewrite ``manifest.jsonl`` from itself and the per-rank parts (last line per case), then delete the parts."""
+    records = read_all(output_dir)
+    atomic_write_text(output_dir / MANIFEST, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records.values()))
+    for part in output_dir.glob(PART_GLOB):
+        part.unlink(missing_ok=True)
+    return records
