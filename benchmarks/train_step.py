@@ -39,11 +39,10 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import FlexibleUNet
 from rich.console import Console
 from rich.table import Table
+from segkit.pipelines.train import build_optimisation
 
 from segkit.config import Config, load_config
-from segkit.engine.losses import build_loss
-from segkit.engine.optim import build_optimizer, build_scheduler
-from segkit.engine.step import Optimisation, make_scaler, run_step
+from segkit.engine.step import run_step
 from segkit.models import build_model
 from segkit.runtime import autocast_dtype, channels_last_format, resolve_device, use_channels_last
 
@@ -94,23 +93,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _segkit_side(cfg: Config, device: torch.device, image: torch.Tensor, label: torch.Tensor) -> Side:
-    """segkit's model, loss, optimiser, schedule and scaler assembled as pipelines/train.py does (one process)."""
-    train = cfg.train
-    channels_last = use_channels_last(device, train.memory_format, cfg.model.norm)
+    """segkit's model, loss, optimiser, schedule and scaler, assembled by the train pipeline's own builder."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model)
     _check_size(cfg, model.size_divisor)
-    if channels_last:
-        model = model.to(memory_format=channels_last_format(cfg.model.spatial_dims))
-    amp_dtype = autocast_dtype(device, train.precision)
-    optimizer = build_optimizer(model, train)
-    levels = len(cfg.model.decoder_channels) if cfg.model.deep_supervision else 1
-    opt = Optimisation(torch.compile(model) if train.compile else model, model,
-                       build_loss(train.loss, levels, None).to(device), optimizer, build_scheduler(optimizer, train),
-                       device, amp_dtype, train.grad_clip, train.accumulate, None, make_scaler(device, amp_dtype),
-                       channels_last)
+    opt = build_optimisation(cfg, model, device)
     batches = [{"image": image, "label": label}]
-    return Side("segkit", model, optimizer, lambda: run_step(opt, batches))
+    return Side("segkit", opt.module, opt.optimizer, lambda: run_step(opt, batches))
 
 
 def _check_size(cfg: Config, divisor: tuple[int, ...]) -> None:

@@ -119,8 +119,10 @@ def _open_run_dir(cfg: Config, overwrite: bool, resume: bool, splits: dict, env:
     return run_dir
 
 
-def _optimisation(cfg: Config, model: torch.nn.Module, device: torch.device, env: DistEnv) -> Optimisation:
+def build_optimisation(cfg: Config, model: torch.nn.Module, device: torch.device,
+                       env: DistEnv | None = None) -> Optimisation:
     """Model on the device (memory format, DDP, compile), loss, optimiser, schedule, EMA, gradient scaler."""
+    env = env or DistEnv()
     train = cfg.train
     channels_last = use_channels_last(device, train.memory_format, cfg.model.norm)
     model = model.to(device)
@@ -202,7 +204,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
 def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: list, splits: dict,
            device: torch.device, env: DistEnv, console: Console, overwrite: bool, resume: bool) -> TrainResult:
     run_dir = _open_run_dir(cfg, overwrite, resume, splits, env)
-    opt = _optimisation(cfg, model, device, env)
+    opt = build_optimisation(cfg, model, device, env)
     schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every)
     validate = _validator(cfg, validation_dataset(cfg, val_cases), device, opt.amp_dtype, env)
     with RunLog(run_dir, cfg.model.num_classes, enabled=env.is_main) as log:

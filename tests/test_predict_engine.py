@@ -140,3 +140,22 @@ def test_two_processes_shard_the_cases_and_write_each_exactly_once(checkpoint: P
     assert run.stdout.count("4 written, 0 skipped, 0 failed") == 1  # one table, from rank 0
     for path in inputs.iterdir():
         assert nib.load(str(out / path.name)).shape == nib.load(str(path)).shape
+
+
+def test_preprocessing_on_the_device_gives_the_same_prediction(checkpoint: Path, inputs: Path) -> None:
+    from segkit.engine.checkpoint import load_checkpoint, load_weights
+    from segkit.inference.predictor import Predictor
+
+    ckpt = load_checkpoint(checkpoint)
+    model = build_model(ckpt.config.model)
+    load_weights(model, ckpt)
+    source = [sorted(inputs.iterdir())[2]]
+    device = __import__("torch").device("cpu")
+    host = Predictor(model, ckpt.config, device, device_preprocessing=False)
+    split = Predictor(model, ckpt.config, device, device_preprocessing=True)
+    loaded = split.load(source)
+    assert loaded.shape != host.load(source).shape  # only read and reoriented: not yet resampled
+    prepared = split.finish_preprocessing(loaded)
+    reference = host.load(source)
+    assert prepared.shape == reference.shape and (prepared - reference).abs().max() < 1e-5
+    assert np.array_equal(split.infer(loaded).labels, host.infer(host.load(source)).labels)

@@ -183,6 +183,16 @@ def prediction_transforms(cfg: DataCfg) -> mt.Compose:
     return mt.Compose(preprocessing(cfg, with_label=False))
 
 
+def split_prediction_transforms(cfg: DataCfg, device: torch.device) -> tuple[mt.Compose, mt.Compose]:
+    """The prediction chain in two parts: reading and reorienting on the host (reader threads), then
+    resampling to the target spacing and normalising on ``device`` (MONAI's transforms run on GPU tensors)."""
+    chain = preprocessing(cfg, with_label=False)
+    cut = next(i for i, t in enumerate(chain) if not isinstance(t, mt.LoadImaged | mt.EnsureChannelFirstd
+                                                                  | mt.Orientationd))
+    to_device = mt.EnsureTyped(IMAGE, data_type="tensor", device=device, track_meta=True)
+    return mt.Compose(chain[:cut]), mt.Compose([to_device, *chain[cut:]])
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (MONAI's helper; keeps cuDNN choices free)."""
     from monai.utils import set_determinism

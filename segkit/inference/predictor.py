@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from segkit.config import Config
-from segkit.data.transforms import IMAGE, prediction_transforms
+from segkit.data.transforms import IMAGE, prediction_transforms, split_prediction_transforms
 from segkit.errors import DataError
 from segkit.inference.resample import resample_to_grid
 from segkit.inference.slicewise import as_volume_model
@@ -38,22 +38,28 @@ class Predictor:
     """Preprocess like training, run the sliding window, resample logits back, argmax."""
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, tta: bool = False,
-                 probabilities: bool = False) -> None:
+                 probabilities: bool = False, device_preprocessing: bool | None = None) -> None:
         self.model = as_volume_model(model, cfg).to(device).eval()
         self.cfg, self.device, self.tta, self.probabilities = cfg, device, tta, probabilities
+        # on a GPU, resampling and normalisation run there (host threads only read and reorient);
+        # on the CPU all of it stays in the reader threads, where it overlaps with the network
+        self.device_preprocessing = device.type == "cuda" if device_preprocessing is None else device_preprocessing
         self.amp_dtype = autocast_dtype(device, cfg.train.precision)
         self.settings = WindowSettings.from_config(cfg)
         if cfg.infer.sw_batch_size == "auto":
             batch = auto_sw_batch(self.model, cfg.model.in_channels, self.settings, device, self.amp_dtype)
             self.settings = WindowSettings(self.settings.roi_size, self.settings.overlap, batch, self.settings.blend)
         self._local = threading.local()  # one MONAI transform chain per reader thread
+        self._device_chain = None
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
         """The preprocessed image of one case's channel files (a MetaTensor with the original affine and shape)."""
         path = paths[0]
         transforms = getattr(self._local, "transforms", None)
         if transforms is None:
-            transforms = self._local.transforms = prediction_transforms(self.cfg.data)
+            transforms = self._local.transforms = (
+                split_prediction_transforms(self.cfg.data, self.device)[0] if self.device_preprocessing
+                else prediction_transforms(self.cfg.data))
         try:
             image = transforms({IMAGE: [str(p) for p in paths] if len(paths) > 1 else str(path)})[IMAGE]
         except Exception as exc:  # MONAI wraps reader errors in several exception types
@@ -64,6 +70,14 @@ class Predictor:
             raise DataError(f"{path}: image has shape {tuple(image.shape)} (channels first) but the model expects "
                             f"{expected} channel(s) and a {dims}D image")
         return image
+
+    def finish_preprocessing(self, image: torch.Tensor) -> torch.Tensor:
+        """The device part of preprocessing (resampling, normalisation) for images loaded without it."""
+        if not self.device_preprocessing:
+            return image
+        if self._device_chain is None:
+            self._device_chain = split_prediction_transforms(self.cfg.data, self.device)[1]
+        return self._device_chain({IMAGE: image})[IMAGE]
 
     @torch.no_grad()
     def logits(self, image: torch.Tensor) -> torch.Tensor:
@@ -81,6 +95,7 @@ class Predictor:
     @torch.no_grad()
     def infer(self, image: torch.Tensor) -> Prediction:
         """The label map (and probabilities if asked) of a loaded image on its original grid."""
+        image = self.finish_preprocessing(image)
         logits = self.logits(image).to(self.device)
         logits = resample_to_grid(logits, image.affine, image.meta["original_affine"], image.meta["spatial_shape"])
         probabilities = None
