@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from segkit.engine.curves import foreground_names, plot_curves
@@ -200,11 +201,11 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(value)
     number = _finite(value)
-    return "–" if number is None else f"{number:.4f}"
+    return "–" if number is None else f"{number:.{digits}f}"
 
 
 def _best_index(vals: list[dict]) -> int | None:
@@ -218,21 +219,21 @@ def _best_index(vals: list[dict]) -> int | None:
 
 
 def summary_table(history: list[dict], class_names: list[str] | None = None) -> Table:
-    """One row per validation record; the best (highest ``mean_dice``, earliest on ties) is bold with ★.
+    """One row per validation (epochs without one are left out); the best (highest ``mean_dice``, earliest
+    on ties) is bold with ★. Compact enough for an 80-column terminal with a few classes.
 
     ``history`` may be all of ``metrics.jsonl``: records of another ``kind`` are ignored.
     """
-    vals = [r for r in history if r.get("kind", "val") == "val"]
+    vals = [r for r in history if r.get("kind", "val") == "val" and "mean_dice" in r]
     count = max((len(r.get("dice_per_class") or []) for r in vals), default=0)
-    table = Table(title="Validation")
-    for header in ["", "epoch", "step", "train loss", "mean Dice", *foreground_names(class_names, count),
-                   "mean HD95", "mean NSD"]:
-        table.add_column(header, justify="right", no_wrap=True, min_width=6)
+    table = Table(title="Validation (Dice; HD95 in mm; NSD)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ["", "epoch", "step", "loss", "Dice", *foreground_names(class_names, count), "HD95", "NSD"]:
+        table.add_column(header, justify="right", no_wrap=True)
     best = _best_index(vals)
     for i, r in enumerate(vals):
         per_class = list(r.get("dice_per_class") or [])
         per_class += [None] * (count - len(per_class))
-        cells = [r.get("epoch"), r.get("step"), r.get("train_loss"), r.get("mean_dice"), *per_class,
-                 r.get("mean_hd95"), r.get("mean_nsd")]
-        table.add_row("★" if i == best else "", *map(_fmt, cells), style="bold" if i == best else None)
+        cells = [*map(_fmt, [r.get("epoch"), r.get("step"), r.get("train_loss"), r.get("mean_dice"), *per_class]),
+                 _fmt(r.get("mean_hd95"), 1), _fmt(r.get("mean_nsd"))]
+        table.add_row("★" if i == best else "", *cells, style="bold" if i == best else None)
     return table

@@ -171,6 +171,7 @@ def test_summary_table_marks_the_best_row() -> None:
     text = console.export_text()
     assert "liver" in text and "tumour" in text
     best = [line for line in text.splitlines() if "★" in line]
-    assert len(best) == 1 and "0.8123" in best[0] and "20" in best[0]
-    assert "0.9500" in best[0] and "–" in best[0]  # 4 decimals; missing HD95 shown as a dash
+    assert len(best) == 1 and "0.812" in best[0] and "20" in best[0]
+    assert "0.950" in best[0] and "–" in best[0]  # 3 decimals; missing HD95 shown as a dash
+    assert "5.0" in text  # HD95 in mm with one decimal
     assert [row.style for row in table.rows] == [None, "bold", None]
