@@ -50,6 +50,9 @@ def test_outputs_manifest_probabilities_and_rerun(checkpoint: Path, inputs: Path
         assert record["status"] == "written" and set(record["seconds"]) == {"read", "compute", "write"}
         source, written = nib.load(str(result.source)), nib.load(str(result.output))
         assert written.shape == source.shape and np.allclose(written.affine, source.affine, atol=1e-5)
+        for code in ("qform_code", "sform_code"):  # the inputs are LPS, RAS and oblique, all anisotropic
+            assert int(written.header[code]) == int(source.header[code])
+        assert np.allclose(written.header.get_qform(), source.header.get_qform(), atol=1e-5)
         labels = np.asarray(written.dataobj)
         assert labels.dtype == np.uint8
         voxel_ml = abs(np.linalg.det(source.affine[:3, :3])) / 1000
