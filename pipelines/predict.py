@@ -232,7 +232,7 @@ def _predict_shard(ckpt: Checkpoint, cfg: Config, cases: list[Case], output_dir:
     console.print(f"predicting {len(jobs)} case(s) with {ckpt.path} on {device}{shards}"
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
-        model = build_model(cfg.model)
+        model = build_model(cfg.model, initialise=False)  # every weight comes from the checkpoint
         load_weights(model, ckpt)
         predictor = Predictor(model, cfg, device, options.tta, options.probabilities)
         stages = Stages(read=lambda job: predictor.load(job.case.images),

@@ -129,3 +129,18 @@ def test_encoder_weights_from_config_are_loaded(tmp_path) -> None:
     inflated = model.encoder.layer1[0].conv1.weight  # (64, 64, 3, 3, 3): the 2D kernel / 3 along depth
     torch.testing.assert_close(inflated, source.layer1[0].conv1.weight.unsqueeze(-1).expand_as(inflated) / 3)
     torch.testing.assert_close(model.encoder.conv1.weight.sum(-1), source.conv1.weight.sum(1, keepdim=True))
+
+
+def test_building_for_a_checkpoint_skips_initialisation_and_pretrained_files(tmp_path) -> None:
+    cfg = ModelCfg(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8),
+                   encoder_weights=tmp_path / "gone.safetensors")  # a file that no longer exists
+    trained = build_model(cfg.model_copy(update={"encoder_weights": None}))
+    skeleton = build_model(cfg, initialise=False)
+    skeleton.load_state_dict(trained.state_dict(), strict=True)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(skeleton.state_dict()[name], value), name
+    torch.manual_seed(0)
+    first = build_model(cfg.model_copy(update={"encoder_weights": None})).encoder.conv1.weight.clone()
+    torch.manual_seed(0)
+    again = build_model(cfg.model_copy(update={"encoder_weights": None})).encoder.conv1.weight
+    assert torch.equal(first, again) and first.std() > 0  # initialisation is back to normal afterwards
