@@ -26,7 +26,6 @@ import math
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import monai
 import torch
+from machine import device_name
 from monai.losses import DiceCELoss
 from monai.networks.nets import FlexibleUNet
 from rich.console import Console
@@ -196,17 +196,6 @@ def _summary(side: Side) -> dict:
     return result
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        name = platform.processor() or platform.machine()
-    return f"{name} ({torch.get_num_threads()} threads)"
-
-
 def _setup(cfg: Config, args: argparse.Namespace, device: torch.device) -> dict:
     """What both sides ran with, as resolved by segkit's runtime helpers."""
     dtype = autocast_dtype(device, cfg.train.precision)
@@ -220,7 +209,7 @@ def _setup(cfg: Config, args: argparse.Namespace, device: torch.device) -> dict:
 
 def _environment(device: torch.device) -> dict:
     return {"torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
-            "device": _device_name(device), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "device": device_name(device), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": shlex.join(sys.orig_argv)}
 
 
