@@ -135,6 +135,7 @@ class InferCfg(_Section):
     sw_batch_size: PositiveInt | Literal["auto"] = 2
     blend: Literal["gaussian", "constant"] = "gaussian"
     tta_axes: tuple[Literal[0, 1, 2], ...] = (0, 1, 2)
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     compression_level: Annotated[int, Field(ge=0, le=9)] = 1
 
 

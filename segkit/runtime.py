@@ -60,3 +60,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_channels_last_inference(setting: str, norm: str) -> bool:
+    """``infer.memory_format``: ``auto`` is channels-last except with instance norm. Measured on this CPU
+    (UNet-ResNet34 3D, 2×1×96×96×32 windows): batch norm 1.45 → 0.72 s per forward, instance norm 0.88 →
+    0.93 s (no gain), so instance-norm models stay contiguous."""
+    if setting == "auto":
+        return norm != "instance"
+    return setting == "channels_last"
+
+
+class ChannelsLastInput(torch.nn.Module):
+    """Runs ``model`` (already converted to channels-last) on channels-last copies of its inputs."""
+
+    def __init__(self, model: torch.nn.Module, spatial_dims: int) -> None:
+        super().__init__()
+        self.model = model.to(memory_format=channels_last_format(spatial_dims))
+        self.memory_format = channels_last_format(spatial_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's output for ``x`` laid out channels-last."""
+        return self.model(x.contiguous(memory_format=self.memory_format))

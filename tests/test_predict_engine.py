@@ -162,3 +162,22 @@ def test_preprocessing_on_the_device_gives_the_same_prediction(checkpoint: Path,
     reference = host.load(source)
     assert prepared.shape == reference.shape and (prepared - reference).abs().max() < 1e-5
     assert np.array_equal(split.infer(loaded).labels, host.infer(host.load(source)).labels)
+
+
+def test_channels_last_inference_matches_contiguous(checkpoint: Path, inputs: Path) -> None:
+    import torch
+
+    from segkit.engine.checkpoint import load_checkpoint, load_weights
+    from segkit.inference.predictor import Predictor
+    from segkit.runtime import ChannelsLastInput
+
+    ckpt = load_checkpoint(checkpoint)
+    model = build_model(ckpt.config.model)
+    load_weights(model, ckpt)
+    logits = {}
+    for layout in ("channels_last", "contiguous"):
+        cfg = ckpt.config.model_copy(update={"infer": ckpt.config.infer.model_copy(update={"memory_format": layout})})
+        predictor = Predictor(model, cfg, torch.device("cpu"))
+        assert isinstance(predictor.model, ChannelsLastInput) == (layout == "channels_last")
+        logits[layout] = predictor.logits(predictor.load([sorted(inputs.iterdir())[0]]))
+    assert (logits["channels_last"] - logits["contiguous"]).abs().max() < 1e-4

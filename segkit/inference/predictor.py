@@ -23,7 +23,7 @@ from segkit.inference.resample import resample_to_grid
 from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, auto_sw_batch, logits_with_fallbacks
 from segkit.inference.tta import mirrored_logits
-from segkit.runtime import autocast_dtype
+from segkit.runtime import ChannelsLastInput, autocast_dtype, use_channels_last_inference
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,10 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, tta: bool = False,
                  probabilities: bool = False, device_preprocessing: bool | None = None) -> None:
-        self.model = as_volume_model(model, cfg).to(device).eval()
+        model = model.to(device).eval()
+        if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm):
+            model = ChannelsLastInput(model, cfg.model.spatial_dims)
+        self.model = as_volume_model(model, cfg).eval()
         self.cfg, self.device, self.tta, self.probabilities = cfg, device, tta, probabilities
         # on a GPU, resampling and normalisation run there (host threads only read and reorient);
         # on the CPU all of it stays in the reader threads, where it overlaps with the network
