@@ -102,6 +102,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from segkit.pipelines.export import ExportOptions, run_export
+
+    options = ExportOptions(args.format, args.opset, args.overwrite, args.exporter, quiet=not args.debug)
+    run_export(args.checkpoint, args.out, options, console)
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -218,6 +226,19 @@ def _add_data_config_models(sub: argparse._SubParsersAction) -> None:
     models.set_defaults(func=_cmd_models)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="export a trained model to ONNX (dynamic batch and spatial axes)")
+    export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint or run directory")
+    export.add_argument("--format", required=True, choices=("onnx",), help="file format (onnx)")
+    export.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
+    export.add_argument("--opset", type=_positive, default=20, metavar="N", help="ONNX opset (default 20)")
+    export.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
+                        help="legacy (TorchScript tracing; default, 5-8x faster) or dynamo (torch.export); "
+                             "if one fails, the other is tried")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    export.set_defaults(func=_cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
@@ -225,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_predict_evaluate(sub)
     _add_data_config_models(sub)
+    _add_export(sub)
     return parser
 
 
