@@ -51,16 +51,16 @@ class Stages:
 
 
 def run_pipeline(items: Iterable[Item], stages: Stages, readers: int = 2, writers: int = 2,
-                 lookahead: int = 1, expected: tuple[type[BaseException], ...] = (Exception,)
-                 ) -> Iterator[Outcome[Item]]:
+                 lookahead: int = 1, expected: tuple[type[BaseException], ...] = (Exception,),
+                 thread_setup: Callable[[], None] | None = None) -> Iterator[Outcome[Item]]:
     """Yield one :class:`Outcome` per item as its write finishes (roughly in input order).
 
     Exceptions of the ``expected`` types fail the item; anything else (e.g. KeyboardInterrupt)
-    stops the pipeline.
+    stops the pipeline. ``thread_setup`` runs once in each reader and writer thread.
     """
     source = iter(items)
-    with ThreadPoolExecutor(readers, thread_name_prefix="segkit-read") as read_pool, \
-            ThreadPoolExecutor(writers, thread_name_prefix="segkit-write") as write_pool:
+    with ThreadPoolExecutor(readers, thread_name_prefix="segkit-read", initializer=thread_setup) as read_pool, \
+            ThreadPoolExecutor(writers, thread_name_prefix="segkit-write", initializer=thread_setup) as write_pool:
         reading: deque[tuple[Outcome, Future]] = deque()
         writing: deque[tuple[Outcome, Future]] = deque()
 
