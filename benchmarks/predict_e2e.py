@@ -264,7 +264,7 @@ def make_model(cfg: Config, first_case: Path, device: torch.device, work: Path) 
     link = save_checkpoint(work / "run", "best", cfg, Snapshot.of(model, {"global_step": 0}))
     started = time.perf_counter()
     ckpt = load_checkpoint(link)
-    load_weights(build_model(ckpt.config.model), ckpt)
+    load_weights(build_model(ckpt.config.model, initialise=False), ckpt)  # as predict does
     balance = {"head_balance": balance, "segkit_checkpoint_to_model_s": round(time.perf_counter() - started, 4)}
     return model.eval(), link, balance
 
