@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segkit.config import Config
@@ -21,7 +23,7 @@ from segkit.errors import DataError, SegkitError
 from segkit.inference.manifest import MANIFEST, Manifest, input_signature, merge_manifests, read_all
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.predictor import Prediction, Predictor
-from segkit.io.atomic import full_suffix, remove_stale_temps
+from segkit.io.atomic import atomic_write_bytes, full_suffix, remove_stale_temps
 from segkit.io.image_io import is_image_file, read_image_array, write_like, write_probabilities
 from segkit.models import build_model
 from segkit.runtime import resolve_device
@@ -161,15 +163,30 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: 
     def write(job: Job, computed: tuple[Prediction, np.ndarray]) -> dict[str, float]:
         prediction, affine = computed
         manifest.append({"case_id": job.case.case_id, "output": str(job.target), "status": "started"})
-        write_like(prediction.labels, job.case.image, job.target, level)
-        if prediction.probabilities is not None:
-            write_probabilities(probabilities_path(job.target), prediction.probabilities, affine)
-        volumes = label_volumes_ml(prediction.labels, affine)
-        if options.preview:
-            write_case_preview(job, prediction.labels, affine)
-        return volumes
+        try:  # every file is written atomically: a failed write leaves no partial file under a final name
+            write_like(prediction.labels, job.case.image, job.target, level)
+            if prediction.probabilities is not None:
+                write_probabilities(probabilities_path(job.target), prediction.probabilities, affine)
+            if options.preview:
+                write_case_preview(job, prediction.labels, affine)
+        except OSError as exc:
+            raise DataError(f"{job.target}: cannot write the prediction ({exc.strerror or exc}) — free disk space "
+                            "or fix the permissions of --output, then run again (finished cases are skipped)") from None
+        return label_volumes_ml(prediction.labels, affine)
 
     return write
+
+
+def _prepare_output(output_dir: Path) -> None:
+    """Create ``output_dir`` and prove it writable (a probe written the way outputs are) before any work."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".segkit-write-probe-{os.getpid()}"
+        atomic_write_bytes(probe, b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"--output {output_dir}: cannot write there ({exc.strerror or exc}) — choose a folder you "
+                        "can write to, or fix its permissions") from None
 
 
 def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResult]:
@@ -204,7 +221,7 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, option
     ckpt = load_checkpoint(checkpoint)
     cfg = _config_for(ckpt.config, options)
     cases = group_channels(sources, cfg.model.in_channels)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_output(output_dir)
     device = init_distributed(env, resolve_device(options.device))
     try:
         results = _predict_shard(ckpt, cfg, cases[env.rank::env.world], output_dir, options, device, env,
@@ -214,7 +231,7 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, option
         shutdown()
     if env.is_main:
         console.print(results_table(results))
-        console.print(summary_line(results, output_dir))
+        console.print(escape(summary_line(results, output_dir)))
     return results
 
 
@@ -229,7 +246,7 @@ def _predict_shard(ckpt: Checkpoint, cfg: Config, cases: list[Case], output_dir:
     jobs, results = _plan(cases, output_dir, manifest, settings, options.overwrite)
     skipped = sum(r.status == "skipped" for r in results)
     shards = f" × {env.world} processes" if env.distributed else ""
-    console.print(f"predicting {len(jobs)} case(s) with {ckpt.path} on {device}{shards}"
+    console.print(escape(f"predicting {len(jobs)} case(s) with {ckpt.path} on {device}{shards}")
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
         model = build_model(cfg.model, initialise=False)  # every weight comes from the checkpoint
@@ -307,5 +324,6 @@ def results_table(results: list[CaseResult]) -> Table:
     for r in results:
         detail = _shown_path(r.output) if r.status != "failed" else r.message
         seconds = f"{r.seconds:.2f}" if r.status != "skipped" else "-"
-        table.add_row(r.case_id, r.status, seconds, detail + (f"  ({r.message})" if r.status == "skipped" else ""))
+        detail += f"  ({r.message})" if r.status == "skipped" else ""
+        table.add_row(escape(r.case_id), r.status, seconds, escape(detail))  # names may hold [brackets]
     return table

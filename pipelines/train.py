@@ -84,8 +84,10 @@ def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config
     result, fingerprint = check_dataset(cfg.data.root, cfg.data.format, index)
     if not result.ok:
         console.print(problem_table(result.errors, cfg.data.root))
-        raise DataError(f"{cfg.data.root}: {len(result.errors)} problem(s) in the dataset (listed above); fix them "
-                        f"or remove the cases, then train again ('segkit data check {cfg.data.root}' re-checks)")
+        first, root = result.errors[0], cfg.data.root
+        raise DataError(f"{first.file}: {first.message} ({len(result.errors)} problem(s) in the dataset {root}, all "
+                        f"listed above; fix them or remove the cases, then train again — 'segkit data check {root}' "
+                        "re-checks)")
     return cfg.model_copy(update={"data": resolve_from_fingerprint(cfg.data, fingerprint)})
 
 

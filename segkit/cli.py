@@ -9,11 +9,22 @@ import traceback
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from segkit.errors import SegkitError
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _print_error(message: str, severity: str = "error") -> None:
+    """``error: message`` as one line on stderr (no markup read from the message: paths may hold brackets)."""
+    style = "bold red" if severity == "error" else "yellow"
+    err_console.print(f"[{style}]{severity}[/]: {escape(_one_line(message))}", highlight=False, soft_wrap=True)
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -50,7 +61,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     options = PredictOptions(args.device, args.overwrite, args.tta, args.save_probabilities, args.overlap,
                              args.sw_batch_size, args.workers, args.preview)
     results = run_prediction(args.checkpoint, args.input, args.output, options, console)
-    return 1 if any(r.status == "failed" for r in results) else 0
+    failed = [r for r in results if r.status == "failed"]
+    for result in failed:  # the table above wraps; here each failure is one line on stderr
+        _print_error(result.message)
+    return 1 if failed else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -74,7 +88,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from segkit.pipelines.data_check import run_data_check
 
-    return 0 if run_data_check(args.dataset, args.format, args.json, console).ok else 1
+    result = run_data_check(args.dataset, args.format, args.json, console)
+    for problem in result.problems:  # the table above wraps; here each problem is one line on stderr
+        _print_error(f"{problem.file}: {problem.message}", problem.severity)
+    return 0 if result.ok else 1
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
@@ -259,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except SegkitError as exc:
         if args.debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -267,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure still gets one line without --debug
         if args.debug:
             raise
-        err_console.print(f"[bold red]error[/]: unexpected {type(exc).__name__}: {exc} (rerun with --debug for "
-                          "the traceback)", highlight=False, soft_wrap=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _print_error(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
         return 1
 
 

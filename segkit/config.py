@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from segkit.config_loading import load_raw_config, to_config
+from segkit.config_loading import Sources, load_raw_config, source_of, to_config
 from segkit.errors import ConfigError
 
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -185,7 +185,7 @@ class Config(_Section):
         return tuple(size)
 
 
-def _check_names(cfg: Config) -> None:
+def _check_names(cfg: Config, sources: Sources) -> None:
     from segkit.registry import ENCODERS, FUSIONS, LOSSES, UPSAMPLERS
 
     for key, value, registry in (
@@ -195,21 +195,21 @@ def _check_names(cfg: Config) -> None:
         ("train.loss", cfg.train.loss, LOSSES),
     ):
         if value not in registry:
-            raise ConfigError(f"{key}: {registry.unknown_message(value)}")
+            raise ConfigError(f"{source_of(sources, key)}: {key}: {registry.unknown_message(value)}")
 
 
 def load_config(path_or_name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load, merge and validate a config file (a path or a packaged config name)."""
     raw, sources = load_raw_config(path_or_name, overrides)
     cfg = to_config(Config, raw, sources)
-    _check_names(cfg)
+    _check_names(cfg, sources)
     return cfg
 
 
 def config_from_dict(raw: dict[str, Any], source: str) -> Config:
     """Validate an already-resolved config (e.g. a checkpoint's config.json)."""
     cfg = to_config(Config, raw, {"": source})
-    _check_names(cfg)
+    _check_names(cfg, {"": source})
     return cfg
 
 

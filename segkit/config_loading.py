@@ -142,7 +142,8 @@ def load_raw_config(path_or_name: str | Path, overrides: list[str] | tuple[str, 
     return raw, sources
 
 
-def _source_of(sources: Sources, key: str) -> str:
+def source_of(sources: Sources, key: str) -> str:
+    """The file (or ``--set``) that gave ``key`` (or its closest enclosing section) its value."""
     parts = key.split(".")
     for n in range(len(parts), -1, -1):
         hit = sources.get(".".join(parts[:n]))
@@ -165,7 +166,7 @@ def _describe(schema: type[BaseModel], error: dict[str, Any], sources: Sources) 
     loc = tuple(error["loc"])
     fields = [p for p in loc if isinstance(p, str)]
     key = ".".join(str(p) for p in loc) or "(top level)"
-    source = _source_of(sources, ".".join(fields))
+    source = source_of(sources, ".".join(fields))
     if error["type"] == "extra_forbidden":
         valid = _section_fields(schema, loc[:-1])
         close = closest_match(str(loc[-1]), valid)

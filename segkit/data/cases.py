@@ -40,11 +40,16 @@ def case_id_of(path: Path) -> str:
 
 
 def check_unique(source: Path, cases: list[Case]) -> None:
-    """Case ids must be unique within a dataset."""
+    """Case ids must be unique within a dataset, and plain names: they become parts of file names
+    (predictions, caches), so an id with a folder part could write outside its folder."""
     seen: set[str] = set()
     for case in cases:
+        if case.case_id in {"", ".", ".."} or any(c in case.case_id for c in "/\\\0"):
+            raise DataError(f"{source}: case id {case.case_id!r} is not a plain name (no '/', '\\', '..' or "
+                            "absolute path); rename the case")
         if case.case_id in seen:
-            raise DataError(f"{source}: case id '{case.case_id}' appears twice; case ids must be unique")
+            raise DataError(f"{source}: case id '{case.case_id}' appears twice; case ids must be unique — rename or "
+                            "remove one of the entries")
         seen.add(case.case_id)
 
 
@@ -54,7 +59,8 @@ def inside(root: Path, relative: object, source: Path, where: str) -> Path:
         raise DataError(f"{source}: {where} must be a relative file path, got {relative!r}")
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise DataError(f"{source}: {where} '{relative}' points outside the dataset folder")
+        raise DataError(f"{source}: {where} '{relative}' points outside the dataset folder {root} — move the file "
+                        "into it and give its path relative to the folder")
     if not path.is_file():
         raise DataError(f"{source}: {where} '{relative}' does not exist; fix the path or add the file")
     return path

@@ -26,9 +26,8 @@ import SimpleITK as sitk
 from segkit.data.fingerprint import CaseStats, sample_foreground
 from segkit.data.msd import Case
 from segkit.io.atomic import atomic_write_text, full_suffix
+from segkit.io.image_io import MAX_AXIS, MAX_VOXELS
 
-MAX_VOXELS = 2**31
-MAX_AXIS = 10_000
 SPACING_RTOL = 1e-3
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-4

@@ -130,9 +130,14 @@ def load_resume_state(directory: Path) -> tuple[dict[str, torch.Tensor] | None, 
         train_weights = load_file(str(directory / TRAIN_WEIGHTS)) if (directory / TRAIN_WEIGHTS).is_file() else None
     except FileNotFoundError:
         raise CheckpointError(f"{directory}: no {RESUME}; only a run's last/ checkpoint can be resumed") from None
-    except (OSError, RuntimeError, ValueError, SafetensorError, pickle.UnpicklingError) as exc:
+    except pickle.UnpicklingError:  # torch's weights_only unpickler met something other than tensors/containers
+        raise CheckpointError(f"{directory / RESUME}: resume state refused: it holds objects other than tensors "
+                              "and plain containers, which segkit never unpickles — resume only runs segkit wrote, "
+                              "or start the run again without --resume") from None
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{directory}: resume state refused or unreadable ({first})") from None
+        raise CheckpointError(f"{directory}: resume state unreadable ({first}) — the checkpoint is damaged; start "
+                              "the run again without --resume") from None
     return train_weights, resume
 
 
@@ -144,6 +149,9 @@ def resolve_checkpoint(path: Path) -> Path:
             return candidate
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
+    if path.is_file():
+        raise CheckpointError(f"{path}: a file, not a checkpoint; pass the folder holding {WEIGHTS} and {CONFIG} "
+                              "(or a run directory) — pickled .pt/.pth files are never loaded")
     raise CheckpointError(f"{path}: not a checkpoint (needs {WEIGHTS} and {CONFIG}) "
                           "nor a run directory with best/ or last/")
 
@@ -159,15 +167,23 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{directory}: unreadable checkpoint ({exc}); use another checkpoint") from None
     try:
         config = config_from_dict(raw_config, str(directory / CONFIG))
-    except SegkitError as exc:
-        raise CheckpointError(f"{directory}: {exc}") from None
+    except SegkitError as exc:  # the message names directory/config.json already
+        raise CheckpointError(f"{exc} — this segkit cannot rebuild the checkpoint's model; use a checkpoint "
+                              "written by this version") from None
     return Checkpoint(directory, config, weights, state)
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
-    """Load the checkpoint's weights strictly; mismatches become a one-line error."""
-    try:
-        model.load_state_dict(checkpoint.weights, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise CheckpointError(f"{checkpoint.path}: weights do not fit the model in its config.json ({first})") from None
+    """Load the checkpoint's weights strictly; a mismatch becomes one short line."""
+    expected, weights = model.state_dict(), checkpoint.weights
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or reshaped:
+        example = (f"missing '{missing[0]}'" if missing else f"unexpected '{unexpected[0]}'" if unexpected else
+                   f"'{reshaped[0]}' is {tuple(weights[reshaped[0]].shape)}, the model needs "
+                   f"{tuple(expected[reshaped[0]].shape)}")
+        raise CheckpointError(f"{checkpoint.path}: weights do not fit the model in its {CONFIG} ({len(missing)} "
+                              f"missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape; e.g. "
+                              f"{example}) — they come from another architecture; use the {CONFIG} saved with them")
+    model.load_state_dict(weights, strict=True)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
 
 MANIFEST = "manifest.jsonl"
@@ -94,10 +95,14 @@ class Manifest:
     def append(self, record: dict[str, Any]) -> None:
         """Add one line."""
         line = json.dumps(_clean(record), allow_nan=False) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with self._lock, self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot append to the prediction manifest ({exc.strerror or exc}) — free "
+                            "disk space or fix the permissions of the output folder, then run again") from None
 
     def compact(self) -> None:
         """Merge every part into ``manifest.jsonl`` with only the last line per case (atomic), drop the parts."""
@@ -108,7 +113,11 @@ class Manifest:
 def merge_manifests(output_dir: Path) -> dict[str, dict[str, Any]]:
     """Rewrite ``manifest.jsonl`` from itself and the per-rank parts (last line per case), then delete the parts."""
     records = read_all(output_dir)
-    atomic_write_text(output_dir / MANIFEST, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records.values()))
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records.values())
+    try:
+        atomic_write_text(output_dir / MANIFEST, text)
+    except OSError:  # e.g. a full disk: the appended lines (and parts) stay valid, only the compaction is lost
+        return records
     for part in output_dir.glob(PART_GLOB):
         part.unlink(missing_ok=True)
     return records

@@ -9,6 +9,7 @@ and, if asked, float16 probabilities — cross to the host) and writing (see ``p
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,13 @@ import numpy as np
 import torch
 
 from segkit.config import Config
-from segkit.data.transforms import IMAGE, prediction_transforms, split_prediction_transforms
+from segkit.data.transforms import IMAGE, split_prediction_transforms
 from segkit.errors import DataError
 from segkit.inference.resample import resample_to_grid
 from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, auto_sw_batch, logits_with_fallbacks
 from segkit.inference.tta import mirrored_logits
+from segkit.io.image_io import REEXPORT, header_shape
 from segkit.runtime import ChannelsLastInput, autocast_dtype, use_channels_last_inference
 
 
@@ -40,7 +42,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, tta: bool = False,
                  probabilities: bool = False, device_preprocessing: bool | None = None) -> None:
         model = model.to(device).eval()
-        if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm):
+        if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm, device):
             model = ChannelsLastInput(model, cfg.model.spatial_dims)
         self.model = as_volume_model(model, cfg).eval()
         self.cfg, self.device, self.tta, self.probabilities = cfg, device, tta, probabilities
@@ -56,23 +58,39 @@ class Predictor:
         self._device_chain = None
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
-        """The preprocessed image of one case's channel files (a MetaTensor with the original affine and shape)."""
-        path = paths[0]
-        transforms = getattr(self._local, "transforms", None)
-        if transforms is None:
-            transforms = self._local.transforms = (
-                split_prediction_transforms(self.cfg.data, self.device)[0] if self.device_preprocessing
-                else prediction_transforms(self.cfg.data))
-        try:
-            image = transforms({IMAGE: [str(p) for p in paths] if len(paths) > 1 else str(path)})[IMAGE]
-        except Exception as exc:  # MONAI wraps reader errors in several exception types
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{path}: cannot read or preprocess image ({reason[:200]})") from None
+        """The preprocessed image of one case's channel files (a MetaTensor with the original affine and shape).
+
+        Headers are checked first (size, dimensions, one channel per file), so a corrupt or unsuitable
+        file is refused before its pixels are read; NaN/Inf voxels are refused before normalisation.
+        With ``device_preprocessing`` the resampling and normalisation are left to :meth:`finish_preprocessing`.
+        """
+        for path in paths:
+            self._check_header(path)
+        chains = getattr(self._local, "chains", None)
+        if chains is None:  # the host part (read, channel first, reorient), then the rest on the host or device
+            rest_device = self.device if self.device_preprocessing else torch.device("cpu")
+            chains = self._local.chains = split_prediction_transforms(self.cfg.data, rest_device)
+        image = _apply(chains[0], [str(p) for p in paths] if len(paths) > 1 else str(paths[0]), paths[0])
+        _check_finite(paths[0], image)
+        if not self.device_preprocessing:
+            image = _apply(chains[1], image, paths[0])
         expected, dims = self.cfg.model.in_channels, self.cfg.data.image_dims
         if image.shape[0] != expected or image.ndim != dims + 1:
-            raise DataError(f"{path}: image has shape {tuple(image.shape)} (channels first) but the model expects "
-                            f"{expected} channel(s) and a {dims}D image")
+            raise DataError(f"{paths[0]}: image has shape {tuple(image.shape)} (channels first) but the model "
+                            f"expects {expected} channel(s) and a {dims}D image")
         return image
+
+    def _check_header(self, path: Path) -> None:
+        """One ``data.image_dims``-D image per file (a trailing axis of length 1 allowed), of a sane size
+        (a DICOM series folder is left to its reader)."""
+        if Path(path).is_dir():
+            return
+        shape, dims = header_shape(path), self.cfg.data.image_dims
+        extra = shape[dims:]
+        if len(shape) < dims or any(n != 1 for n in extra):
+            size = "×".join(map(str, shape))
+            raise DataError(f"{path}: image is {len(shape)}D (size {size}) but the model takes one {dims}D image per "
+                            f"file — save a {dims}D image (several channels: one file each, CASE_0000, CASE_0001, …)")
 
     def finish_preprocessing(self, image: torch.Tensor) -> torch.Tensor:
         """The device part of preprocessing (resampling, normalisation) for images loaded without it."""
@@ -111,3 +129,26 @@ class Predictor:
     def predict(self, paths: Sequence[Path]) -> np.ndarray:
         """The label map of one case (its channel files) in the first file's voxel order (as nibabel reads it)."""
         return self.infer(self.load(paths)).labels
+
+
+def _apply(chain, image, path: Path) -> torch.Tensor:
+    """``chain`` on ``{IMAGE: image}``; a failure becomes one line naming ``path`` and the innermost cause."""
+    try:
+        return chain({IMAGE: image})[IMAGE]
+    except Exception as exc:  # MONAI wraps reader errors in RuntimeError("applying transform ...")
+        cause = exc
+        while cause.__cause__ is not None or (cause.__context__ is not None and not cause.__suppress_context__):
+            cause = cause.__cause__ or cause.__context__
+        text = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+        reason = f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
+        if isinstance(cause, EOFError | OSError | zlib.error):
+            raise DataError(f"{path}: pixel data is truncated or damaged ({reason}) — {REEXPORT}") from None
+        raise DataError(f"{path}: cannot read or preprocess image ({reason})") from None
+
+
+def _check_finite(path: Path, image: torch.Tensor) -> None:
+    """Refuse NaN/Inf voxels: the network would turn them into a meaningless label map."""
+    if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+        nan, inf = int(torch.isnan(image).sum()), int(torch.isinf(image).sum())
+        raise DataError(f"{path}: image holds {nan} NaN and {inf} infinite voxel(s) — replace them (e.g. with the "
+                        "lowest valid intensity) and save the image again")

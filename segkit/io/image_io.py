@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +15,45 @@ from segkit.io.atomic import IMAGE_SUFFIXES, atomic_path, full_suffix
 from segkit.io.sitk_reader import ras_affine
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MAX_VOXELS = 2**31  # a header declaring more is taken as corrupt: nothing is allocated for it
+MAX_AXIS = 10_000
+REEXPORT = "copy or export the file again"
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__).removeprefix("sitk::ERROR:").strip()[:200]
+
+
+def _declared_shape(path: Path) -> tuple[int, ...]:
+    """The array shape in the header (voxel order i, j, k, then channels/components); reads no pixels."""
+    if full_suffix(path).lower() in NIFTI_SUFFIXES:
+        return tuple(int(s) for s in nib.load(str(path)).shape)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    components = reader.GetNumberOfComponents()
+    return (*reader.GetSize(), *((components,) if components > 1 else ()))
+
+
+def header_shape(path: Path) -> tuple[int, ...]:
+    """The array shape ``path``'s header declares, read without any pixel data.
+
+    Refuses (DataError) an empty file, a header no reader understands, and a size beyond
+    ``MAX_VOXELS`` voxels or ``MAX_AXIS`` per axis (a corrupt header), before anything is allocated.
+    """
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes) — {REEXPORT}")
+    try:
+        shape = _declared_shape(path)
+    except Exception as exc:  # readers raise many types for broken headers
+        raise DataError(f"{path}: not a readable image ({_reason(exc)}) — check that it is a NIfTI, NRRD or MHA "
+                        f"image, or {REEXPORT}") from None
+    if math.prod(shape) > MAX_VOXELS or max(shape, default=0) > MAX_AXIS:
+        size = "×".join(map(str, shape))
+        raise DataError(f"{path}: header declares size {size} ({math.prod(shape):.3g} voxels), over the limit of "
+                        f"2**31 voxels or {MAX_AXIS} per axis — the header is corrupt; {REEXPORT}")
+    return shape
 
 
 def write_sitk_image(image: sitk.Image, path: Path, compression_level: int = 1) -> None:
@@ -74,6 +114,7 @@ def is_image_file(path: Path) -> bool:
 
 def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The first channel of an image in voxel order (i, j, k) as float32, and its RAS affine."""
+    header_shape(path)
     try:
         if full_suffix(path).lower() in NIFTI_SUFFIXES:
             image = nib.load(str(path))
@@ -82,7 +123,7 @@ def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
             image = sitk.ReadImage(str(path))
             array, affine = sitk.GetArrayFromImage(image).T.astype(np.float32), ras_affine(image)
     except Exception as exc:  # readers raise many types for broken files
-        raise DataError(f"{path}: cannot read image ({str(exc).strip().splitlines()[-1][:200]})") from None
+        raise DataError(f"{path}: cannot read image ({_reason(exc)}) — {REEXPORT}") from None
     while array.ndim > 3:
         array = array[..., 0]
     return array, affine
@@ -90,6 +131,7 @@ def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_label_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """An integer label map in voxel order (i, j, k) and its RAS affine."""
+    header_shape(path)
     try:
         if full_suffix(path).lower() in NIFTI_SUFFIXES:
             image = nib.load(str(path))
@@ -99,7 +141,7 @@ def read_label_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
             array = sitk.GetArrayFromImage(image).T
             affine = ras_affine(image)
     except Exception as exc:  # readers raise many types for broken files
-        raise DataError(f"{path}: cannot read image ({str(exc).strip().splitlines()[-1][:200]})") from None
+        raise DataError(f"{path}: cannot read image ({_reason(exc)}) — {REEXPORT}") from None
     if not np.issubdtype(array.dtype, np.integer):
         rounded = np.rint(array)
         if not np.array_equal(rounded, array):
