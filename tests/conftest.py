@@ -37,3 +37,18 @@ def tiny_config(tmp_path: Path, tiny_dataset: Path) -> Path:
         "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "patch_size": [32, 32, 32], "val_every": 1},
         "infer": {"roi_size": [32, 32, 32]},
     })
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    """A random-weight resnet18 UNet checkpoint (1 input channel, 4 classes) for the tiny phantoms;
+    returns the ``best`` link. Tests only read it."""
+    from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
+    from segkit.engine.checkpoint import Snapshot, save_checkpoint
+    from segkit.models import build_model
+
+    cfg = Config(data=DataCfg(root=tiny_dataset, spacing=(1.2, 1.2, 2.5)),
+                 model=ModelCfg(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8), norm="batch"),
+                 train=TrainCfg(patch_size=(32, 32, 16)), infer=InferCfg(roi_size=(32, 32, 16), sw_batch_size=4))
+    run = tmp_path_factory.mktemp("ckpt")
+    return save_checkpoint(run, "best", cfg, Snapshot.of(build_model(cfg.model).eval(), {"global_step": 1}))

@@ -13,19 +13,13 @@ import pytest
 import segkit.pipelines.predict as predict_module
 from segkit.pipelines.predict import PredictOptions, run_prediction
 
-from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
-from segkit.engine.checkpoint import Snapshot, save_checkpoint
 from segkit.inference.manifest import read_manifest
 from segkit.models import build_model
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
-    cfg = Config(data=DataCfg(root=tiny_dataset, spacing=(1.2, 1.2, 2.5)),
-                 model=ModelCfg(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8), norm="batch"),
-                 train=TrainCfg(patch_size=(32, 32, 16)), infer=InferCfg(roi_size=(32, 32, 16), sw_batch_size=4))
-    run = tmp_path_factory.mktemp("ckpt")
-    return save_checkpoint(run, "best", cfg, Snapshot.of(build_model(cfg.model).eval(), {"global_step": 1}))
+def checkpoint(random_checkpoint: Path) -> Path:
+    return random_checkpoint
 
 
 @pytest.fixture

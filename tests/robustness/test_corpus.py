@@ -21,9 +21,6 @@ from monai.data import NibabelReader
 
 import segkit.cli as cli_module
 from segkit.cli import main
-from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
-from segkit.engine.checkpoint import Snapshot, save_checkpoint
-from segkit.models import build_model
 from tests.robustness import corpus
 
 GOOD = "imagesTs/phantom_004.nii.gz"  # a held-out phantom of the session's tiny dataset (16×40×40)
@@ -83,14 +80,9 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+def checkpoint(random_checkpoint: Path) -> Path:
     """A random-weight resnet18 checkpoint directory (1 input channel, 4 classes)."""
-    cfg = Config(data=DataCfg(root=tiny_dataset, spacing=(1.2, 1.2, 2.5)),
-                 model=ModelCfg(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8), norm="batch"),
-                 train=TrainCfg(patch_size=(32, 32, 16)), infer=InferCfg(roi_size=(32, 32, 16), sw_batch_size=4))
-    run = tmp_path_factory.mktemp("ckpt")
-    link = save_checkpoint(run, "best", cfg, Snapshot.of(build_model(cfg.model).eval(), {"global_step": 1}))
-    return link.resolve()
+    return random_checkpoint.resolve()
 
 
 @pytest.fixture
