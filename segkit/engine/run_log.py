@@ -18,6 +18,7 @@ from rich.table import Table
 
 from segkit.engine.curves import foreground_names, plot_curves
 from segkit.io.atomic import atomic_write_text
+from segkit.io.strict_json import json_safe
 
 METRICS, CURVES, TENSORBOARD = "metrics.jsonl", "curves.png", "tensorboard"
 
@@ -29,24 +30,6 @@ def _tensorboard_writer(log_dir: Path, purge_step: int | None = None) -> Any | N
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by None, recursing into dicts and lists."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
-        return _json_safe(value.tolist())
-    return value
 
 
 def _parse_lines(text: str) -> list[dict]:
@@ -118,11 +101,11 @@ class RunLog:
 
     def _write(self, kind: str, record: dict) -> None:
         line = {"kind": kind} | {k: v for k, v in record.items() if k != "kind"}
-        self._file.write(json.dumps(_json_safe(line), allow_nan=False) + "\n")
+        self._file.write(json.dumps(json_safe(line), allow_nan=False) + "\n")
         self._file.flush()
 
     def _scalar(self, tag: str, value: Any, step: int) -> None:
-        value = _json_safe(value)
+        value = json_safe(value)
         if self._writer is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
             self._writer.add_scalar(tag, value, step)
 

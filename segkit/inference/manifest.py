@@ -15,7 +15,6 @@ the parts into ``manifest.jsonl`` at the end (parts left by a killed run are mer
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
+from segkit.io.strict_json import json_safe
 
 MANIFEST = "manifest.jsonl"
 PART_GLOB = "manifest.rank*.jsonl"
@@ -32,16 +32,6 @@ PART_GLOB = "manifest.rank*.jsonl"
 def input_signature(paths: Sequence[Path]) -> list[list[int]]:
     """Size and modification time of each input file: a changed input invalidates its output."""
     return [[Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
@@ -85,7 +75,7 @@ class Manifest:
         record = self.previous.get(case_id)
         return (record is not None and record.get("status") == "written" and output.is_file()
                 and record.get("output") == str(output) and record.get("input_signature") == signature
-                and record.get("settings") == _clean(settings))
+                and record.get("settings") == json_safe(settings))
 
     def was_ours(self, case_id: str, output: Path) -> bool:
         """Whether ``output`` was written (or being written) by an earlier segkit run in this folder."""
@@ -94,7 +84,7 @@ class Manifest:
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one line."""
-        line = json.dumps(_clean(record), allow_nan=False) + "\n"
+        line = json.dumps(json_safe(record), allow_nan=False) + "\n"
         try:
             with self._lock, self.path.open("a", encoding="utf-8") as handle:
                 handle.write(line)
