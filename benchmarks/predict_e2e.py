@@ -99,6 +99,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--config", help="demo_unet_resnet34.yaml on CPU, unet_resnet34.yaml on CUDA")
     parser.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (config's)")
     parser.add_argument("--sw-batch", type=int, help="windows per pass (2 on CPU, 8 on CUDA)")
+    parser.add_argument("--norm", choices=("batch", "instance", "group"), help="model.norm (the config's)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--workers", type=int, default=2, help="segkit's reader and writer threads (each)")
     parser.add_argument("--repeats", type=int, default=1, help="folder runs per side, alternating")
@@ -189,6 +190,8 @@ def _config(args: argparse.Namespace) -> Config:
                  f"train.precision={args.precision}", f"seed={args.seed}"]
     if args.roi:
         overrides.append(f"infer.roi_size=[{', '.join(map(str, args.roi))}]")
+    if args.norm:
+        overrides.append(f"model.norm={args.norm}")
     return load_config(args.config, overrides)
 
 
@@ -497,6 +500,7 @@ def main() -> None:
     args = _parse_args()
     device = resolve_device(args.device)
     warnings.filterwarnings("ignore", category=FutureWarning, module="monai")  # Orientationd's labels default
+    torch.backends.cudnn.benchmark = True  # for both sides (segkit's predictor turns it on for itself anyway)
     console = Console()
     if not console.is_terminal:  # piped or captured: keep the table's columns unwrapped
         console = Console(width=max(console.width, 130))

@@ -172,7 +172,7 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: 
         except OSError as exc:
             raise DataError(f"{job.target}: cannot write the prediction ({exc.strerror or exc}) — free disk space "
                             "or fix the permissions of --output, then run again (finished cases are skipped)") from None
-        return label_volumes_ml(prediction.labels, affine)
+        return label_volumes_ml(prediction.voxel_counts, affine)
 
     return write
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai import transforms as mt
-from monai.data import NibabelReader
 
 from segkit.config import AugmentCfg, Config, DataCfg
 from segkit.data.albu import Albumentationsd, build_pipeline
 from segkit.data.cache import DiskCached
+from segkit.data.host_loading import ToDeviceAsFloatd, load_channel_first
 from segkit.errors import ConfigError
+from segkit.io.nifti_reader import NiftiReader
 from segkit.io.sitk_reader import SimpleITKReader
 
 IMAGE, LABEL = "image", "label"
@@ -48,7 +50,7 @@ def preprocessing(cfg: DataCfg, with_label: bool) -> list[mt.Transform]:
     """Deterministic preparation of an image (and its label) for the network."""
     keys = [IMAGE, LABEL] if with_label else [IMAGE]
     chain: list[mt.Transform] = [
-        mt.LoadImaged(keys, reader=[NibabelReader(), SimpleITKReader()], image_only=True),
+        mt.LoadImaged(keys, reader=readers(), image_only=True),
         mt.EnsureChannelFirstd(keys),
     ]
     if cfg.image_dims == 2:  # 2D image files: no patient frame to reorient or resample in
@@ -183,14 +185,23 @@ def prediction_transforms(cfg: DataCfg) -> mt.Compose:
     return mt.Compose(preprocessing(cfg, with_label=False))
 
 
-def split_prediction_transforms(cfg: DataCfg, device: torch.device) -> tuple[mt.Compose, mt.Compose]:
-    """The prediction chain in two parts: reading and reorienting on the host (reader threads), then
-    resampling to the target spacing and normalising on ``device`` (MONAI's transforms run on GPU tensors)."""
+def readers() -> list:
+    """The image readers, in the order they are tried: NIfTI (nibabel headers, fast gzip), then SimpleITK."""
+    return [NiftiReader(), SimpleITKReader()]
+
+
+def split_prediction_transforms(cfg: DataCfg, device: torch.device) -> tuple[Callable, mt.MapTransform, mt.Compose]:
+    """The prediction chain in three parts: reading (host threads; the array keeps the file's layout and dtype,
+    see ``host_loading``); the copy to ``device`` as contiguous float32; and there reorientation, resampling to
+    the target spacing and normalisation (MONAI's transforms run on GPU tensors)."""
     chain = preprocessing(cfg, with_label=False)
-    cut = next(i for i, t in enumerate(chain) if not isinstance(t, mt.LoadImaged | mt.EnsureChannelFirstd
-                                                                  | mt.Orientationd))
-    to_device = mt.EnsureTyped(IMAGE, data_type="tensor", device=device, track_meta=True)
-    return mt.Compose(chain[:cut]), mt.Compose([to_device, *chain[cut:]])
+    cut = next(i for i, t in enumerate(chain) if not isinstance(t, mt.LoadImaged | mt.EnsureChannelFirstd))
+    image_readers = readers()
+
+    def load(names: str | list[str]) -> torch.Tensor:
+        return load_channel_first(names, image_readers)
+
+    return load, ToDeviceAsFloatd(IMAGE, device), mt.Compose(chain[cut:])
 
 
 def seed_everything(seed: int) -> None:

@@ -87,8 +87,8 @@ def mean_foreground(scores: np.ndarray) -> float:
     return float(np.nanmean(finite)) if np.isfinite(finite).any() else float("nan")
 
 
-def label_volumes_ml(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
-    """Volume in ml of each foreground label present, from the voxel-to-world ``affine`` (mm)."""
+def label_volumes_ml(counts: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """Volume in ml of each foreground label present, from voxel ``counts`` per label and the voxel-to-world
+    ``affine`` (mm)."""
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
-    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64))
     return {str(k): round(float(n) * voxel_ml, 4) for k, n in enumerate(counts) if k > 0 and n > 0}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.utils import ImageMetaKey
 
 from segkit.config import Config
 from segkit.data.transforms import IMAGE, split_prediction_transforms
@@ -25,6 +26,7 @@ from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, auto_sw_batch, logits_with_fallbacks
 from segkit.inference.tta import mirrored_logits
 from segkit.io.image_io import REEXPORT, header_shape
+from segkit.models.fold_norm import fold_batch_norm
 from segkit.runtime import ChannelsLastInput, autocast_dtype, use_channels_last_inference
 
 
@@ -32,16 +34,23 @@ from segkit.runtime import ChannelsLastInput, autocast_dtype, use_channels_last_
 class Prediction:
     """One case's result on its input grid (voxel order as nibabel reads the first channel file)."""
 
-    labels: np.ndarray  # uint8, or uint16 beyond 256 classes
+    labels: np.ndarray  # uint8, or uint16 beyond 256 classes; F-ordered (as NIfTI stores it)
+    voxel_counts: np.ndarray  # voxels per class (int64, length num_classes), counted on the device
     probabilities: np.ndarray | None = None  # float16 (K, *spatial) when asked for
 
 
 class Predictor:
-    """Preprocess like training, run the sliding window, resample logits back, argmax."""
+    """Preprocess like training, run the sliding window, resample logits back, argmax.
+
+    The predictor owns ``model`` and prepares it for inference in place: eval mode, batch norm folded into the
+    convolutions before it (``models.fold_norm``), channels-last where ``infer.memory_format`` chooses it.
+    """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, tta: bool = False,
                  probabilities: bool = False, device_preprocessing: bool | None = None) -> None:
-        model = model.to(device).eval()
+        model = fold_batch_norm(model.to(device).eval())  # the predictor owns the model: changed in place
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every pass has the window's shape: autotune once
         if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm, device):
             model = ChannelsLastInput(model, cfg.model.spatial_dims)
         self.model = as_volume_model(model, cfg).eval()
@@ -67,13 +76,12 @@ class Predictor:
         for path in paths:
             self._check_header(path)
         chains = getattr(self._local, "chains", None)
-        if chains is None:  # the host part (read, channel first, reorient), then the rest on the host or device
+        if chains is None:  # the host part (read, channel first), then the rest on the host or the device
             rest_device = self.device if self.device_preprocessing else torch.device("cpu")
             chains = self._local.chains = split_prediction_transforms(self.cfg.data, rest_device)
         image = _apply(chains[0], [str(p) for p in paths] if len(paths) > 1 else str(paths[0]), paths[0])
-        _check_finite(paths[0], image)
         if not self.device_preprocessing:
-            image = _apply(chains[1], image, paths[0])
+            image = _prepare(image, chains[1:], paths[0])
         expected, dims = self.cfg.model.in_channels, self.cfg.data.image_dims
         if image.shape[0] != expected or image.ndim != dims + 1:
             raise DataError(f"{paths[0]}: image has shape {tuple(image.shape)} (channels first) but the model "
@@ -97,8 +105,8 @@ class Predictor:
         if not self.device_preprocessing:
             return image
         if self._device_chain is None:
-            self._device_chain = split_prediction_transforms(self.cfg.data, self.device)[1]
-        return self._device_chain({IMAGE: image})[IMAGE]
+            self._device_chain = split_prediction_transforms(self.cfg.data, self.device)[1:]
+        return _prepare(image, self._device_chain, Path(image.meta.get(ImageMetaKey.FILENAME_OR_OBJ, "image")))
 
     @torch.no_grad()
     def logits(self, image: torch.Tensor) -> torch.Tensor:
@@ -123,18 +131,20 @@ class Predictor:
         if self.probabilities:
             probabilities = torch.softmax(logits, 0).to(torch.float16).cpu().numpy()
         dtype = torch.uint8 if self.cfg.model.num_classes <= 256 else torch.int32
-        labels = logits.argmax(0).to(dtype).cpu().numpy()
-        return Prediction(labels if dtype == torch.uint8 else labels.astype(np.uint16), probabilities)
+        labels = logits.argmax(0)
+        counts = torch.bincount(labels.flatten(), minlength=self.cfg.model.num_classes).cpu().numpy()
+        labels = _file_ordered(labels.to(dtype)).cpu().numpy().T
+        return Prediction(labels if dtype == torch.uint8 else labels.astype(np.uint16), counts, probabilities)
 
     def predict(self, paths: Sequence[Path]) -> np.ndarray:
         """The label map of one case (its channel files) in the first file's voxel order (as nibabel reads it)."""
         return self.infer(self.load(paths)).labels
 
 
-def _apply(chain, image, path: Path) -> torch.Tensor:
-    """``chain`` on ``{IMAGE: image}``; a failure becomes one line naming ``path`` and the innermost cause."""
+def _apply(step: Callable, image, path: Path) -> torch.Tensor:
+    """``step(image)``; a failure becomes one line naming ``path`` and the innermost cause."""
     try:
-        return chain({IMAGE: image})[IMAGE]
+        return step(image)
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError("applying transform ...")
         cause = exc
         while cause.__cause__ is not None or (cause.__context__ is not None and not cause.__suppress_context__):
@@ -144,6 +154,21 @@ def _apply(chain, image, path: Path) -> torch.Tensor:
         if isinstance(cause, EOFError | OSError | zlib.error):
             raise DataError(f"{path}: pixel data is truncated or damaged ({reason}) — {REEXPORT}") from None
         raise DataError(f"{path}: cannot read or preprocess image ({reason})") from None
+
+
+def _file_ordered(volume: torch.Tensor) -> torch.Tensor:
+    """``volume`` with its axes reversed and made contiguous, i.e. laid out as NIfTI stores it (F order); its
+    NumPy transpose indexes like ``volume`` and is written without a transposing copy on the host."""
+    return volume.permute(*reversed(range(volume.ndim))).contiguous()
+
+
+def _prepare(image: torch.Tensor, steps: tuple, path: Path) -> torch.Tensor:
+    """The image as contiguous float32 where ``steps[0]`` puts it, checked for NaN/Inf, then ``steps[1]``
+    (reorientation, resampling, normalisation) there."""
+    to_float, rest = steps
+    image = _apply(lambda data: to_float({IMAGE: data})[IMAGE], image, path)
+    _check_finite(path, image)
+    return _apply(lambda data: rest({IMAGE: data})[IMAGE], image, path)
 
 
 def _check_finite(path: Path, image: torch.Tensor) -> None:

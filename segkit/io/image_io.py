@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import SimpleITK as sitk
 
 from segkit.errors import DataError
 from segkit.io.atomic import IMAGE_SUFFIXES, atomic_path, full_suffix
+from segkit.io.gzip_codec import gzip_compress
 from segkit.io.sitk_reader import ras_affine
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -93,9 +93,9 @@ def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path, compre
     image = nib.Nifti1Image(array_ijk, ref.affine, header)
     image.set_qform(ref.header.get_qform(), code=int(ref.header["qform_code"]))
     image.set_sform(ref.header.get_sform(), code=int(ref.header["sform_code"]))
-    data = image.to_bytes()
+    data = image.to_bytes()  # an F-ordered array (as predictions are) goes out without a transposing copy
     if path.name.lower().endswith(".gz"):
-        data = gzip.compress(data, compresslevel=compression_level, mtime=0)
+        data = gzip_compress(data, compression_level)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU benchmark set in one go, for a lent GPU machine that has torch but not segkit's other dependencies and
+# no network: installs the wheels in .whl/ (if any) and segkit into /tmp, then runs each benchmark under its own
+# time limit, writing logs and JSON to $OUT (default ./bench-out). A stage that fails does not stop the others.
+#
+#     bash benchmarks/gpu_session.sh [stage ...]     # smoke predict stages forward train train-compile
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+
+if ! $PY -c "import monai, segkit.pipelines" 2>/dev/null; then
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    fi
+    $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/segkit . || exit 1
+    export PYTHONPATH=/tmp/segkit:/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+$PY -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.version.cuda)"
+
+stage() {  # stage NAME SECONDS COMMAND...
+    local name=$1 limit=$2; shift 2
+    echo "=== $name ($(date +%T))"
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    tail -n 40 "$OUT/$name.log"
+    echo "=== $name rc=$rc"
+}
+
+STAGES=${*:-smoke predict stages forward train train-compile}
+for s in $STAGES; do
+    case $s in
+        smoke) stage smoke 150 $PY benchmarks/predict_e2e.py --device cuda --size 160 160 96 --cases 2 \
+                   --json "$OUT/smoke.json" ;;
+        predict) stage predict 420 $PY benchmarks/predict_e2e.py --device cuda --workers 4 --data /tmp/ct \
+                     --json "$OUT/predict.json" ;;
+        predict-bn) stage predict-bn 420 $PY benchmarks/predict_e2e.py --device cuda --workers 4 --data /tmp/ct \
+                        --norm batch --json "$OUT/predict_bn.json" ;;
+        stages) stage stages 240 $PY benchmarks/predict_stages.py --device cuda --data /tmp/ct --json "$OUT/stages.json" ;;
+        forward) stage forward 300 $PY benchmarks/forward_variants.py ;;
+        train) stage train 300 $PY benchmarks/train_step.py --device cuda --size 128 128 128 --batch 2 \
+                   --norm batch --json "$OUT/train.json" ;;
+        train-compile) stage train-compile 420 $PY benchmarks/train_step.py --device cuda --size 128 128 128 \
+                           --batch 2 --norm batch --compile --json "$OUT/train_compile.json" ;;
+        *) echo "unknown stage $s"; exit 2 ;;
+    esac
+done
