@@ -42,13 +42,19 @@ class Prediction:
 class Predictor:
     """Preprocess like training, run the sliding window, resample logits back, argmax.
 
-    The predictor owns ``model`` and prepares it for inference in place: eval mode, batch norm folded into the
-    convolutions before it (``models.fold_norm``), channels-last where ``infer.memory_format`` chooses it.
+    The predictor owns ``model`` and prepares it for inference in place: eval mode, channels-last where
+    ``infer.memory_format`` chooses it and, when it runs in fp32, batch norm folded into the convolution before
+    it (``models.fold_norm``). Not under bf16/fp16 autocast: there the folded weights round differently and, on
+    an H100 (benchmarks/predict_e2e.py --norm batch), moved enough label borders to drop the Dice against the
+    unfolded model's maps to 0.965, for a 3% gain.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, tta: bool = False,
                  probabilities: bool = False, device_preprocessing: bool | None = None) -> None:
-        model = fold_batch_norm(model.to(device).eval())  # the predictor owns the model: changed in place
+        self.amp_dtype = autocast_dtype(device, cfg.train.precision)
+        model = model.to(device).eval()  # the predictor owns the model: it is changed in place
+        if self.amp_dtype is None:  # in fp32 folding is exact to rounding; in bf16/fp16 it moves label borders
+            fold_batch_norm(model)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every pass has the window's shape: autotune once
         if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm, device):
@@ -58,7 +64,6 @@ class Predictor:
         # on a GPU, resampling and normalisation run there (host threads only read and reorient);
         # on the CPU all of it stays in the reader threads, where it overlaps with the network
         self.device_preprocessing = device.type == "cuda" if device_preprocessing is None else device_preprocessing
-        self.amp_dtype = autocast_dtype(device, cfg.train.precision)
         self.settings = WindowSettings.from_config(cfg)
         if cfg.infer.sw_batch_size == "auto":
             batch = auto_sw_batch(self.model, cfg.model.in_channels, self.settings, device, self.amp_dtype)

@@ -1,10 +1,11 @@
-"""Instance norm that keeps a channels-last layout (for inference).
+"""An experiment for forward_variants.py: instance norm that keeps a channels-last layout (inference only).
 
 PyTorch's instance norm reshapes its input to one batch-norm "batch" of N×C channels, which forces a contiguous
 (channels-first) copy; a channels-last network then converts back and forth around every norm layer. This
 module computes the same thing with reductions and element-wise ops that keep whatever layout the input has:
 statistics in float32 over the spatial axes (biased variance, as instance norm uses), then one fused
-multiply-add per voxel.
+multiply-add per voxel. On an H100 it did not pay (forward_variants.py: 43.7 ms per 8×128³ pass against
+41.5 ms contiguous), so segkit keeps instance-norm models contiguous.
 """
 
 from __future__ import annotations
