@@ -155,7 +155,11 @@ def test_preprocessing_on_the_device_gives_the_same_prediction(checkpoint: Path,
     prepared = split.finish_preprocessing(loaded)
     reference = host.load(source)
     assert prepared.shape == reference.shape and (prepared - reference).abs().max() < 1e-5
-    assert np.array_equal(split.infer(loaded).labels, host.infer(host.load(source)).labels)
+    prediction = split.infer(loaded)
+    assert np.array_equal(prediction.labels, host.infer(host.load(source)).labels)
+    assert prediction.labels.flags.f_contiguous  # NIfTI's order: written without a transposing copy
+    counts = np.bincount(prediction.labels.ravel(), minlength=ckpt.config.model.num_classes)
+    assert np.array_equal(prediction.voxel_counts, counts)
 
 
 def test_channels_last_inference_matches_contiguous(checkpoint: Path, inputs: Path) -> None:
