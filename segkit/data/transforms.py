@@ -205,8 +205,14 @@ def split_prediction_transforms(cfg: DataCfg, device: torch.device) -> tuple[Cal
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (MONAI's helper; keeps cuDNN choices free)."""
+    """Seed Python, NumPy, torch and MONAI's global seed (MONAI's ``set_determinism``), leaving cuDNN's
+    algorithm choice free: ``set_determinism`` also forces ``cudnn.deterministic`` on and ``cudnn.benchmark``
+    off, which slows GPU training (benchmark mode is turned on where shapes are fixed). It is called without
+    ``use_deterministic_algorithms``, whose torch call costs seconds of start-up (it imports torch._dynamo)."""
     from monai.utils import set_determinism
 
-    set_determinism(seed=seed, use_deterministic_algorithms=False)
+    cudnn = torch.backends.cudnn
+    deterministic, benchmark = cudnn.deterministic, cudnn.benchmark
+    set_determinism(seed=seed)
+    cudnn.deterministic, cudnn.benchmark = deterministic, benchmark
     np.random.seed(seed)

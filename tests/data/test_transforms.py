@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from segkit.config import load_config
 from segkit.data.index import load_dataset
-from segkit.data.transforms import training_transforms
+from segkit.data.transforms import seed_everything, training_transforms
 
 AUG_OFF = ["train.augment.flip=0", "train.augment.affine=0", "train.augment.gamma=0", "train.augment.noise=0",
            "train.augment.contrast=0"]
@@ -57,3 +59,18 @@ def test_patches_are_centred_on_foreground_when_pos_fraction_is_one(tiny_dataset
         label = sample["label"][0]
         assert label[16, 16, 8] > 0  # the centre voxel of a 32x32x16 patch is foreground
         assert set(sample) == {"image", "label"}  # sampling indices are not passed on
+
+
+def test_seed_everything_repeats_draws_and_leaves_cudnn_choices_free() -> None:
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    try:
+        cudnn.deterministic, cudnn.benchmark = False, True
+        draws = []
+        for _ in range(2):
+            seed_everything(123)
+            draws.append((random.random(), float(np.random.rand()), float(torch.rand(1))))
+        assert draws[0] == draws[1]
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)  # MONAI's set_determinism would flip both
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
