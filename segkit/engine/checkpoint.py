@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save
 
 from segkit.config import Config, config_from_dict, config_to_dict
 from segkit.errors import CheckpointError, SegkitError
-from segkit.io.atomic import _fsync_dir, atomic_write_bytes, atomic_write_text
+from segkit.io.atomic import _fsync_dir, atomic_write_bytes, atomic_write_text, remove_stale_temps
 
 WEIGHTS, CONFIG, STATE = "weights.safetensors", "config.json", "state.json"
 TRAIN_WEIGHTS, RESUME = "train_weights.safetensors", "resume.pt"
@@ -103,14 +103,18 @@ def save_checkpoint(run_dir: Path, name: str, cfg: Config, snapshot: Snapshot) -
 
 
 def remove_stale(run_dir: Path) -> None:
-    """Delete what an interrupted save can leave: staged directories, temp links, unreferenced checkpoints."""
+    """Delete what an interrupted save can leave: staged directories, temp links, unreferenced checkpoints,
+    and temp files of killed atomic writes in ``run_dir`` (curves, logs)."""
     store = run_dir / "checkpoints"
     for tmp_link in run_dir.glob(".*.tmp"):
         if tmp_link.is_symlink():
             tmp_link.unlink()
-    if not store.is_dir():
+    remove_stale_temps(run_dir)
+    if not store.is_dir() or store.is_symlink():
         return
     for directory in store.iterdir():
+        if directory.is_symlink():
+            continue  # segkit makes no links here: a planted one must not lead it to delete what it points at
         if directory.name.endswith(PARTIAL):
             shutil.rmtree(directory, ignore_errors=True)
         elif directory.is_dir():
@@ -118,6 +122,11 @@ def remove_stale(run_dir: Path) -> None:
 
 
 def _remove_if_unreferenced(run_dir: Path, directory: Path) -> None:
+    """Delete the checkpoint ``directory`` (a resolved path) when no link in ``run_dir`` names it. Only a real
+    directory directly inside ``run_dir/checkpoints`` is ever deleted: a ``best``/``last`` link (or a
+    ``checkpoints`` link) in a run directory from elsewhere may point at any folder."""
+    if directory.parent != run_dir.resolve() / "checkpoints":
+        return
     links = [p for p in run_dir.iterdir() if p.is_symlink()]
     if all(p.resolve() != directory for p in links):
         shutil.rmtree(directory, ignore_errors=True)

@@ -61,6 +61,18 @@ def _read_lines(path: Path, records: dict[str, dict[str, Any]]) -> None:
             records[str(record["case_id"])] = record
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """Whether ``path`` ends without a newline (a process was killed while appending its last line)."""
+    try:
+        with path.open("rb") as handle:
+            if handle.seek(0, os.SEEK_END) == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 class Manifest:
     """Append-only record of a prediction run (thread-safe appends, each line flushed and fsynced)."""
 
@@ -69,6 +81,7 @@ class Manifest:
         self.path = output_dir / (MANIFEST if part is None else f"manifest.rank{part}.jsonl")
         self.previous = read_all(output_dir)
         self._lock = threading.Lock()
+        self._cut = _ends_mid_line(self.path)  # a killed run's last line: ours must not be glued onto it
 
     def is_done(self, case_id: str, output: Path, signature: list[list[int]], settings: dict[str, Any]) -> bool:
         """Whether an earlier run completed this case with the same inputs and settings."""
@@ -87,9 +100,10 @@ class Manifest:
         line = json.dumps(json_safe(record), allow_nan=False) + "\n"
         try:
             with self._lock, self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line)
+                handle.write("\n" + line if self._cut else line)
                 handle.flush()
                 os.fsync(handle.fileno())
+                self._cut = False
         except OSError as exc:
             raise DataError(f"{self.path}: cannot append to the prediction manifest ({exc.strerror or exc}) — free "
                             "disk space or fix the permissions of the output folder, then run again") from None
