@@ -8,7 +8,7 @@ STAMP := $(VENV)/.segkit-installed
 DEMO_DATA := data/demo
 DEMO_RUN := runs/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean robustness
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# SIGKILL fault injection: 24 kills of segkit train (each resumed) and 12 of segkit predict (each rerun)
+robustness: install
+	$(BIN)/python -m tests.robustness.kill --train-points 24 --predict-points 12
 
 lint: install
 	$(BIN)/ruff check .
