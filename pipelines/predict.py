@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from segkit.errors import DataError, SegkitError
 from segkit.inference.manifest import MANIFEST, Manifest, input_signature, merge_manifests, read_all
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.predictor import Prediction, Predictor
-from segkit.io.atomic import atomic_write_bytes, full_suffix, remove_stale_temps
+from segkit.io.atomic import full_suffix, remove_stale_temps, temp_path_for
 from segkit.io.image_io import is_image_file, read_image_array, write_like, write_probabilities
 from segkit.models import build_model
 from segkit.runtime import resolve_device
@@ -178,11 +177,11 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: 
 
 
 def _prepare_output(output_dir: Path) -> None:
-    """Create ``output_dir`` and prove it writable (a probe written the way outputs are) before any work."""
+    """Create ``output_dir`` and prove it writable (a hidden temp file, as every output first is) before any work."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".segkit-write-probe-{os.getpid()}"
-        atomic_write_bytes(probe, b"")
+        probe = temp_path_for(output_dir / ".segkit-write-probe")  # a killed run's is cleaned like its temps
+        probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise DataError(f"--output {output_dir}: cannot write there ({exc.strerror or exc}) — choose a folder you "

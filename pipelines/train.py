@@ -91,6 +91,18 @@ def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config
     return cfg.model_copy(update={"data": resolve_from_fingerprint(cfg.data, fingerprint)})
 
 
+def _check_replaceable(run_dir: Path) -> None:
+    """``--overwrite`` deletes ``run_dir``: only a folder that holds a segkit run (its ``config.yaml``) and does
+    not hold the working directory."""
+    resolved, cwd = run_dir.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise SegkitError(f"run_dir {run_dir} is the working directory or holds it; --overwrite would delete it "
+                          "— choose a run folder with --set run_dir=runs/NAME")
+    if run_dir.is_symlink() or not (run_dir / "config.yaml").is_file():
+        raise SegkitError(f"run_dir {run_dir} is not empty and holds no segkit run (no config.yaml); --overwrite "
+                          "only replaces a run — choose a new folder with --set run_dir=... or empty this one")
+
+
 def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
     """Create ``run_dir``; an existing run is kept unless ``overwrite``."""
     run_dir = Path(cfg.run_dir)
@@ -98,6 +110,7 @@ def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
         if not overwrite:
             raise SegkitError(f"run_dir {run_dir} already holds a run; pass --overwrite to replace it, "
                               f"--resume {run_dir} to continue it, or choose another with --set run_dir=...")
+        _check_replaceable(run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

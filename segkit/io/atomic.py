@@ -44,12 +44,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_path_for(final: Path) -> Path:
+    """A fresh hidden temp name beside ``final`` (same suffix), of the form :func:`remove_stale_temps` removes."""
+    suffix = full_suffix(final)
+    return final.with_name(f".{final.name[: len(final.name) - len(suffix)]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temp path beside ``final`` (same suffix); on success it replaces ``final``."""
     final = Path(final)
-    suffix = full_suffix(final)
-    tmp = final.with_name(f".{final.name[: len(final.name) - len(suffix)]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    tmp = temp_path_for(final)
     try:
         yield tmp
         _fsync_file(tmp)

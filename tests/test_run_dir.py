@@ -1,0 +1,56 @@
+"""Run folders: --overwrite replaces only a segkit run, never another folder; the output probe leaves nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from segkit.pipelines.predict import _prepare_output
+from segkit.pipelines.train import prepare_run_dir
+
+from segkit.config import Config
+from segkit.errors import SegkitError
+from segkit.io.atomic import remove_stale_temps, temp_path_for
+
+
+def _cfg(run_dir: Path) -> Config:
+    return Config(run_dir=run_dir)
+
+
+def test_overwrite_replaces_a_previous_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    prepare_run_dir(_cfg(run), overwrite=False)
+    (run / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(SegkitError, match="already holds a run"):
+        prepare_run_dir(_cfg(run), overwrite=False)
+    prepare_run_dir(_cfg(run), overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    with pytest.raises(SegkitError, match="holds no segkit run"):
+        prepare_run_dir(_cfg(folder), overwrite=True)
+    assert (folder / "thesis.tex").read_text() == "precious"
+
+
+def test_overwrite_refuses_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.yaml").write_text("looks like a run\n")
+    (project / "src" / "main.py").write_text("code")
+    monkeypatch.chdir(project / "src")
+    for run_dir in (project, project / "src", Path(".")):
+        with pytest.raises(SegkitError, match="working directory"):
+            prepare_run_dir(_cfg(run_dir), overwrite=True)
+    assert (project / "config.yaml").exists()
+
+
+def test_output_probe_uses_a_temp_name_that_cleanup_removes(tmp_path: Path) -> None:
+    _prepare_output(tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    left_by_a_kill = temp_path_for(tmp_path / "out" / ".segkit-write-probe")
+    left_by_a_kill.write_bytes(b"")
+    assert remove_stale_temps(tmp_path / "out") == 1 and not left_by_a_kill.exists()
