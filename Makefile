@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.segkit-installed
 DEMO_DATA := data/demo
 DEMO_RUN := runs/demo
+COMPARE_DEMO := runs/compare-demo
 
-.PHONY: install demo test lint clean robustness
+.PHONY: install demo compare-demo test lint clean robustness
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,10 @@ demo: install
 	$(BIN)/segkit train --config demo_unet_resnet34.yaml --overwrite
 	$(BIN)/segkit predict --checkpoint $(DEMO_RUN) --input $(DEMO_DATA)/imagesTs --output $(DEMO_RUN)/predictions --overwrite
 	$(BIN)/segkit evaluate --pred $(DEMO_RUN)/predictions --ref $(DEMO_DATA)/labelsTs
+
+compare-demo: install
+	@test -f $(DEMO_DATA)/dataset.json || $(BIN)/segkit data synth --out $(DEMO_DATA) --cases 24 --seed 0
+	$(BIN)/segkit compare --config compare/upsampling_demo.yaml --out $(COMPARE_DEMO)
 
 test: install
 	$(BIN)/python -m pytest -q

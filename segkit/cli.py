@@ -127,6 +127,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from segkit.compare.spec import CompareRequest
+    from segkit.pipelines.compare import rebuild_report, run_compare, run_worker
+
+    if args.worker is not None:
+        run_worker(args.worker, console)
+    elif args.report_only is not None:
+        rebuild_report(args.report_only, console)
+    elif args.config is None:
+        raise SegkitError("segkit compare needs --config BASE_CONFIG_OR_SPEC (or --report-only DIR)")
+    else:
+        run_compare(CompareRequest(args.config, tuple(args.vary), tuple(args.overrides), args.seeds, args.out,
+                                   args.baseline), args.gpus, console)
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -256,6 +272,24 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(func=_cmd_export)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    compare = sub.add_parser("compare", help="compare variants over seeds: train, predict held-out cases, score, "
+                                              "measure cost and artefacts, write a report")
+    _add_config_args(compare, required=False)
+    compare.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
+                         help="a config key and its values, one variant each (repeatable: the full factorial), "
+                              "e.g. model.upsample=transposed,nearest,linear,pixelshuffle")
+    compare.add_argument("--seeds", type=_positive, help="seeds per variant, 0..N-1 (default: the spec's, else 3)")
+    compare.add_argument("--out", type=Path, help="folder for the runs and the report (default: the spec's)")
+    compare.add_argument("--baseline", help="the variant the others are compared with (default: the first)")
+    compare.add_argument("--gpus", default="auto", metavar="auto|N",
+                         help="spread runs one per GPU over N GPUs (auto: all visible); with 0 or 1 GPU runs go one "
+                              "after another in this process (default auto)")
+    compare.add_argument("--report-only", type=Path, metavar="DIR", help="rebuild DIR's report from its stored results")
+    compare.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one prepared run, started by --gpus
+    compare.set_defaults(func=_cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
@@ -264,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_predict_evaluate(sub)
     _add_data_config_models(sub)
     _add_export(sub)
+    _add_compare(sub)
     return parser
 
 

@@ -22,9 +22,12 @@ Sources = dict[str, str]
 
 
 def packaged_config_names() -> list[str]:
-    """Names of the configs shipped inside the package (``segkit.configs``)."""
+    """Names of the configs shipped inside the package (``segkit.configs``), sub-folders as ``compare/x.yaml``."""
     root = resources.files("segkit.configs")
-    return sorted(p.name for p in root.iterdir() if p.name.endswith((".yaml", ".yml")))
+    names = [p.name for p in root.iterdir() if p.name.endswith((".yaml", ".yml"))]
+    for folder in (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        names += [f"{folder.name}/{p.name}" for p in folder.iterdir() if p.name.endswith((".yaml", ".yml"))]
+    return sorted(names)
 
 
 def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
@@ -35,8 +38,8 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    if len(name.parts) == 1:
-        packaged = resources.files("segkit.configs") / name.name
+    if not name.is_absolute() and ".." not in name.parts:  # e.g. compare/upsampling_demo.yaml
+        packaged = resources.files("segkit.configs").joinpath(*name.parts)
         if packaged.is_file():
             return Path(str(packaged))
     available = ", ".join(packaged_config_names())

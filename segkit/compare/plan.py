@@ -1,0 +1,168 @@
+"""The full factorial of variants × seeds: run folders named from sanitised values, configs, what is finished.
+
+Run ``(variant, seed)`` lives in ``OUT/runs/<variant slug>/seed<seed>/`` and trains with the base config plus
+the fixed overrides, the variant's values, ``seed: <seed>`` and ``run_dir: <run folder>/train``. The seed sets
+the data split, the patch-sampling stream and the initialisation, so for one seed every variant sees the same
+data in the same order. A run is finished when its ``result.json`` exists and was made with the same config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segkit.compare.spec import Comparison
+from segkit.config import Config, config_to_dict, load_config
+from segkit.errors import ConfigError
+
+RESULT, RUN_SPEC, TRAIN_DIR, PREDICTIONS = "result.json", "run.json", "train", "predictions"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SLUG_PART = 40  # characters per key-value part of a folder name
+
+
+def value_text(value: Any) -> str:
+    """How a varied value is shown: strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def sanitise(text: str) -> str:
+    """Letters, digits, ``_ . -`` only, no leading or trailing dots/dashes (never ``..`` or a path)."""
+    return _UNSAFE.sub("-", text).strip("-.")[:_SLUG_PART].strip("-.") or "value"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One combination of the varied values."""
+
+    values: tuple[tuple[str, Any], ...]
+    slug: str
+
+    @property
+    def label(self) -> str:
+        """The value itself for one varied key, else ``key=value`` pairs (last part of each key)."""
+        if len(self.values) == 1:
+            return value_text(self.values[0][1])
+        return ", ".join(f"{key.rsplit('.', 1)[-1]}={value_text(value)}" for key, value in self.values)
+
+    def overrides(self) -> list[str]:
+        """The variant's values as ``--set`` strings."""
+        return [f"{key}={json.dumps(value, default=str)}" for key, value in self.values]
+
+
+def make_variants(vary: dict[str, list[Any]]) -> list[Variant]:
+    """Every combination of the values, in the order given; folder names made unique if sanitising collides."""
+    combos = [tuple(zip(vary, values, strict=True)) for values in itertools.product(*vary.values())]
+    slugs = ["_".join(f"{sanitise(key.rsplit('.', 1)[-1])}-{sanitise(value_text(v))}" for key, v in combo)
+             for combo in combos]
+    for i, slug in enumerate(slugs):
+        if slugs.count(slug) > 1:
+            digest = hashlib.sha1(json.dumps(combos[i], default=str).encode()).hexdigest()[:6]
+            slugs[i] = f"{slug}-{digest}"
+    return [Variant(combo, slug) for combo, slug in zip(combos, slugs, strict=True)]
+
+
+def find_variant(variants: list[Variant], name: str | None) -> Variant:
+    """The variant called ``name`` (its label or folder name); the first variant when ``name`` is None."""
+    if name is None:
+        return variants[0]
+    for variant in variants:
+        if name in (variant.label, variant.slug):
+            return variant
+    labels = ", ".join(v.label for v in variants)
+    raise ConfigError(f"--baseline {name}: not one of the variants ({labels}); pick one of them")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the comparison."""
+
+    variant: Variant
+    seed: int
+    folder: Path
+    config: Config
+
+    @property
+    def name(self) -> str:
+        """``<variant slug>/seed<k>``."""
+        return f"{self.variant.slug}/seed{self.seed}"
+
+
+def run_folder(out: Path, variant: Variant, seed: int) -> Path:
+    """``OUT/runs/<slug>/seed<k>``, checked to stay inside ``OUT``."""
+    folder = Path(out) / "runs" / variant.slug / f"seed{int(seed)}"
+    if not folder.resolve().is_relative_to(Path(out).resolve()):
+        raise ConfigError(f"variant {variant.label!r}: its run folder would leave --out {out}")
+    return folder
+
+
+def _run_config(comparison: Comparison, variant: Variant, seed: int, folder: Path) -> Config:
+    own = [f"seed={int(seed)}", f"run_dir={json.dumps(str(folder / TRAIN_DIR))}"]
+    try:
+        return load_config(comparison.config, [*comparison.overrides, *variant.overrides(), *own])
+    except ConfigError as exc:
+        raise ConfigError(f"--vary {variant.label}: {str(exc).removeprefix('--set: ')}") from None
+
+
+def plan_runs(comparison: Comparison) -> tuple[list[Variant], list[PlannedRun]]:
+    """The variants and every (variant, seed) run, seed by seed (all variants of seed 0 come first)."""
+    load_config(comparison.config, list(comparison.overrides))  # errors in the fixed part name --set, not a variant
+    variants = make_variants(comparison.vary)
+    runs = []
+    for seed in range(comparison.seeds):
+        for variant in variants:
+            folder = run_folder(comparison.out, variant, seed)
+            runs.append(PlannedRun(variant, seed, folder, _run_config(comparison, variant, seed, folder)))
+    return variants, runs
+
+
+def comparable_config(cfg: Config) -> dict[str, Any]:
+    """The config as plain data without ``run_dir`` (moving the output folder does not change a run)."""
+    return {k: v for k, v in config_to_dict(cfg).items() if k != "run_dir"}
+
+
+def config_digest(cfg: Config) -> str:
+    """A short hash of :func:`comparable_config`."""
+    return hashlib.sha256(json.dumps(comparable_config(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flat(tree: Any, key: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {key: tree}
+    return {k: v for name, sub in tree.items() for k, v in _flat(sub, f"{key}.{name}" if key else name).items()}
+
+
+def _first_difference(old: dict, new: dict) -> str:
+    before, after = _flat(old), _flat(new)
+    key = next((k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)), "?")
+    return f"{key}: {before.get(key)!r} then, {after.get(key)!r} now"
+
+
+def is_finished(run: PlannedRun) -> bool:
+    """Whether the run's ``result.json`` exists with this config; a result made with another config is an error
+    (its numbers would be mixed into the report)."""
+    path = run.folder / RESULT
+    if not path.is_file():
+        return False
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # unreadable: run it again
+    if stored.get("config_digest") == config_digest(run.config):
+        return True
+    change = _first_difference(stored.get("config") or {}, comparable_config(run.config))
+    raise ConfigError(f"{run.folder}: finished with a different config ({change}); delete that folder to redo it, "
+                      "or choose another --out")
+
+
+def plan_record(comparison: Comparison, variants: list[Variant], runs: list[PlannedRun], baseline: Variant) -> dict:
+    """``OUT/compare.json``: what the report needs to find and label the runs (folders relative to ``OUT``)."""
+    return {"format": 1, "config": comparison.config_name, "spec": comparison.spec_name, "vary": comparison.vary,
+            "overrides": list(comparison.overrides), "seeds": comparison.seeds, "baseline": baseline.label,
+            "variants": [{"label": v.label, "slug": v.slug, "values": dict(v.values)} for v in variants],
+            "runs": [{"label": r.variant.label, "seed": r.seed, "folder": str(r.folder.relative_to(comparison.out))}
+                     for r in runs]}

@@ -1,0 +1,171 @@
+"""What a comparison varies: the base config, keys × values, fixed overrides, seeds, baseline and output folder.
+
+A compare spec is a YAML file with one ``compare:`` section (``configs/compare/upsampling.yaml``)::
+
+    compare:
+      config: unet_resnet34.yaml        # base training config: a path next to this file, or a packaged name
+      vary:                             # every combination of these values is one variant
+        model.upsample: [transposed, nearest, linear, pixelshuffle]
+      set:                              # fixed overrides for every run
+        train.epochs: 100
+      seeds: 5                          # seeds 0..4; each seed gives every variant the same split and samples
+      baseline: transposed
+      out: runs/compare-upsampling
+
+Command-line flags override the spec: ``--vary KEY=...`` replaces that key's values (other keys stay),
+``--set`` applies after the spec's ``set``, and ``--seeds``, ``--baseline``, ``--out`` replace theirs.
+``--config`` may also be a plain training config, with everything else from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from segkit.config import Config
+from segkit.config_loading import load_raw_config, resolve_config_path, to_config
+from segkit.errors import ConfigError
+from segkit.registry import closest_match
+
+RESERVED = {"seed": "--seeds", "run_dir": "--out"}  # keys the comparison sets itself
+
+
+class CompareSpec(BaseModel):
+    """The ``compare:`` section of a spec file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: str
+    vary: dict[str, list[Any]] = Field(default_factory=dict)
+    set: dict[str, Any] = Field(default_factory=dict)
+    seeds: PositiveInt = 3
+    baseline: str | None = None
+    out: Path | None = None
+
+
+class _SpecFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compare: CompareSpec
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """The command line's choices; None (or empty) where a flag was not given."""
+
+    config: str
+    vary: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    seeds: int | None = None
+    out: Path | None = None
+    baseline: str | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A resolved comparison: the base config (a loadable path, and its name as written), varied keys with their
+    values, fixed overrides, seeds, baseline, output folder, and the spec file's name as given (if any)."""
+
+    config: str
+    vary: dict[str, list[Any]]
+    out: Path
+    overrides: tuple[str, ...] = ()
+    seeds: int = 3
+    baseline: str | None = None
+    config_name: str = ""
+    spec_name: str | None = field(default=None, compare=False)
+
+
+def schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config schema, sections included (``train``, ``train.augment.flip``, ...)."""
+    keys = []
+    for name, info in model.model_fields.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            keys += schema_keys(info.annotation, f"{prefix}{name}.")
+    return keys
+
+
+def check_vary_key(key: str, flag: str = "--vary") -> None:
+    """A varied key must exist in the config schema and not be one that the comparison sets itself."""
+    if key in RESERVED:
+        raise ConfigError(f"{flag} {key}: the comparison sets '{key}' itself; use {RESERVED[key]} instead")
+    keys = schema_keys()
+    if key not in keys:
+        close = closest_match(key, keys)
+        hint = f"did you mean '{close}'?" if close else "see docs/CONFIG.md for the keys"
+        raise ConfigError(f"{flag} {key}: unknown config key; {hint}")
+
+
+def parse_vary(item: str) -> tuple[str, list[Any]]:
+    """``'model.upsample=transposed,nearest'`` → ``('model.upsample', ['transposed', 'nearest'])``; values are
+    read as one YAML flow list, so ``train.patch_size=[64,64],[96,96]`` gives two lists."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not text.strip():
+        raise ConfigError(f"--vary {item!r}: expected KEY=VALUE1,VALUE2,... "
+                          "e.g. --vary model.upsample=transposed,nearest")
+    try:
+        values = yaml.safe_load(f"[{text}]")
+    except yaml.YAMLError:
+        raise ConfigError(f"--vary {key}: {text!r} is not a comma-separated list of YAML values; quote values that "
+                          "hold commas, colons or brackets") from None
+    return key, values
+
+
+def check_values(key: str, values: Any, flag: str = "--vary") -> list[Any]:
+    """A non-empty list without repeats."""
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{flag} {key}: give a non-empty list of values, e.g. [transposed, nearest]")
+    texts = [json.dumps(v, sort_keys=True, default=str) for v in values]
+    repeated = next((values[i] for i, t in enumerate(texts) if texts.index(t) != i), None)
+    if len(set(texts)) != len(texts):
+        raise ConfigError(f"{flag} {key}: value {repeated!r} is listed twice; list each value once")
+    return values
+
+
+def _override(key: str, value: Any) -> str:
+    """A ``--set`` string whose value reads back as ``value`` (JSON is YAML)."""
+    return f"{key}={json.dumps(value, default=str)}"
+
+
+def _spec_from_file(name: str) -> tuple[CompareSpec | None, Path]:
+    """The ``compare:`` section when ``name`` is a compare spec (None for a plain training config)."""
+    path = resolve_config_path(name)
+    raw, sources = load_raw_config(path, ())
+    if "compare" not in raw:
+        return None, path
+    return to_config(_SpecFile, raw, sources).compare, path
+
+
+def resolve_comparison(request: CompareRequest) -> Comparison:
+    """Merge a spec file (when ``--config`` is one) with the command line, and check the varied keys."""
+    spec, path = _spec_from_file(request.config)
+    base = str(resolve_config_path(spec.config, relative_to=path.parent)) if spec is not None else request.config
+    vary, flags = {}, {}
+    for key, values in (spec.vary if spec else {}).items():
+        flags[key] = f"{path}: compare.vary:"
+        vary[key] = check_values(key, values, flags[key])
+    for item in request.vary:
+        key, values = parse_vary(item)
+        flags[key] = "--vary"
+        vary[key] = check_values(key, values)
+    if not vary:
+        raise ConfigError("nothing to compare: pass --vary KEY=VALUE1,VALUE2 (e.g. model.upsample=transposed,nearest) "
+                          "or a compare spec with a 'vary' section")
+    for key in vary:
+        check_vary_key(key, flags[key])
+    out = request.out or (spec.out if spec else None)
+    if out is None:
+        raise ConfigError("--out DIR is required (the folder for the runs and the report), or set compare.out in the "
+                          "spec")
+    fixed = tuple(_override(k, v) for k, v in (spec.set if spec else {}).items()) + tuple(request.overrides)
+    seeds = request.seeds or (spec.seeds if spec else 3)
+    baseline = request.baseline or (spec.baseline if spec else None)
+    spec_name = request.config if spec is not None else None
+    return Comparison(base, vary, Path(out), fixed, seeds, baseline, spec.config if spec else request.config, spec_name)

@@ -1,0 +1,121 @@
+"""Compare specs, the factorial plan, run folder names, finished-run detection and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segkit.cli import main
+from segkit.compare.plan import (
+    RESULT,
+    comparable_config,
+    find_variant,
+    is_finished,
+    make_variants,
+    plan_runs,
+    run_folder,
+)
+from segkit.compare.spec import CompareRequest, resolve_comparison
+from segkit.config_loading import resolve_config_path
+from segkit.errors import ConfigError
+from tests.conftest import write_yaml
+
+
+def test_unknown_vary_key_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsampel=nearest,linear",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "--vary model.upsampel: unknown config key; did you mean 'model.upsample'?" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("vary", "expected"), [
+    ("model.upsample=transposed,bogus", "--vary bogus: model.upsample: unknown"),
+    ("seed=1,2", "use --seeds"),
+    ("model.upsample=nearest,nearest", "listed twice"),
+    ("model.upsample", "expected KEY=VALUE1,VALUE2"),
+])
+def test_bad_vary_values_are_one_line(vary: str, expected: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", vary, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
+
+
+def test_full_factorial_with_sanitised_folders(tmp_path: Path) -> None:
+    variants = make_variants({"model.upsample": ["transposed", "../../up"], "train.patch_size": [[64, 64], [96, 96]],
+                              "data.window": ["a/b", "a-b"]})
+    assert len(variants) == 8
+    slugs = [v.slug for v in variants]
+    assert len(set(slugs)) == 8 and all(set(s) <= set("abcdefghijklmnopqrstuvwxyz0123456789_.-") for s in slugs)
+    assert slugs[0].startswith("upsample-transposed_patch_size-64-64_window-a-b-")  # a/b vs a-b: made unique
+    for variant in variants:
+        folder = run_folder(tmp_path, variant, 3)
+        assert folder.resolve().is_relative_to(tmp_path.resolve()) and folder.name == "seed3"
+        assert ".." not in folder.parts
+    assert find_variant(variants, variants[2].label) is variants[2]
+    with pytest.raises(ConfigError, match="--baseline nope: not one of the variants"):
+        find_variant(variants, "nope")
+
+
+def test_packaged_demo_spec_plans_every_variant_and_seed(tmp_path: Path) -> None:
+    assert resolve_config_path("compare/upsampling_demo.yaml").is_file()
+    comparison = resolve_comparison(CompareRequest("compare/upsampling_demo.yaml", out=tmp_path, seeds=2))
+    variants, runs = plan_runs(comparison)
+    assert [v.label for v in variants] == ["transposed", "nearest", "linear", "pixelshuffle"]
+    assert len(runs) == 8 and [r.seed for r in runs] == [0] * 4 + [1] * 4
+    for run in runs:
+        assert run.config.model.upsample == run.variant.label and run.config.seed == run.seed
+        assert run.config.run_dir == run.folder / "train"
+        assert run.folder == tmp_path / "runs" / f"upsample-{run.variant.label}" / f"seed{run.seed}"
+
+
+def test_flags_override_the_spec(tmp_path: Path) -> None:
+    spec = write_yaml(tmp_path / "spec.yaml", {"compare": {
+        "config": "demo_unet_resnet34.yaml", "vary": {"model.upsample": ["transposed", "nearest"],
+                                                      "model.fusion": ["concat", "add"]},
+        "set": {"train.epochs": 3}, "seeds": 4, "baseline": "upsample=nearest, fusion=add", "out": "x"}})
+    comparison = resolve_comparison(CompareRequest(str(spec), ("model.fusion=add",), ("train.epochs=5",), 2,
+                                                   tmp_path / "o", None))
+    assert comparison.vary == {"model.upsample": ["transposed", "nearest"], "model.fusion": ["add"]}
+    assert comparison.seeds == 2 and comparison.out == tmp_path / "o"
+    assert comparison.baseline == "upsample=nearest, fusion=add"
+    _, runs = plan_runs(comparison)
+    assert {r.config.train.epochs for r in runs} == {5}  # --set comes after the spec's set
+    assert {r.config.model.fusion for r in runs} == {"add"}
+
+
+def test_spec_with_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    spec = write_yaml(tmp_path / "spec.yaml", {"compare": {"config": "demo_unet_resnet34.yaml",
+                                                            "vray": {"model.upsample": ["nearest"]}}})
+    with pytest.raises(ConfigError, match=r"spec.yaml: unknown key 'compare.vray': did you mean 'compare.vary'\?"):
+        resolve_comparison(CompareRequest(str(spec), out=tmp_path))
+
+
+def test_a_result_from_another_config_is_an_error(tmp_path: Path) -> None:
+    comparison = resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=nearest",),
+                                                   out=tmp_path, seeds=1))
+    run = plan_runs(comparison)[1][0]
+    assert not is_finished(run)
+    run.folder.mkdir(parents=True)
+    stored = comparable_config(run.config)
+    stored["train"]["epochs"] = 99
+    (run.folder / RESULT).write_text(json.dumps({"config_digest": "0", "config": stored}))
+    with pytest.raises(ConfigError, match=r"seed0: finished with a different config \(train.epochs: 99 then, 8 now"):
+        is_finished(run)
+
+
+def test_a_prepared_run_reads_back_for_a_worker_process(tmp_path: Path) -> None:
+    from segkit.pipelines.compare import load_prepared, prepare_run
+
+    comparison = resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=pixelshuffle",
+                                                                                "train.lr=0.001,0.003"),
+                                                   out=tmp_path, seeds=2))
+    run = plan_runs(comparison)[1][-1]
+    prepare_run(run)
+    again = load_prepared(run.folder)
+    assert again == run and again.config.train.lr == 0.003 and again.seed == 1
