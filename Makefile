@@ -9,7 +9,7 @@ DEMO_DATA := data/demo
 DEMO_RUN := runs/demo
 COMPARE_DEMO := runs/compare-demo
 
-.PHONY: install demo compare-demo test lint clean robustness
+.PHONY: install demo compare-demo test lint clean robustness bench bench-gpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,18 @@ test: install
 # SIGKILL fault injection: 24 kills of segkit train (each resumed) and 12 of segkit predict (each rerun)
 robustness: install
 	$(BIN)/python -m tests.robustness.kill --train-points 24 --predict-points 12
+
+# Benchmarks side by side with MONAI (docs/BENCHMARKS.md). bench: the CPU set here (~15 min);
+# bench-gpu: the GPU sizes, on a machine with a CUDA GPU (results and logs in bench-out/)
+bench: install
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[bench]"
+	@mkdir -p bench-out
+	$(BIN)/python benchmarks/io.py --repeats 5 --json bench-out/io.json
+	$(BIN)/python benchmarks/train_step.py --json bench-out/train_step.json
+	$(BIN)/python benchmarks/predict_e2e.py --json bench-out/predict_e2e.json
+
+bench-gpu: install
+	OUT=bench-out PYTHON=$(BIN)/python bash benchmarks/gpu_session.sh predict predict-bn stages forward train train-compile
 
 lint: install
 	$(BIN)/ruff check .
