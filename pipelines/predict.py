@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,15 +178,19 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: 
 
 
 def _prepare_output(output_dir: Path) -> None:
-    """Create ``output_dir`` and prove it writable (a hidden temp file, as every output first is) before any work."""
+    """Create ``output_dir`` and prove it writable the way outputs are written (a hidden temp file renamed into
+    place) before any work. Both names are temp names, so a killed run's probe is cleaned like its temps."""
+    first, second = (temp_path_for(output_dir / ".segkit-write-probe") for _ in range(2))
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = temp_path_for(output_dir / ".segkit-write-probe")  # a killed run's is cleaned like its temps
-        probe.write_bytes(b"")
-        probe.unlink()
+        first.write_bytes(b"")
+        os.replace(first, second)
     except OSError as exc:
         raise DataError(f"--output {output_dir}: cannot write there ({exc.strerror or exc}) — choose a folder you "
                         "can write to, or fix its permissions") from None
+    finally:
+        for probe in (first, second):
+            probe.unlink(missing_ok=True)
 
 
 def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResult]:
