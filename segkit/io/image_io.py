@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from segkit.errors import DataError
 from segkit.io.atomic import IMAGE_SUFFIXES, atomic_path, full_suffix
 from segkit.io.gzip_codec import gzip_compress
+from segkit.io.nifti_reader import nifti_array
 from segkit.io.sitk_reader import ras_affine
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -118,7 +119,7 @@ def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         if full_suffix(path).lower() in NIFTI_SUFFIXES:
             image = nib.load(str(path))
-            array, affine = np.asarray(image.dataobj, dtype=np.float32), np.asarray(image.affine, dtype=np.float64)
+            array, affine = nifti_array(image).astype(np.float32), np.asarray(image.affine, dtype=np.float64)
         else:
             image = sitk.ReadImage(str(path))
             array, affine = sitk.GetArrayFromImage(image).T.astype(np.float32), ras_affine(image)
@@ -135,7 +136,7 @@ def read_label_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         if full_suffix(path).lower() in NIFTI_SUFFIXES:
             image = nib.load(str(path))
-            array, affine = np.asarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
+            array, affine = nifti_array(image), np.asarray(image.affine, dtype=np.float64)
         else:
             image = sitk.ReadImage(str(path))
             array = sitk.GetArrayFromImage(image).T

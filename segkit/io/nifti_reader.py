@@ -27,11 +27,17 @@ class NiftiReader(NibabelReader):
     def _get_array_data(self, img, filename):
         # the file comes from the image's own proxy, not ``filename``: MONAI shares one reader between threads
         # and ``filename`` is the reader's ``self.filenames``, which another thread's ``read`` may have replaced
-        proxy = img.dataobj
-        source = getattr(proxy, "file_like", None)
-        if self.to_gpu or not isinstance(proxy, ArrayProxy) or not str(source).lower().endswith(".gz"):
-            return super()._get_array_data(img, filename)
+        return super()._get_array_data(img, filename) if self.to_gpu else nifti_array(img)
+
+
+def nifti_array(image) -> np.ndarray:
+    """The voxel array of a nibabel image, equal to ``np.asanyarray(image.dataobj)``; gzipped files through the
+    fast path."""
+    proxy = image.dataobj
+    source = getattr(proxy, "file_like", None)
+    if isinstance(proxy, ArrayProxy) and str(source).lower().endswith(".gz"):
         return read_scaled(Path(source), proxy)
+    return np.asanyarray(proxy)
 
 
 def read_scaled(path: Path, proxy: ArrayProxy) -> np.ndarray:

@@ -17,7 +17,7 @@ from monai.transforms import EnsureChannelFirst, LoadImage
 from segkit.data.host_loading import ToDeviceAsFloatd, load_channel_first
 from segkit.io.gzip_codec import gunzip, gzip_compress
 from segkit.io.image_io import write_like
-from segkit.io.nifti_reader import NiftiReader
+from segkit.io.nifti_reader import NiftiReader, nifti_array
 
 
 def _save(path: Path, array: np.ndarray, affine: np.ndarray | None = None, **header: float) -> Path:
@@ -53,6 +53,9 @@ def test_reader_equals_nibabel_value_for_value(tmp_path: Path, name: str) -> Non
     assert torch.equal(torch.nan_to_num(got, nan=-7.0), torch.nan_to_num(expected, nan=-7.0))
     assert torch.equal(got.affine, expected.affine)
     assert sorted(got.meta) == sorted(expected.meta)
+    direct = nifti_array(nib.load(str(path)))  # what evaluate and data check read
+    assert direct.dtype == np.asanyarray(nib.load(str(path)).dataobj).dtype
+    assert np.array_equal(direct, np.asanyarray(nib.load(str(path)).dataobj), equal_nan=True)
 
 
 def test_reader_refuses_truncated_and_short_files(tmp_path: Path) -> None:
