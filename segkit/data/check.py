@@ -10,89 +10,41 @@ time, so an unchanged dataset is not read again.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import json
 import math
 import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import numpy as np
 import SimpleITK as sitk
 
+from segkit.data.check_results import (
+    CaseReport,
+    CheckResult,
+    Problem,
+    cache_entry,
+    cached_report,
+    case_signature,
+    load_cache,
+    save_cache,
+)
 from segkit.data.fingerprint import CaseStats, sample_foreground
 from segkit.data.msd import Case
-from segkit.io.atomic import atomic_write_text, full_suffix
+from segkit.io.atomic import full_suffix
 from segkit.io.image_io import MAX_AXIS, MAX_VOXELS
 
 SPACING_RTOL = 1e-3
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-4
-CACHE_VERSION = 1
 _CHUNK = 1 << 20
 _REEXPORT = "copy or export the file again"
 # NIfTI datatype codes of float pixels (complex ones as pairs of floats)
 _NIFTI_FLOATS = {16: np.dtype("f4"), 32: np.dtype("f4"), 64: np.dtype("f8"), 1792: np.dtype("f8")}
 _NONFINITE_FIX = {"image": "replace them (e.g. with the lowest valid intensity) and save the image again",
                   "label": "set them to a class value and save the label as integers"}
-
-Severity = Literal["error", "warning"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with one file; ``message`` reads ``what is wrong — what to do``."""
-
-    case_id: str
-    file: Path
-    severity: Severity
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.file}: {self.message}"
-
-    def as_dict(self) -> dict:
-        """Plain JSON-ready values."""
-        return {"case_id": self.case_id, "file": str(self.file), "severity": self.severity, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Problem:
-        """Inverse of :meth:`as_dict`."""
-        return cls(str(data["case_id"]), Path(data["file"]), data["severity"], str(data["message"]))
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """All problems found, how many cases were checked and the statistics of the error-free cases."""
-
-    problems: list[Problem]
-    cases_checked: int
-    stats: list[CaseStats]
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem is an error (warnings allowed)."""
-        return not self.errors
-
-    @property
-    def errors(self) -> list[Problem]:
-        """The problems of severity ``error``."""
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        """The problems of severity ``warning``."""
-        return [p for p in self.problems if p.severity == "warning"]
-
-
-@dataclass(frozen=True)
-class _CaseReport:
-    problems: list[Problem]
-    stats: CaseStats | None
-
 
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
@@ -201,7 +153,7 @@ class _CaseCheck:
     def _error(self, file: Path, message: str) -> None:
         self.problems.append(Problem(self.case.case_id, file, "error", message))
 
-    def run(self) -> _CaseReport:
+    def run(self) -> CaseReport:
         image = self._read(self.case.image, "image")
         image_cf = self._image_channels_first(image) if image is not None else None
         if image_cf is not None:
@@ -216,8 +168,8 @@ class _CaseCheck:
         if image_cf is not None and label_array is not None:
             self._compare_grids(label_path, image, label)
         if image_cf is None or any(p.severity == "error" for p in self.problems):
-            return _CaseReport(self.problems, None)
-        return _CaseReport(self.problems, self._stats(image, image_cf, label_array, counts or {}))
+            return CaseReport(self.problems, None)
+        return CaseReport(self.problems, self._stats(image, image_cf, label_array, counts or {}))
 
     def _label_path(self) -> Path | None:
         label = self.case.label
@@ -371,50 +323,6 @@ class _CaseCheck:
                          counts)
 
 
-def _file_key(path: Path | None) -> list | None:
-    if path is None:
-        return None
-    try:
-        stat = path.stat()
-    except OSError:
-        return [str(path), None, None]
-    return [str(path), stat.st_size, stat.st_mtime_ns]
-
-
-def _signature(case: Case, num_classes: int | None, channels: int | None, label_optional: bool) -> dict:
-    """Everything a case's result depends on; a cached result is reused only when this is unchanged."""
-    return {"case_id": case.case_id, "image": _file_key(case.image), "label": _file_key(case.label),
-            "num_classes": num_classes, "channels": channels, "label_optional": label_optional}
-
-
-def _load_cache(path: Path) -> dict[str, dict]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return dict(data["entries"]) if data.get("version") == CACHE_VERSION else {}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return {}  # no cache, or one from another version: check everything again
-
-
-def _cached_report(entry: dict | None, signature: dict) -> _CaseReport | None:
-    if not isinstance(entry, dict) or entry.get("signature") != signature:
-        return None
-    try:
-        stats = CaseStats.from_dict(entry["stats"]) if entry["stats"] is not None else None
-        return _CaseReport([Problem.from_dict(p) for p in entry["problems"]], stats)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
-def _cache_entry(signature: dict, report: _CaseReport) -> dict:
-    return {"signature": signature, "problems": [p.as_dict() for p in report.problems],
-            "stats": report.stats.as_dict() if report.stats is not None else None}
-
-
-def _save_cache(path: Path, entries: dict[str, dict]) -> None:
-    with contextlib.suppress(OSError):  # the cache only saves time; a read-only dataset folder is still checked
-        atomic_write_text(path, json.dumps({"version": CACHE_VERSION, "entries": entries}, separators=(",", ":")))
-
-
 def check_cases(cases: list[Case], num_classes: int | None, channels: int | None = None,
                 cache_path: Path | None = None, *, optional_labels: Collection[str] = ()) -> CheckResult:
     """Check every case and report every problem found; a bad case does not stop the others.
@@ -424,21 +332,21 @@ def check_cases(cases: list[Case], num_classes: int | None, channels: int | None
     may lack a label file. With ``cache_path``, results of cases whose files (path, size, mtime) and
     settings are unchanged are taken from that JSON file instead of reading the files again.
     """
-    cached = _load_cache(cache_path) if cache_path is not None else {}
+    cached = load_cache(cache_path) if cache_path is not None else {}
     entries: dict[str, dict] = {}
     problems: list[Problem] = []
     stats: list[CaseStats] = []
     for case in cases:
         label_optional = case.case_id in optional_labels
-        signature = _signature(case, num_classes, channels, label_optional)
+        signature = case_signature(case, num_classes, channels, label_optional)
         key = f"{case.case_id}|{case.image}"
-        report = _cached_report(cached.get(key), signature)
+        report = cached_report(cached.get(key), signature)
         if report is None:
             report = _CaseCheck(case, num_classes, channels, label_optional).run()
-        entries[key] = _cache_entry(signature, report)
+        entries[key] = cache_entry(signature, report)
         problems += report.problems
         if report.stats is not None:
             stats.append(report.stats)
     if cache_path is not None and entries != cached:
-        _save_cache(cache_path, entries)
+        save_cache(cache_path, entries)
     return CheckResult(problems, len(cases), stats)

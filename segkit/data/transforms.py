@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -196,12 +197,7 @@ def split_prediction_transforms(cfg: DataCfg, device: torch.device) -> tuple[Cal
     the target spacing and normalisation (MONAI's transforms run on GPU tensors)."""
     chain = preprocessing(cfg, with_label=False)
     cut = next(i for i, t in enumerate(chain) if not isinstance(t, mt.LoadImaged | mt.EnsureChannelFirstd))
-    image_readers = readers()
-
-    def load(names: str | list[str]) -> torch.Tensor:
-        return load_channel_first(names, image_readers)
-
-    return load, ToDeviceAsFloatd(IMAGE, device), mt.Compose(chain[cut:])
+    return partial(load_channel_first, readers=readers()), ToDeviceAsFloatd(IMAGE, device), mt.Compose(chain[cut:])
 
 
 def seed_everything(seed: int) -> None:
