@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/io.py --repeats 5 --json bench-out/io.json
 	$(BIN)/python benchmarks/train_step.py --json bench-out/train_step.json
 	$(BIN)/python benchmarks/predict_e2e.py --json bench-out/predict_e2e.json
+	$(BIN)/python benchmarks/time_to_dice.py --cap 2 --json bench-out/time_to_dice.json
 
 bench-gpu: install
 	OUT=bench-out PYTHON=$(BIN)/python bash benchmarks/gpu_session.sh predict predict-bn stages forward train train-compile

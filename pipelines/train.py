@@ -220,7 +220,8 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
            device: torch.device, env: DistEnv, console: Console, overwrite: bool, resume: bool) -> TrainResult:
     run_dir = _open_run_dir(cfg, overwrite, resume, splits, env)
     opt = build_optimisation(cfg, model, device, env)
-    schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every)
+    schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every,
+                        cfg.train.stop_at_dice)
     validate = _validator(cfg, validation_dataset(cfg, val_cases), device, opt.amp_dtype, env)
     with RunLog(run_dir, cfg.model.num_classes, enabled=env.is_main) as log:
         trainer = Trainer(opt, schedule, validate,

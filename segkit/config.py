@@ -113,6 +113,7 @@ class TrainCfg(_Section):
     loss: str = "dice_ce"
     class_weights: tuple[PositiveFloat, ...] | None = None
     val_every: PositiveInt = 1
+    stop_at_dice: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     pos_fraction: UnitFloat = 0.67
     sampling: Literal["class_balanced", "posneg"] = "class_balanced"
     augment: AugmentCfg = AugmentCfg()

@@ -62,6 +62,7 @@ class Schedule:
     steps_per_epoch: int
     val_every: int = 1
     checkpoint_every: int = 0  # also save ``last`` every N steps (0: at epoch ends only)
+    stop_at_dice: float | None = None  # end the run at the first validation whose mean Dice reaches this
 
     @property
     def total_steps(self) -> int:
@@ -119,7 +120,7 @@ class Trainer:
             task = progress.add_task("train", total=schedule.total_steps, completed=state.global_step,
                                      epoch=state.epoch + 1, loss=float("nan"), lr=self._lr(), dice=self._last_dice())
             mark = time.perf_counter()
-            while state.global_step < schedule.total_steps:
+            while state.global_step < schedule.total_steps and not self._reached_target():
                 loss = self.reduce(run_step(self.opt, [next(stream) for _ in range(self.opt.accumulate)]))
                 now = time.perf_counter()
                 self._count_step(loss, now - mark)
@@ -133,6 +134,12 @@ class Trainer:
                     self.save("last", self.snapshot(resumable=True))
                 mark = time.perf_counter()
         return state
+
+    def _reached_target(self) -> bool:
+        """Whether ``stop_at_dice`` is set and the latest validation's mean Dice reached it."""
+        target = self.schedule.stop_at_dice
+        dice = [r["mean_dice"] for r in self.state.history if _finite(r.get("mean_dice"))]
+        return target is not None and bool(dice) and dice[-1] >= target
 
     def _lr(self) -> float:
         return float(self.opt.optimizer.param_groups[0]["lr"])
