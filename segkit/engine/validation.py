@@ -17,6 +17,7 @@ import torch
 from monai.data.utils import affine_to_spacing
 
 from segkit.engine.metrics import dice_per_class, mean_foreground, surface_metrics_per_class
+from segkit.runtime import class_indices
 
 PredictLogits = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
@@ -71,7 +72,7 @@ def score_volumes(model: torch.nn.Module, volumes: Iterable[Mapping], predict_lo
         with torch.no_grad():
             for i, item in enumerate(volumes):
                 image = torch.as_tensor(item["image"])[None].to(device)
-                pred = predict_logits(model, image).argmax(1)[0].cpu()
+                pred = class_indices(predict_logits(model, image), 1)[0].cpu()
                 case_id = item.get("case_id")
                 case_id = f"case{i}" if case_id is None else str(case_id)
                 scores.append(_case_scores(case_id, item, pred, num_classes, tolerance_mm, surface))

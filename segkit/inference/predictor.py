@@ -27,7 +27,8 @@ from segkit.inference.sliding_window import WindowSettings, auto_sw_batch, logit
 from segkit.inference.tta import mirrored_logits
 from segkit.io.image_io import REEXPORT, header_shape
 from segkit.models.fold_norm import fold_batch_norm
-from segkit.runtime import ChannelsLastInput, autocast_dtype, use_channels_last_inference
+from segkit.models.packed_conv import pack_convolutions
+from segkit.runtime import ChannelsLastInput, autocast_dtype, class_indices, use_channels_last_inference
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class Predictor:
 
     The predictor owns ``model`` and prepares it for inference in place: eval mode, channels-last where
     ``infer.memory_format`` chooses it and, when it runs in fp32, batch norm folded into the convolution before
-    it (``models.fold_norm``). Not under bf16/fp16 autocast: there the folded weights round differently and, on
+    it (``models.fold_norm``) and, on the CPU, its convolutions packed for oneDNN (``models.packed_conv``).
+    Neither under bf16/fp16 autocast: there the folded weights round differently and, on
     an H100 (benchmarks/predict_e2e.py --norm batch), moved enough label borders to drop the Dice against the
     unfolded model's maps to 0.965, for a 3% gain.
     """
@@ -55,6 +57,8 @@ class Predictor:
         model = model.to(device).eval()  # the predictor owns the model: it is changed in place
         if self.amp_dtype is None:  # in fp32 folding is exact to rounding; in bf16/fp16 it moves label borders
             fold_batch_norm(model)
+            if device.type == "cpu":
+                pack_convolutions(model)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every pass has the window's shape: autotune once
         if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm, device):
@@ -136,7 +140,7 @@ class Predictor:
         if self.probabilities:
             probabilities = torch.softmax(logits, 0).to(torch.float16).cpu().numpy()
         dtype = torch.uint8 if self.cfg.model.num_classes <= 256 else torch.int32
-        labels = logits.argmax(0)
+        labels = class_indices(logits, 0)
         counts = torch.bincount(labels.flatten(), minlength=self.cfg.model.num_classes).cpu().numpy()
         labels = _file_ordered(labels.to(dtype)).cpu().numpy().T
         return Prediction(labels if dtype == torch.uint8 else labels.astype(np.uint16), counts, probabilities)
