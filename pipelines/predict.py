@@ -225,10 +225,12 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, option
     ckpt = load_checkpoint(checkpoint)
     cfg = _config_for(ckpt.config, options)
     cases = group_channels(sources, cfg.model.in_channels)
+    model = build_model(cfg.model, initialise=False)  # every weight comes from the checkpoint
+    load_weights(model, ckpt)  # weights that do not fit the config are refused before --output is created
     _prepare_output(output_dir)
     device = init_distributed(env, resolve_device(options.device))
     try:
-        results = _predict_shard(ckpt, cfg, cases[env.rank::env.world], output_dir, options, device, env,
+        results = _predict_shard(ckpt, model, cfg, cases[env.rank::env.world], output_dir, options, device, env,
                                  console if env.is_main else Console(quiet=True))
         results = _gather_results(cases, results, output_dir, device, env)
     finally:
@@ -239,8 +241,8 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, option
     return results
 
 
-def _predict_shard(ckpt: Checkpoint, cfg: Config, cases: list[Case], output_dir: Path, options: PredictOptions,
-                   device: torch.device, env: DistEnv, console: Console) -> list[CaseResult]:
+def _predict_shard(ckpt: Checkpoint, model: torch.nn.Module, cfg: Config, cases: list[Case], output_dir: Path,
+                   options: PredictOptions, device: torch.device, env: DistEnv, console: Console) -> list[CaseResult]:
     if env.is_main:
         remove_stale_temps(output_dir)  # partial files of a killed earlier run (never under a final name)
     barrier()
@@ -253,8 +255,6 @@ def _predict_shard(ckpt: Checkpoint, cfg: Config, cases: list[Case], output_dir:
     console.print(escape(f"predicting {len(jobs)} case(s) with {ckpt.path} on {device}{shards}")
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
-        model = build_model(cfg.model, initialise=False)  # every weight comes from the checkpoint
-        load_weights(model, ckpt)
         predictor = Predictor(model, cfg, device, options.tta, options.probabilities)
         stages = Stages(read=lambda job: predictor.load(job.case.images),
                         compute=lambda image: (predictor.infer(image), np.asarray(image.meta["original_affine"])),

@@ -33,8 +33,10 @@ from segkit.data.check_results import (
 )
 from segkit.data.fingerprint import CaseStats, sample_foreground
 from segkit.data.msd import Case
+from segkit.errors import DataError
 from segkit.io.atomic import full_suffix
-from segkit.io.image_io import MAX_AXIS, MAX_VOXELS
+from segkit.io.image_io import MAX_AXIS, MAX_VOXELS, header_shape
+from segkit.io.nifti2 import is_nifti2, read_nifti2_as_sitk
 
 SPACING_RTOL = 1e-3
 ORIGIN_ATOL_MM = 1e-3
@@ -187,6 +189,12 @@ class _CaseCheck:
         """Header checks, then the one pixel read of this file."""
         if not self._header_ok(path, role):
             return None
+        if is_nifti2(path):  # SimpleITK reads only NIfTI-1
+            try:
+                return read_nifti2_as_sitk(path)
+            except Exception as exc:  # nibabel and numpy raise many types for damaged files
+                self._error(path, f"{role} pixels cannot be read ({type(exc).__name__}: {exc}) — {_REEXPORT}")
+                return None
         try:
             return sitk.ReadImage(str(path))
         except RuntimeError as exc:
@@ -200,6 +208,8 @@ class _CaseCheck:
         if path.stat().st_size == 0:
             self._error(path, f"{role} file is empty (0 bytes) — {_REEXPORT}")
             return False
+        if is_nifti2(path):
+            return self._nifti2_header_ok(path, role)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
@@ -215,6 +225,15 @@ class _CaseCheck:
                               f"{_REEXPORT}")
             return False
         return self._payload_ok(path, role, reader)
+
+    def _nifti2_header_ok(self, path: Path, role: str) -> bool:
+        """A NIfTI-2 header (nibabel): readable and of a sane size; damaged pixel data shows when it is read."""
+        try:
+            header_shape(path)
+        except DataError as exc:
+            self._error(path, f"{role} {str(exc).removeprefix(f'{path}: ')}")
+            return False
+        return True
 
     def _payload_ok(self, path: Path, role: str, reader: sitk.ImageFileReader) -> bool:
         try:

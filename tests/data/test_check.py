@@ -356,3 +356,32 @@ def test_4d_image_with_one_entry_on_the_4th_axis_is_fine(root: Path) -> None:
     nib.save(nib.Nifti1Image(data, original.affine, header), str(image))
     assert nib.load(str(image)).shape == (24, 24, 12, 1)
     assert check_cases(_cases(root)[:1], NUM_CLASSES, channels=1).problems == []
+
+
+def _to_nifti2(path: Path) -> None:
+    """Rewrite a NIfTI-1 file as NIfTI-2 (same voxels, affine and codes)."""
+    image = nib.load(str(path))
+    nib.save(nib.Nifti2Image(np.asanyarray(image.dataobj), None, nib.Nifti2Header.from_header(image.header)),
+             str(path))
+
+
+def test_nifti2_files_are_checked_like_nifti1(root: Path) -> None:
+    before = _check(root)
+    for name in TR:
+        _to_nifti2(root / name)
+    assert nib.load(str(root / TR[0])).header.sizeof_hdr == 540
+    after = _check(root)
+    assert after.ok and after.problems == [], [str(p) for p in after.problems]
+    fingerprints = [compute_fingerprint(r.stats, NUM_CLASSES).as_dict() for r in (before, after)]
+    for key in ("shape", "class_frequency", "intensity", "num_cases"):
+        assert fingerprints[1][key] == fingerprints[0][key], key
+    assert fingerprints[1]["spacing"]["median"] == pytest.approx(fingerprints[0]["spacing"]["median"])
+
+
+def test_a_truncated_nifti2_file_is_an_error_naming_it(root: Path) -> None:
+    path = root / TR[0]
+    _to_nifti2(path)
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[: len(raw) - 500]))
+    problem = _only_problem(_check(root), path)
+    assert problem.severity == "error" and "pixels cannot be read" in problem.message
