@@ -29,7 +29,7 @@ def _trainer(tmp_path: Path, stop_at_dice: float | None, saved: list[str]) -> Tr
         return {"mean_dice": DICE_BY_EPOCH[calls["n"] - 1]}
 
     schedule = Schedule(epochs=len(DICE_BY_EPOCH), steps_per_epoch=2, stop_at_dice=stop_at_dice)
-    log = RunLog(tmp_path, num_classes=2)
+    log = RunLog(tmp_path, num_classes=2, enabled=False)  # no files, no TensorBoard writer: fast
     return Trainer(opt, schedule, validate, save=lambda name, snap: saved.append(name), log=log,
                    console=Console(quiet=True))
 
