@@ -38,14 +38,14 @@ test: install
 robustness: install
 	$(BIN)/python -m tests.robustness.kill --train-points 24 --predict-points 12
 
-# Benchmarks side by side with MONAI (docs/BENCHMARKS.md). bench: the CPU set here (~15 min);
+# Benchmarks side by side with MONAI (docs/BENCHMARKS.md). bench: the CPU set here (~18 min);
 # bench-gpu: the GPU sizes, on a machine with a CUDA GPU (results and logs in bench-out/)
 bench: install
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[bench]"
 	@mkdir -p bench-out
-	$(BIN)/python benchmarks/io.py --repeats 5 --json bench-out/io.json
+	$(BIN)/python benchmarks/io.py --repeats 3 --json bench-out/io.json
 	$(BIN)/python benchmarks/train_step.py --json bench-out/train_step.json
-	$(BIN)/python benchmarks/predict_e2e.py --json bench-out/predict_e2e.json
+	$(BIN)/python benchmarks/predict_e2e.py --cases 2 --json bench-out/predict_e2e.json
 	$(BIN)/python benchmarks/time_to_dice.py --cap 2 --json bench-out/time_to_dice.json
 
 bench-gpu: install

@@ -231,7 +231,8 @@ def _side_row(name: str, runs: list[dict], target: float) -> list[str]:
     reached = [_time_to(c, target) for c in curves]
     seconds = [s for s, _ in reached if s is not None]
     steps = [n for _, n in reached if n is not None]
-    time_cell = _spread(seconds) if len(seconds) == len(curves) else f"not reached in {len(curves) - len(seconds)}"
+    time_cell = (_spread(seconds) if len(seconds) == len(curves)
+                 else f"not reached in {_spread([c.train_seconds[-1] for c in curves])}")
     return [name, f"{curves[0].parameters / 1e6:.1f}M", _spread([c.step_seconds for c in curves], 2), time_cell,
             _spread([float(n) for n in steps]) if steps else "-", _spread([max(c.dice) for c in curves], 3),
             _spread([c.wall_seconds for c in curves])]
@@ -246,9 +247,9 @@ def _table(results: dict) -> Table:
                           f"--cap {setup['cap']} times segkit's time without reaching the target")
     for column in ("recipe", "parameters", "s/step", "train s to target", "steps", "best Dice", "wall s"):
         table.add_column(column, justify="left" if column == "recipe" else "right")
-    table.add_row(*_side_row("segkit demo (UNet-ResNet34, AdamW 2e-3 poly)", [r["segkit"] for r in runs],
+    table.add_row(*_side_row("segkit demo recipe (UNet-ResNet34)", [r["segkit"] for r in runs],
                              setup["target"]))
-    table.add_row(*_side_row("MONAI tutorial (UNet, Adam 1e-4)", [r["monai"] for r in runs], setup["target"]))
+    table.add_row(*_side_row("MONAI spleen tutorial (UNet)", [r["monai"] for r in runs], setup["target"]))
     ratios = [r["ratio"] for r in runs]
     bound = "" if all(r["monai_reached"] for r in runs) else "> "  # MONAI stopped at the cap before the target
     table.add_row("ratio", "", "", f"{bound}{_spread(ratios, 2)}", "", "", "", style="bold")
@@ -270,7 +271,7 @@ def main() -> None:
                                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                                "command": shlex.join(sys.orig_argv)},
                "runs": runs}
-    Console().print(_table(results))
+    Console(width=150).print(_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.json}")
