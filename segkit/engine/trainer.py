@@ -136,17 +136,20 @@ class Trainer:
         return state
 
     def _reached_target(self) -> bool:
-        """Whether ``stop_at_dice`` is set and the latest validation's mean Dice reached it."""
-        target = self.schedule.stop_at_dice
-        dice = [r["mean_dice"] for r in self.state.history if _finite(r.get("mean_dice"))]
-        return target is not None and bool(dice) and dice[-1] >= target
+        """Whether ``stop_at_dice`` is set and the latest validation's mean Dice reached it (NaN never does)."""
+        target, dice = self.schedule.stop_at_dice, self._latest_dice()
+        return target is not None and dice is not None and dice >= target
 
     def _lr(self) -> float:
         return float(self.opt.optimizer.param_groups[0]["lr"])
 
+    def _latest_dice(self) -> float | None:
+        """The mean Dice of the latest validation (None before the first)."""
+        return next((r["mean_dice"] for r in reversed(self.state.history) if r.get("mean_dice") is not None), None)
+
     def _last_dice(self) -> str:
-        dice = [r["mean_dice"] for r in self.state.history if r.get("mean_dice") is not None]
-        return f"{dice[-1]:.4f}" if dice else "–"
+        dice = self._latest_dice()
+        return "–" if dice is None else f"{dice:.4f}"
 
     def _count_step(self, loss: float, seconds: float) -> None:
         state = self.state
