@@ -187,9 +187,10 @@ class _CaseCheck:
 
     def _read(self, path: Path, role: str) -> sitk.Image | None:
         """Header checks, then the one pixel read of this file."""
-        if not self._header_ok(path, role):
+        nifti2 = is_nifti2(path)  # SimpleITK reads only NIfTI-1: these go through nibabel
+        if not self._header_ok(path, role, nifti2):
             return None
-        if is_nifti2(path):  # SimpleITK reads only NIfTI-1
+        if nifti2:
             try:
                 return read_nifti2_as_sitk(path)
             except Exception as exc:  # nibabel and numpy raise many types for damaged files
@@ -201,14 +202,14 @@ class _CaseCheck:
             self._error(path, f"{role} pixels cannot be read ({_itk_reason(exc)}) — {_REEXPORT}")
             return None
 
-    def _header_ok(self, path: Path, role: str) -> bool:
+    def _header_ok(self, path: Path, role: str, nifti2: bool) -> bool:
         if not path.is_file():
             self._error(path, f"{role} file does not exist — add it or fix its path in dataset.json")
             return False
         if path.stat().st_size == 0:
             self._error(path, f"{role} file is empty (0 bytes) — {_REEXPORT}")
             return False
-        if is_nifti2(path):
+        if nifti2:
             return self._nifti2_header_ok(path, role)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))

@@ -38,6 +38,8 @@ class PackedConv(nn.Module):
     def __init__(self, conv: nn.Conv2d | nn.Conv3d, relu: bool = False) -> None:
         super().__init__()
         self.conv, self.relu = conv, relu
+        self._attr = "relu" if relu else "none"
+        self._geometry = [list(conv.padding), list(conv.stride), list(conv.dilation)]  # the ops' int lists
         self._packed: torch.Tensor | None = None
 
     def _fast(self, x: torch.Tensor) -> bool:
@@ -50,9 +52,8 @@ class PackedConv(nn.Module):
         if not self._fast(x):
             out = self.conv(x)
             return torch.relu(out) if self.relu else out
-        conv, attr = self.conv, "relu" if self.relu else "none"
+        conv, attr, geometry = self.conv, self._attr, self._geometry
         bias = None if conv.bias is None else conv.bias.detach()
-        geometry = [list(conv.padding), list(conv.stride), list(conv.dilation)]
         if conv.transposed:
             if self._packed is None:
                 self._packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(
