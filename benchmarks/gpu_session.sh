@@ -3,7 +3,8 @@
 # no network: installs the wheels in .whl/ (if any) and segkit into /tmp, then runs each benchmark under its own
 # time limit, writing logs and JSON to $OUT (default ./bench-out). A stage that fails does not stop the others.
 #
-#     bash benchmarks/gpu_session.sh [stage ...]     # smoke predict stages forward train train-compile
+#     bash benchmarks/gpu_session.sh [stage ...]     # tests smoke predict predict-bn stages forward forward-compile
+#                                                    # train train-profile train-compile train-ro
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-bench-out}
@@ -32,6 +33,8 @@ stage() {  # stage NAME SECONDS COMMAND...
 STAGES=${*:-smoke predict stages forward train train-compile}
 for s in $STAGES; do
     case $s in
+        tests) stage tests 240 $PY -m pytest -q -p no:cacheprovider tests/models/test_fast_instance_norm.py \
+                   tests/models/test_space_to_depth.py tests/inference/test_cuda_graph.py ;;
         smoke) stage smoke 150 $PY benchmarks/predict_e2e.py --device cuda --size 160 160 96 --cases 2 \
                    --json "$OUT/smoke.json" ;;
         predict) stage predict 420 $PY benchmarks/predict_e2e.py --device cuda --workers 4 --data /tmp/ct \
@@ -40,8 +43,14 @@ for s in $STAGES; do
                         --norm batch --json "$OUT/predict_bn.json" ;;
         stages) stage stages 240 $PY benchmarks/predict_stages.py --device cuda --data /tmp/ct --json "$OUT/stages.json" ;;
         forward) stage forward 300 $PY benchmarks/forward_variants.py ;;
+        forward-profile) stage forward-profile 300 $PY benchmarks/forward_variants.py --profile 3 ;;
+        forward-compile) stage forward-compile 480 $PY benchmarks/forward_variants.py --compile --repeats 5 ;;
         train) stage train 300 $PY benchmarks/train_step.py --device cuda --size 128 128 128 --batch 2 \
                    --norm batch --json "$OUT/train.json" ;;
+        train-profile) stage train-profile 300 $PY benchmarks/train_step.py --device cuda --size 128 128 128 --batch 2 \
+                           --norm batch --profile 3 --json "$OUT/train.json" ;;
+        train-ro) stage train-ro 420 $PY benchmarks/train_step.py --device cuda --size 128 128 128 --batch 2 \
+                      --norm batch --compile reduce-overhead --json "$OUT/train_reduce_overhead.json" ;;
         train-compile) stage train-compile 420 $PY benchmarks/train_step.py --device cuda --size 128 128 128 \
                            --batch 2 --norm batch --compile --json "$OUT/train_compile.json" ;;
         *) echo "unknown stage $s"; exit 2 ;;

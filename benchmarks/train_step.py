@@ -69,11 +69,14 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
     parser.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--compile", nargs="?", const="default", choices=("default", "reduce-overhead", "max-autotune"),
+                        help="torch.compile both models (mode: default, or reduce-overhead for CUDA graphs)")
     parser.add_argument("--warmup", type=int, help="untimed steps per model (3 on CPU, 10 on CUDA)")
     parser.add_argument("--repeats", type=int, help="timed steps per model (5 on CPU, 50 on CUDA)")
     parser.add_argument("--norm", choices=("batch", "instance", "group"), help="segkit's model.norm (config's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="CUDA: afterwards, profile this many steps per side and print where the time goes")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     args.size = tuple(args.size or ((128,) * 3 if cuda else (64,) * 3))
@@ -86,10 +89,14 @@ def _config(args: argparse.Namespace) -> Config:
     overrides = [f"model.num_classes={NUM_CLASSES}", "model.in_channels=1", f"train.batch_size={args.batch}",
                  f"train.patch_size=[{', '.join(map(str, args.size))}]", f"train.device={args.device}",
                  f"train.precision={args.precision}", f"train.memory_format={args.memory_format}",
-                 f"train.compile={str(args.compile).lower()}"]
+                 f"train.compile={_compile_setting(args.compile)}"]
     if args.norm:
         overrides.append(f"model.norm={args.norm}")
     return load_config("unet_resnet34.yaml", overrides)
+
+
+def _compile_setting(mode: str | None) -> str:
+    return "false" if mode is None else "true" if mode == "default" else mode
 
 
 def _segkit_side(cfg: Config, device: torch.device, image: torch.Tensor, label: torch.Tensor) -> Side:
@@ -129,7 +136,8 @@ def _monai_side(cfg: Config, device: torch.device, image: torch.Tensor, label: t
     torch.manual_seed(cfg.seed)
     model = FlexibleUNet(in_channels=1, out_channels=NUM_CLASSES, backbone="resnet34", pretrained=False,
                          spatial_dims=3).to(device, memory_format=memory_format)
-    forward = torch.compile(model) if cfg.train.compile else model
+    mode = None if cfg.train.compile in (True, False) else cfg.train.compile
+    forward = torch.compile(model, mode=mode) if cfg.train.compile else model
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = _adamw(model, cfg, device)
     amp_dtype = autocast_dtype(device, cfg.train.precision)
@@ -213,17 +221,21 @@ def _environment(device: torch.device) -> dict:
             "command": shlex.join(sys.orig_argv)}
 
 
+def _compiled(setting: bool | str) -> str:
+    return "" if setting is False else ", compiled" if setting is True else f", compiled ({setting})"
+
+
 def _table(results: dict) -> Table:
     setup, segkit, other = results["setup"], results["segkit"], results["monai"]
     title = (f"Training step, input {'x'.join(map(str, setup['input']))}, {setup['precision']}, "
              f"{'channels-last' if setup['channels_last'] else 'contiguous'}"
-             f"{', compiled' if setup['compile'] else ''}, {results['environment']['device']}")
+             f"{_compiled(setup['compile'])}, {results['environment']['device']}")
     table = Table(title=title, caption="data loading excluded; ratio = MONAI / segkit (> 1: segkit faster)")
     for column in ("model", "median s", "min s", "max s", "parameters", "peak GiB"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, r in (("segkit UNet-ResNet34", segkit), ("MONAI FlexibleUNet", other)):
         peak = f"{r['peak_memory_gib']:.2f}" if "peak_memory_gib" in r else "-"
-        table.add_row(name, f"{r['median_s']:.3f}", f"{r['min_s']:.3f}", f"{r['max_s']:.3f}",
+        table.add_row(name, f"{r['median_s']:.4f}", f"{r['min_s']:.4f}", f"{r['max_s']:.4f}",
                       f"{r['parameters'] / 1e6:.1f}M", peak)
     peak = results["ratios"].get("peak_memory")
     table.add_row("ratio", f"{results['ratios']['median_s']:.2f}", "", "",
@@ -255,6 +267,11 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.json}")
+    if args.profile and device.type == "cuda":
+        from profiling import kernel_report
+
+        for side in sides:
+            kernel_report(side.step, args.profile, f"{side.name} training step")
 
 
 if __name__ == "__main__":

@@ -258,7 +258,8 @@ def _predict_shard(ckpt: Checkpoint, model: torch.nn.Module, cfg: Config, cases:
         predictor = Predictor(model, cfg, device, options.tta, options.probabilities)
         stages = Stages(read=lambda job: predictor.load(job.case.images),
                         compute=lambda image: (predictor.infer(image), np.asarray(image.meta["original_affine"])),
-                        write=_writer(manifest, settings, options, cfg.infer.compression_level))
+                        write=_writer(manifest, settings, options, cfg.infer.compression_level),
+                        warm_up=predictor.warm_up)
         # one intra-op thread per helper thread: OpenMP teams of helpers and the network on the same cores
         # spin against each other (measured on 2 cores: the network's compute went from 14 s to 26 s per case)
         for outcome in run_pipeline(jobs, stages, options.workers, options.workers, expected=(SegkitError, OSError),

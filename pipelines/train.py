@@ -47,6 +47,7 @@ from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, sliding_window_logits
 from segkit.io.atomic import atomic_write_text
 from segkit.models import build_model
+from segkit.models.space_to_depth import use_space_to_depth_stems
 from segkit.runtime import autocast_dtype, channels_last_format, resolve_device, use_channels_last
 
 
@@ -145,9 +146,12 @@ def build_optimisation(cfg: Config, model: torch.nn.Module, device: torch.device
         model = model.to(memory_format=channels_last_format(cfg.model.spatial_dims))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch size: the fastest kernels are found once
+        use_space_to_depth_stems(model)  # the one-channel stem regrouped for tensor-core convolutions
     wrapped = wrap_model(model, env, device, train.sync_batchnorm)
     module = wrapped.module if env.distributed else wrapped  # inside DDP: the model with SyncBatchNorm converted
-    forward = torch.compile(wrapped) if train.compile else wrapped
+    forward = wrapped
+    if train.compile:
+        forward = torch.compile(wrapped, mode=None if train.compile is True else train.compile)
     amp_dtype = autocast_dtype(device, train.precision)
     optimizer = build_optimizer(module, train)
     levels = len(cfg.model.decoder_channels) if cfg.model.deep_supervision else 1

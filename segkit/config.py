@@ -121,7 +121,7 @@ class TrainCfg(_Section):
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
-    compile: bool = False
+    compile: bool | Literal["reduce-overhead", "max-autotune"] = False  # true: torch.compile's default mode
     checkpoint_every: Annotated[int, Field(ge=0)] = 0
     surface_metrics: bool = True
     surface_tolerance: PositiveFloat = 1.0
@@ -137,6 +137,7 @@ class InferCfg(_Section):
     blend: Literal["gaussian", "constant"] = "gaussian"
     tta_axes: tuple[Literal[0, 1, 2], ...] = (0, 1, 2)
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    cuda_graphs: bool = True  # on a GPU, replay each window-batch shape's forward pass as a CUDA graph
     compression_level: Annotated[int, Field(ge=0, le=9)] = 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
 
 import torch
@@ -63,14 +64,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def use_channels_last_inference(setting: str, norm: str, device: torch.device) -> bool:
-    """``infer.memory_format``: ``auto`` is channels-last except with instance norm, on GPUs and CPUs alike.
-    Measured on this 2-core CPU (UNet-ResNet34 3D, batch norm, sliding window over a 137×137×199 volume,
-    two 96×96×32 windows per pass): 18.5 → 15.3 s per volume; an instance-norm forward gained nothing
-    (0.88 → 0.93 s), so instance-norm models stay contiguous."""
-    del device  # the same rule on both; kept in the signature for callers that decide per device
+    """``infer.memory_format``: ``auto`` is channels-last, except for instance-norm models where their norms
+    would convert layouts: everywhere but on a GPU with Triton, where segkit's own instance norm keeps the
+    layout (``models.fast_instance_norm``). Measured on this 2-core CPU (UNet-ResNet34 3D, batch norm, sliding
+    window over a 137×137×199 volume, two 96×96×32 windows per pass): 18.5 → 15.3 s per volume; an
+    instance-norm forward gained nothing there (0.88 → 0.93 s). On an H100: docs/BENCHMARKS.md."""
     if setting == "auto":
-        return norm != "instance"
+        return norm != "instance" or (device.type == "cuda" and triton_available())
     return setting == "channels_last"
+
+
+def triton_available() -> bool:
+    """Whether Triton is installed (PyTorch's CUDA builds bring it)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 class ChannelsLastInput(torch.nn.Module):

@@ -18,7 +18,6 @@ import torch
 from monai import transforms as mt
 
 from segkit.config import AugmentCfg, Config, DataCfg
-from segkit.data.albu import Albumentationsd, build_pipeline
 from segkit.data.cache import DiskCached
 from segkit.data.host_loading import ToDeviceAsFloatd, load_channel_first
 from segkit.errors import ConfigError
@@ -106,7 +105,9 @@ def patch_drawing(cfg: Config) -> list[mt.Transform]:
     if cfg.slices_volumes:
         chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
     chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
-    if cfg.train.albumentations:
+    if cfg.train.albumentations:  # imported here: albumentations takes a second to import and most runs don't use it
+        from segkit.data.albu import Albumentationsd, build_pipeline
+
         chain.append(Albumentationsd(IMAGE, LABEL, build_pipeline(list(cfg.train.albumentations))))
     return chain
 

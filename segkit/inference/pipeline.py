@@ -48,6 +48,7 @@ class Stages:
     read: Callable[[Any], Any]
     compute: Callable[[Any], Any]
     write: Callable[[Any, Any], Any]
+    warm_up: Callable[[], None] | None = None  # device work to do while the first inputs are being read
 
 
 def run_pipeline(items: Iterable[Item], stages: Stages, readers: int = 2, writers: int = 2,
@@ -73,6 +74,8 @@ def run_pipeline(items: Iterable[Item], stages: Stages, readers: int = 2, writer
                 reading.append((outcome, read_pool.submit(_timed, "read", stages.read, item, outcome.seconds)))
 
         top_up()
+        if stages.warm_up is not None and reading:
+            stages.warm_up()
         while reading:
             outcome, future = reading.popleft()
             top_up()

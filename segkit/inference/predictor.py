@@ -21,14 +21,24 @@ from monai.utils import ImageMetaKey
 from segkit.config import Config
 from segkit.data.transforms import IMAGE, split_prediction_transforms
 from segkit.errors import DataError
+from segkit.inference.cuda_graph import GraphedForward
 from segkit.inference.resample import resample_to_grid
 from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, auto_sw_batch, logits_with_fallbacks
 from segkit.inference.tta import mirrored_logits
 from segkit.io.image_io import REEXPORT, header_shape
+from segkit.models.fast_instance_norm import use_channels_last_instance_norm
 from segkit.models.fold_norm import fold_batch_norm
 from segkit.models.packed_conv import pack_convolutions
-from segkit.runtime import ChannelsLastInput, autocast_dtype, class_indices, use_channels_last_inference
+from segkit.models.space_to_depth import use_space_to_depth_stems
+from segkit.runtime import (
+    ChannelsLastInput,
+    autocast,
+    autocast_dtype,
+    class_indices,
+    triton_available,
+    use_channels_last_inference,
+)
 
 
 @dataclass(frozen=True)
@@ -43,26 +53,14 @@ class Prediction:
 class Predictor:
     """Preprocess like training, run the sliding window, resample logits back, argmax.
 
-    The predictor owns ``model`` and prepares it for inference in place: eval mode, channels-last where
-    ``infer.memory_format`` chooses it and, when it runs in fp32, batch norm folded into the convolution before
-    it (``models.fold_norm``) and, on the CPU, its convolutions packed for oneDNN (``models.packed_conv``).
-    Neither under bf16/fp16 autocast: there the folded weights round differently and, on
-    an H100 (benchmarks/predict_e2e.py --norm batch), moved enough label borders to drop the Dice against the
-    unfolded model's maps to 0.965, for a 3% gain.
+    The predictor owns ``model`` and prepares it for inference in place (:func:`prepare_for_inference`); on a
+    GPU each window batch's forward pass is then replayed from a CUDA graph (``infer.cuda_graphs``).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, tta: bool = False,
                  probabilities: bool = False, device_preprocessing: bool | None = None) -> None:
         self.amp_dtype = autocast_dtype(device, cfg.train.precision)
-        model = model.to(device).eval()  # the predictor owns the model: it is changed in place
-        if self.amp_dtype is None:  # in fp32 folding is exact to rounding; in bf16/fp16 it moves label borders
-            fold_batch_norm(model)
-            if device.type == "cpu":
-                pack_convolutions(model)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # every pass has the window's shape: autotune once
-        if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm, device):
-            model = ChannelsLastInput(model, cfg.model.spatial_dims)
+        model = prepare_for_inference(model, cfg, device, self.amp_dtype)
         self.model = as_volume_model(model, cfg).eval()
         self.cfg, self.device, self.tta, self.probabilities = cfg, device, tta, probabilities
         # on a GPU, resampling and normalisation run there (host threads only read and reorient);
@@ -72,8 +70,21 @@ class Predictor:
         if cfg.infer.sw_batch_size == "auto":
             batch = auto_sw_batch(self.model, cfg.model.in_channels, self.settings, device, self.amp_dtype)
             self.settings = WindowSettings(self.settings.roi_size, self.settings.overlap, batch, self.settings.blend)
+        if device.type == "cuda" and cfg.infer.cuda_graphs:  # after the probe above, which runs one window
+            self.model = as_volume_model(GraphedForward(model), cfg).eval()
         self._local = threading.local()  # one MONAI transform chain per reader thread
         self._device_chain = None
+
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """On a GPU, one pass of a full window batch: cuDNN autotuning, Triton compilation and the CUDA graph's
+        capture happen here (the batch pipeline calls it while the first cases are being read), not in the
+        first case's sliding window. Volume models only (a 2D model's slice batches vary with the volume)."""
+        if self.device.type != "cuda" or self.cfg.slices_volumes:
+            return
+        shape = (self.settings.sw_batch_size, self.cfg.model.in_channels, *self.settings.roi_size)
+        with autocast(self.device, self.amp_dtype):
+            self.model(torch.zeros(shape, device=self.device))
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
         """The preprocessed image of one case's channel files (a MetaTensor with the original affine and shape).
@@ -148,6 +159,30 @@ class Predictor:
     def predict(self, paths: Sequence[Path]) -> np.ndarray:
         """The label map of one case (its channel files) in the first file's voxel order (as nibabel reads it)."""
         return self.infer(self.load(paths)).labels
+
+
+def prepare_for_inference(model: torch.nn.Module, cfg: Config, device: torch.device,
+                          amp_dtype: torch.dtype | None) -> torch.nn.Module:
+    """``model`` (changed in place) on ``device`` in eval mode, made faster there without changing its arithmetic
+    beyond rounding: in fp32 batch norm folded into the convolution before it (``models.fold_norm``; not under
+    bf16/fp16 autocast, where the folded weights round differently and, on an H100 (benchmarks/predict_e2e.py
+    --norm batch), moved enough label borders to drop the Dice against the unfolded model's maps to 0.965) and,
+    on the CPU, convolutions packed for oneDNN (``models.packed_conv``); on a GPU, the one-channel stem as a
+    space-to-depth convolution (``models.space_to_depth``) and instance norm in segkit's layout-keeping Triton
+    kernels (``models.fast_instance_norm``); channels-last where ``infer.memory_format`` chooses it."""
+    model = model.to(device).eval()
+    if amp_dtype is None:
+        fold_batch_norm(model)
+        if device.type == "cpu":
+            pack_convolutions(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every pass has the window's shape: autotune once
+        use_space_to_depth_stems(model)
+    if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm, device):
+        if device.type == "cuda" and triton_available():
+            use_channels_last_instance_norm(model)
+        model = ChannelsLastInput(model, cfg.model.spatial_dims)
+    return model
 
 
 def _apply(step: Callable, image, path: Path) -> torch.Tensor:

@@ -130,3 +130,24 @@ def test_channels_last_inputs_give_the_same_step() -> None:
     run_step(opt, [_batch(8)])
     torch.testing.assert_close(other.weight, reference.weight, rtol=1e-5, atol=1e-6)
     assert other.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize(("setting", "mode"), [(True, None), ("reduce-overhead", "reduce-overhead"),
+                                               ("max-autotune", "max-autotune")])
+def test_train_compile_picks_torch_compile_mode(setting: bool | str, mode: str | None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.pipelines import train as train_pipeline
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: calls.append(mode) or model)
+    cfg = Config.model_validate({"model": {"spatial_dims": 2, "encoder": "resnet18", "num_classes": 2,
+                                           "decoder_channels": [32, 16, 8, 8, 8]},
+                                 "train": {"compile": setting, "device": "cpu", "patch_size": [32, 32]}})
+    model = nn.Conv2d(1, 2, 3)
+    train_pipeline.build_optimisation(cfg, model, torch.device("cpu"))
+    assert calls == [mode]
+
+
+def test_train_compile_rejects_unknown_modes() -> None:
+    with pytest.raises(ValueError, match="compile"):
+        TrainCfg(compile="fastest")

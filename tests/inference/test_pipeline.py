@@ -68,3 +68,31 @@ def test_compute_runs_on_the_calling_thread() -> None:
 
     list(run_pipeline(range(4), Stages(lambda i: i, compute, lambda i, v: v)))
     assert seen == {threading.current_thread().name}  # the device is driven by one thread
+
+
+def test_warm_up_runs_once_while_the_first_inputs_are_being_read() -> None:
+    events: list[str] = []
+    reading = threading.Event()
+
+    def read(item: int) -> int:
+        reading.set()
+        time.sleep(0.05)
+        events.append(f"read {item}")
+        return item
+
+    def warm_up() -> None:
+        assert reading.wait(1.0)  # the first reads were submitted before the warm-up started
+        events.append("warm-up")
+
+    outcomes = list(run_pipeline(range(3), Stages(read, lambda v: events.append(f"compute {v}") or v,
+                                                  lambda item, v: v, warm_up=warm_up), readers=2, writers=1))
+    assert [o.result for o in outcomes] == [0, 1, 2]
+    assert events.count("warm-up") == 1
+    assert events.index("warm-up") < events.index("compute 0")
+    assert events.index("warm-up") < events.index("read 0")  # it overlapped the first read
+
+
+def test_no_warm_up_without_items() -> None:
+    called = []
+    assert not list(run_pipeline([], Stages(int, int, lambda i, v: v, warm_up=lambda: called.append(1))))
+    assert not called

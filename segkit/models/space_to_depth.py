@@ -1,0 +1,106 @@
+"""Strided convolutions on few input channels, rewritten as space-to-depth + stride-1 convolution on the GPU.
+
+The stem of a CT/MRI network (7×7×7, stride 2, one input channel) gets no tensor-core kernel from cuDNN: one
+channel is 2 bytes per voxel where its implicit-GEMM kernels want 16. On an H100 it took 6.6 of 28 ms of an
+8×128³ forward pass (benchmarks/forward_variants.py); zero-padding the input to 8 channels was slower still
+(7.2 ms: 8× the work). The same convolution regrouped is dense: the 2×2×2 phases of each input voxel become 8
+channels at half resolution, and the stride-2 kernel of size k becomes a stride-1 kernel of size ⌈k/2⌉ over
+them (its taps regrouped the same way, with one zero tap when k is odd). It is the same sum of the same
+products in a different order. :func:`use_space_to_depth_stems` swaps such convolutions for a twin that does
+this on CUDA tensors; the parameters stay the same objects under the same names, and on the CPU nothing changes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkit.runtime import channels_last_format
+
+PHASE_CHANNELS = 8  # in_channels × 2^dims must be a multiple of this (16 bytes per voxel in bf16)
+
+
+def _eligible(conv: nn.Module) -> bool:
+    dims = conv.weight.ndim - 2
+    return (type(conv) in (nn.Conv2d, nn.Conv3d) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and all(s == 2 for s in conv.stride) and all(d == 1 for d in conv.dilation)
+            and isinstance(conv.padding, tuple) and conv.in_channels * 2**dims % PHASE_CHANNELS == 0
+            and conv.in_channels * 2**dims <= 4 * PHASE_CHANNELS)
+
+
+def _phases(x: torch.Tensor, dims: int) -> torch.Tensor:
+    """``(N, C, 2a, 2b[, 2c])`` → ``(N, C·2^dims, a, b[, c])``: channel = (c, phase per axis), laid out like ``x``."""
+    n, c, *sizes = x.shape
+    half = [s // 2 for s in sizes]
+    split = x.reshape(n, c, *[v for h in half for v in (h, 2)])  # (N, C, a, 2, b, 2, ...)
+    order = [0, 1, *[3 + 2 * i for i in range(dims)], *[2 + 2 * i for i in range(dims)]]
+    grouped = split.permute(*order)  # (N, C, 2, 2, ..., a, b, ...)
+    layout = channels_last_format(dims)
+    out = grouped.reshape(n, c * 2**dims, *half)
+    return out.contiguous(memory_format=layout) if x.is_contiguous(memory_format=layout) else out.contiguous()
+
+
+def _phase_weight(weight: torch.Tensor, dims: int) -> torch.Tensor:
+    """A stride-2 kernel ``(O, C, k, ...)`` as the stride-1 kernel ``(O, C·2^dims, ⌈k/2⌉, ...)`` over phases;
+    odd sizes get one leading zero tap so that taps pair up (matching the extra left padding below)."""
+    o, c, *kernel = weight.shape
+    lead = [k % 2 for k in kernel]
+    padded = F.pad(weight, [v for lead_k in reversed(lead) for v in (lead_k, 0)])
+    taps = [(k + lead_k) // 2 for k, lead_k in zip(kernel, lead, strict=True)]
+    split = padded.reshape(o, c, *[v for t in taps for v in (t, 2)])
+    order = [0, 1, *[3 + 2 * i for i in range(dims)], *[2 + 2 * i for i in range(dims)]]
+    return split.permute(*order).reshape(o, c * 2**dims, *taps)
+
+
+def space_to_depth_convolution(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a stride-2 convolution, computed as a stride-1 convolution over ``x``'s 2^dims phases."""
+    dims = x.ndim - 2
+    kernel, padding = conv.kernel_size, conv.padding
+    outputs = [(s + 2 * p - k) // 2 + 1 for s, p, k in zip(x.shape[2:], padding, kernel, strict=True)]
+    taps = [(k + k % 2) // 2 for k in kernel]
+    left = [p + k % 2 for p, k in zip(padding, kernel, strict=True)]
+    total = [2 * (o + t - 1) for o, t in zip(outputs, taps, strict=True)]  # padded length: the phases cover
+    right = [t - s - lft for t, s, lft in zip(total, x.shape[2:], left, strict=True)]  # it; negative crops
+    pads = [v for lft, r in zip(reversed(left), reversed(right), strict=True) for v in (lft, r)]
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    phases = _phases(F.pad(x, pads), dims)
+    convolve = F.conv3d if dims == 3 else F.conv2d
+    return convolve(phases, _phase_weight(conv.weight, dims), conv.bias)
+
+
+class _SpaceToDepth:
+    """Mixin: on CUDA inputs, compute the stride-2 convolution over input phases."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x`` (on CUDA regrouped; the same sum in another order)."""
+        if not x.is_cuda:
+            return super().forward(x)
+        return space_to_depth_convolution(self, x)
+
+
+class SpaceToDepthConv2d(_SpaceToDepth, nn.Conv2d):
+    """``nn.Conv2d`` (stride 2) computed over input phases on CUDA."""
+
+
+class SpaceToDepthConv3d(_SpaceToDepth, nn.Conv3d):
+    """``nn.Conv3d`` (stride 2) computed over input phases on CUDA."""
+
+
+TWINS = {nn.Conv2d: SpaceToDepthConv2d, nn.Conv3d: SpaceToDepthConv3d}
+
+
+def use_space_to_depth_stems(model: nn.Module) -> nn.Module:
+    """``model`` with each eligible convolution (stride 2, ungrouped, few input channels) swapped in place for
+    its space-to-depth twin sharing the same parameters; returns ``model``."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Conv2d | nn.Conv3d) and _eligible(child):
+            twin = TWINS[type(child)](child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
+                                      padding=child.padding, bias=child.bias is not None, device="meta")
+            twin.weight, twin.bias = child.weight, child.bias
+            twin.train(child.training)
+            setattr(model, name, twin)
+        else:
+            use_space_to_depth_stems(child)
+    return model
