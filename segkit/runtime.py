@@ -70,13 +70,19 @@ def use_channels_last_inference(setting: str, norm: str, device: torch.device) -
     window over a 137×137×199 volume, two 96×96×32 windows per pass): 18.5 → 15.3 s per volume; an
     instance-norm forward gained nothing there (0.88 → 0.93 s). On an H100: docs/BENCHMARKS.md."""
     if setting == "auto":
-        return norm != "instance" or (device.type == "cuda" and triton_available())
+        return norm != "instance" or triton_kernels_usable(device)
     return setting == "channels_last"
 
 
 def triton_available() -> bool:
     """Whether Triton is installed (PyTorch's CUDA builds bring it)."""
     return importlib.util.find_spec("triton") is not None
+
+
+def triton_kernels_usable(device: torch.device) -> bool:
+    """Whether segkit's Triton kernels can run on ``device``: a CUDA GPU Triton supports (compute capability
+    7.0 or newer) and Triton installed."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (7, 0) and triton_available()
 
 
 class ChannelsLastInput(torch.nn.Module):

@@ -1,11 +1,11 @@
-"""Runtime helpers: class indices equal torch's argmax, ties included."""
+"""Runtime helpers: class indices equal torch's argmax (ties included); the inference memory-layout rule."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from segkit.runtime import class_indices
+from segkit.runtime import class_indices, triton_kernels_usable, use_channels_last_inference
 
 
 @pytest.mark.parametrize(("shape", "dim"), [((3, 17, 9, 5), 0), ((2, 4, 6, 7, 8), 1), ((1, 5, 11, 13), 1)])
@@ -17,3 +17,15 @@ def test_class_indices_equal_argmax_with_ties_to_the_first_class(shape: tuple[in
     assert torch.equal(class_indices(logits, dim), expected)
     assert torch.equal(class_indices(logits.contiguous(memory_format=torch.channels_last)
                                      if logits.ndim == 4 else logits, dim), expected)
+
+
+def test_inference_layout_keeps_instance_norm_contiguous_where_no_triton_kernels_run() -> None:
+    cpu = torch.device("cpu")
+    assert not triton_kernels_usable(cpu)
+    assert not use_channels_last_inference("auto", "instance", cpu)
+    assert use_channels_last_inference("auto", "batch", cpu)
+    assert use_channels_last_inference("channels_last", "instance", cpu)
+    assert not use_channels_last_inference("contiguous", "batch", cpu)
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        assert use_channels_last_inference("auto", "instance", gpu) == triton_kernels_usable(gpu)

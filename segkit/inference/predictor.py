@@ -36,7 +36,7 @@ from segkit.runtime import (
     autocast,
     autocast_dtype,
     class_indices,
-    triton_available,
+    triton_kernels_usable,
     use_channels_last_inference,
 )
 
@@ -179,7 +179,7 @@ def prepare_for_inference(model: torch.nn.Module, cfg: Config, device: torch.dev
         torch.backends.cudnn.benchmark = True  # every pass has the window's shape: autotune once
         use_space_to_depth_stems(model)
     if use_channels_last_inference(cfg.infer.memory_format, cfg.model.norm, device):
-        if device.type == "cuda" and triton_available():
+        if triton_kernels_usable(device):
             use_channels_last_instance_norm(model)
         model = ChannelsLastInput(model, cfg.model.spatial_dims)
     return model
