@@ -29,13 +29,17 @@ def _eligible(conv: nn.Module) -> bool:
             and conv.in_channels * 2**dims <= 4 * PHASE_CHANNELS)
 
 
+def _phases_first(dims: int) -> list[int]:
+    """The permutation of ``(A, B, n1, 2, n2, 2, ...)`` to ``(A, B, 2, 2, ..., n1, n2, ...)``."""
+    return [0, 1, *[3 + 2 * i for i in range(dims)], *[2 + 2 * i for i in range(dims)]]
+
+
 def _phases(x: torch.Tensor, dims: int) -> torch.Tensor:
     """``(N, C, 2a, 2b[, 2c])`` → ``(N, C·2^dims, a, b[, c])``: channel = (c, phase per axis), laid out like ``x``."""
     n, c, *sizes = x.shape
     half = [s // 2 for s in sizes]
     split = x.reshape(n, c, *[v for h in half for v in (h, 2)])  # (N, C, a, 2, b, 2, ...)
-    order = [0, 1, *[3 + 2 * i for i in range(dims)], *[2 + 2 * i for i in range(dims)]]
-    grouped = split.permute(*order)  # (N, C, 2, 2, ..., a, b, ...)
+    grouped = split.permute(*_phases_first(dims))  # (N, C, 2, 2, ..., a, b, ...)
     layout = channels_last_format(dims)
     out = grouped.reshape(n, c * 2**dims, *half)
     return out.contiguous(memory_format=layout) if x.is_contiguous(memory_format=layout) else out.contiguous()
@@ -49,8 +53,7 @@ def _phase_weight(weight: torch.Tensor, dims: int) -> torch.Tensor:
     padded = F.pad(weight, [v for lead_k in reversed(lead) for v in (lead_k, 0)])
     taps = [(k + lead_k) // 2 for k, lead_k in zip(kernel, lead, strict=True)]
     split = padded.reshape(o, c, *[v for t in taps for v in (t, 2)])
-    order = [0, 1, *[3 + 2 * i for i in range(dims)], *[2 + 2 * i for i in range(dims)]]
-    return split.permute(*order).reshape(o, c * 2**dims, *taps)
+    return split.permute(*_phases_first(dims)).reshape(o, c * 2**dims, *taps)
 
 
 def space_to_depth_convolution(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
