@@ -83,8 +83,11 @@ class Predictor:
         if self.device.type != "cuda" or self.cfg.slices_volumes:
             return
         shape = (self.settings.sw_batch_size, self.cfg.model.in_channels, *self.settings.roi_size)
-        with autocast(self.device, self.amp_dtype):
-            self.model(torch.zeros(shape, device=self.device))
+        try:
+            with autocast(self.device, self.amp_dtype):
+                self.model(torch.zeros(shape, device=self.device))
+        except torch.OutOfMemoryError:  # left to the sliding window, which halves the windows per pass and retries
+            torch.cuda.empty_cache()
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
         """The preprocessed image of one case's channel files (a MetaTensor with the original affine and shape).
