@@ -30,7 +30,7 @@ from segkit.inference.cuda_graph import GraphedForward
 from segkit.models import build_model
 from segkit.models.fast_instance_norm import use_channels_last_instance_norm
 from segkit.models.space_to_depth import use_space_to_depth_stems
-from segkit.runtime import ChannelsLastInput, autocast, autocast_dtype, triton_available
+from segkit.runtime import ChannelsLastInput, autocast, autocast_dtype, triton_kernels_usable
 
 
 def _parse_args() -> argparse.Namespace:
@@ -78,7 +78,7 @@ def main() -> None:
         if norm == "instance":
             variants["channels-last, layout-keeping norm"] = ChannelsLastInput(
                 with_layout_keeping_instance_norm(_copy(base, cfg)), 3)
-            if triton_available() and device.type == "cuda":
+            if triton_kernels_usable(device):
                 variants["channels-last, Triton instance norm"] = ChannelsLastInput(
                     use_channels_last_instance_norm(_copy(base, cfg)), 3)
             if args.compile:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from segkit.models.swap import plain_sequentials, replace_modules
 from segkit.runtime import channels_last_format
 
 
@@ -49,18 +50,17 @@ class ChannelsLastInstanceNorm(nn.Module):
 
 def use_channels_last_instance_norm(model: nn.Module, interpret: bool = False) -> nn.Module:
     """``model`` with its instance norms (those without running statistics) swapped in place; returns it."""
-    for name, child in list(model.named_children()):
+    def swap(child: nn.Module) -> nn.Module | None:
+        if isinstance(child, ChannelsLastInstanceNorm):
+            return child
         if isinstance(child, _InstanceNorm) and not child.track_running_stats:
-            relu = _followed_by_relu(model, name)
-            setattr(model, name, ChannelsLastInstanceNorm(child, relu=relu, interpret=interpret))
-            if relu:
-                model[int(name) + 1] = nn.Identity()
-        elif not isinstance(child, ChannelsLastInstanceNorm):
-            use_channels_last_instance_norm(child, interpret)
+            return ChannelsLastInstanceNorm(child, interpret=interpret)
+        return None
+
+    replace_modules(model, swap)
+    for sequence in plain_sequentials(model):  # norm → ReLU: the ReLU goes into the norm's kernel
+        for norm, name in zip(sequence, list(sequence._modules)[1:], strict=False):
+            if isinstance(norm, ChannelsLastInstanceNorm) and type(sequence._modules[name]) is nn.ReLU:
+                norm.relu = True
+                sequence._modules[name] = nn.Identity()
     return model
-
-
-def _followed_by_relu(parent: nn.Module, name: str) -> bool:
-    if not isinstance(parent, nn.Sequential) or not name.isdigit() or int(name) + 1 >= len(parent):
-        return False
-    return type(parent[int(name) + 1]) is nn.ReLU

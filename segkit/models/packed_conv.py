@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from segkit.models.swap import plain_sequentials, replace_modules
+
 _REORDER = {2: "mkldnn_reorder_conv2d_weight", 3: "mkldnn_reorder_conv3d_weight"}
 
 
@@ -83,15 +85,11 @@ def pack_convolutions(model: nn.Module) -> nn.Module:
         raise ValueError("pack_convolutions needs a model in eval mode")
     if not packing_available():
         return model
-    for module in list(model.modules()):
-        if isinstance(module, PackedConv):  # packed already (packing twice is a no-op)
-            continue
-        if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-            _fuse_relus(module)
-        for name, child in list(module.named_children()):
-            if _packable(child):
-                setattr(module, name, PackedConv(child))
-    return model
+    for sequence in plain_sequentials(model):
+        _fuse_relus(sequence)
+    # a PackedConv is returned as it is: packing twice changes nothing
+    return replace_modules(model, lambda child: child if isinstance(child, PackedConv)
+                           else PackedConv(child) if _packable(child) else None)
 
 
 def _fuse_relus(sequence: nn.Sequential) -> None:

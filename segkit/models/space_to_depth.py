@@ -16,14 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.models.swap import replace_modules
 from segkit.runtime import channels_last_format
 
 PHASE_CHANNELS = 8  # in_channels × 2^dims must be a multiple of this (16 bytes per voxel in bf16)
 
 
 def _eligible(conv: nn.Module) -> bool:
+    if type(conv) not in TWINS:
+        return False
     dims = conv.weight.ndim - 2
-    return (type(conv) in (nn.Conv2d, nn.Conv3d) and conv.groups == 1 and conv.padding_mode == "zeros"
+    return (conv.groups == 1 and conv.padding_mode == "zeros"
             and all(s == 2 for s in conv.stride) and all(d == 1 for d in conv.dilation)
             and isinstance(conv.padding, tuple) and conv.in_channels * 2**dims % PHASE_CHANNELS == 0
             and conv.in_channels * 2**dims <= 4 * PHASE_CHANNELS)
@@ -97,13 +100,11 @@ TWINS = {nn.Conv2d: SpaceToDepthConv2d, nn.Conv3d: SpaceToDepthConv3d}
 def use_space_to_depth_stems(model: nn.Module) -> nn.Module:
     """``model`` with each eligible convolution (stride 2, ungrouped, few input channels) swapped in place for
     its space-to-depth twin sharing the same parameters; returns ``model``."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.Conv2d | nn.Conv3d) and _eligible(child):
-            twin = TWINS[type(child)](child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
-                                      padding=child.padding, bias=child.bias is not None, device="meta")
-            twin.weight, twin.bias = child.weight, child.bias
-            twin.train(child.training)
-            setattr(model, name, twin)
-        else:
-            use_space_to_depth_stems(child)
-    return model
+    return replace_modules(model, lambda child: _twin(child) if _eligible(child) else None)
+
+
+def _twin(conv: nn.Conv2d | nn.Conv3d) -> nn.Module:
+    twin = TWINS[type(conv)](conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                             padding=conv.padding, bias=conv.bias is not None, device="meta")
+    twin.weight, twin.bias = conv.weight, conv.bias
+    return twin.train(conv.training)
