@@ -102,6 +102,7 @@ class PredictOptions:
     sw_batch_size: int | str | None = None  # an int or "auto"
     workers: int = 2  # reader threads and writer threads each
     preview: bool = False
+    precision: str | None = None  # auto, bf16, fp16 or fp32; default: the checkpoint's train.precision
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,10 @@ def probabilities_path(target: Path) -> Path:
 def _config_for(cfg: Config, options: PredictOptions) -> Config:
     infer = {k: v for k, v in {"overlap": options.overlap, "sw_batch_size": options.sw_batch_size}.items()
              if v is not None}
-    return cfg.model_copy(update={"infer": cfg.infer.model_copy(update=infer)}) if infer else cfg
+    cfg = cfg.model_copy(update={"infer": cfg.infer.model_copy(update=infer)}) if infer else cfg
+    if options.precision is None:
+        return cfg
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": options.precision})})
 
 
 def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dict, overwrite: bool
@@ -248,7 +252,8 @@ def _predict_shard(ckpt: Checkpoint, model: torch.nn.Module, cfg: Config, cases:
     barrier()
     manifest = Manifest(output_dir, part=env.rank if env.distributed else None)
     settings = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.state.get("global_step"), "tta": options.tta,
-                "overlap": cfg.infer.overlap, "probabilities": options.probabilities}
+                "overlap": cfg.infer.overlap, "probabilities": options.probabilities,
+                "precision": cfg.train.precision}
     jobs, results = _plan(cases, output_dir, manifest, settings, options.overwrite)
     skipped = sum(r.status == "skipped" for r in results)
     shards = f" × {env.world} processes" if env.distributed else ""

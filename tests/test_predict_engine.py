@@ -64,6 +64,10 @@ def test_outputs_manifest_probabilities_and_rerun(checkpoint: Path, inputs: Path
     assert all(r.message == "complete in manifest" for r in again)
     tta = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu", probabilities=True, tta=True))
     assert set(_statuses(tta).values()) == {"written"}  # other settings: the manifest does not count it done
+    bf16 = run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu", probabilities=True,
+                                                                         tta=True, precision="bf16"))
+    assert set(_statuses(bf16).values()) == {"written"}  # another precision, another result
+    assert {r["settings"]["precision"] for r in read_manifest(out / "manifest.jsonl").values()} == {"bf16"}
 
 
 def test_a_crash_while_writing_redoes_only_the_missing_cases(checkpoint: Path, inputs: Path, tmp_path: Path,
@@ -179,3 +183,30 @@ def test_channels_last_inference_matches_contiguous(checkpoint: Path, inputs: Pa
         assert isinstance(predictor.model, ChannelsLastInput) == (layout == "channels_last")
         logits[layout] = predictor.logits(predictor.load([sorted(inputs.iterdir())[0]]))
     assert (logits["channels_last"] - logits["contiguous"]).abs().max() < 1e-4
+
+
+def test_bf16_prediction_on_the_cpu_runs_packed_bf16_convolutions_close_to_fp32(checkpoint: Path,
+                                                                                inputs: Path) -> None:
+    import torch
+
+    from segkit.engine.checkpoint import load_checkpoint, load_weights
+    from segkit.inference.predictor import Predictor
+    from segkit.models.packed_conv import PackedConv, packing_available
+
+    ckpt = load_checkpoint(checkpoint)
+    logits, predictors = {}, {}
+    for precision in ("bf16", "fp32"):
+        model = build_model(ckpt.config.model)
+        load_weights(model, ckpt)
+        cfg = ckpt.config.model_copy(update={"train": ckpt.config.train.model_copy(update={"precision": precision})})
+        predictors[precision] = Predictor(model, cfg, torch.device("cpu"))
+        logits[precision] = predictors[precision].logits(predictors[precision].load([sorted(inputs.iterdir())[0]]))
+    packed = {name: m for name, m in predictors["bf16"].model.named_modules() if isinstance(m, PackedConv)}
+    assert len(packed) > 0 or not packing_available()
+    assert all(m.conv.weight.dtype == torch.bfloat16 for m in packed.values())
+    assert all(m._packed is not None for name, m in packed.items() if "aux_heads" not in name)  # the fast path ran
+    assert torch.isfinite(logits["bf16"]).all()
+    error = (logits["bf16"] - logits["fp32"]).abs().max()
+    assert error <= 0.03 * logits["fp32"].abs().max()
+    agreement = (logits["bf16"].argmax(0) == logits["fp32"].argmax(0)).float().mean()
+    assert agreement >= 0.99

@@ -170,14 +170,15 @@ def prepare_for_inference(model: torch.nn.Module, cfg: Config, device: torch.dev
     beyond rounding: in fp32 batch norm folded into the convolution before it (``models.fold_norm``; not under
     bf16/fp16 autocast, where the folded weights round differently and, on an H100 (benchmarks/predict_e2e.py
     --norm batch), moved enough label borders to drop the Dice against the unfolded model's maps to 0.965) and,
-    on the CPU, convolutions packed for oneDNN (``models.packed_conv``); on a GPU, the one-channel stem as a
+    on the CPU, convolutions packed for oneDNN (``models.packed_conv``; in fp32, or with bf16 weights under bf16
+    autocast, checked against oneDNN's faulty AMX kernels); on a GPU, the one-channel stem as a
     space-to-depth convolution (``models.space_to_depth``) and instance norm in segkit's layout-keeping Triton
     kernels (``models.fast_instance_norm``); channels-last where ``infer.memory_format`` chooses it."""
     model = model.to(device).eval()
     if amp_dtype is None:
         fold_batch_norm(model)
-        if device.type == "cpu":
-            pack_convolutions(model)
+    if device.type == "cpu" and amp_dtype in (None, torch.bfloat16):
+        pack_convolutions(model, amp_dtype or torch.float32)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every pass has the window's shape: autotune once
         use_space_to_depth_stems(model)

@@ -1,4 +1,4 @@
-"""Convolutions with oneDNN-prepacked weights, for fp32 inference on the CPU.
+"""Convolutions with oneDNN-prepacked weights, for fp32 and bf16 inference on the CPU.
 
 An eager ``nn.Conv3d`` on the CPU re-lays its weights into oneDNN's blocked format on every call (for
 channels-last inputs that copy alone cost ~100 ms of a 300 ms UNet-ResNet34 window on the 2-core test machine),
@@ -7,9 +7,10 @@ of oneDNN. :class:`PackedConv` reorders the weights once, at its first call, for
 oneDNN's convolution (``torch.ops.mkldnn._convolution_pointwise``, the op ``torch.compile`` emits for frozen CPU
 convolutions; ``_convolution_transpose_pointwise`` for transposed ones), with the following ReLU fused in where a
 ``conv → norm → ReLU`` block has its norm folded away. The result is the same convolution (equal to the eager
-module to float32 rounding, tested); packed weights serve every input size. Anything the packed path does not
-cover (autocast, gradients, non-float32 inputs, non-CPU tensors) runs the original module, so a packed model stays
-correct wherever it is called.
+module to float32 rounding, tested); packed weights serve every input size. With bf16 weights
+(``pack_convolutions(model, torch.bfloat16)``, called under bf16 autocast) oneDNN runs the CPU's AMX/AVX512-BF16
+units. Anything the packed path does not cover (gradients, an input dtype other than the weights' outside a matching
+autocast, non-CPU tensors) runs the original module, so a packed model stays correct wherever it is called.
 
 Measured in ``benchmarks/predict_e2e.py`` on the CPU (docs/BENCHMARKS.md).
 """
@@ -23,6 +24,9 @@ from torch.nn.modules.conv import _ConvNd
 from segkit.models.swap import plain_sequentials, replace_modules
 
 _REORDER = {2: "mkldnn_reorder_conv2d_weight", 3: "mkldnn_reorder_conv3d_weight"}
+_PACKED_DTYPES = (torch.float32, torch.bfloat16)
+# a bf16 output rounds to 2^-9 of itself; garbage from a faulty kernel is off by tens of percent of the largest value
+_BF16_TOLERANCE = 1 / 64
 
 
 def packing_available() -> bool:
@@ -43,30 +47,69 @@ class PackedConv(nn.Module):
         self._attr = "relu" if relu else "none"
         self._geometry = [list(conv.padding), list(conv.stride), list(conv.dilation)]  # the ops' int lists
         self._packed: torch.Tensor | None = None
+        self._sound: dict[tuple[int, ...], bool] = {}  # bf16 input shape → whether oneDNN's kernel is right
 
-    def _fast(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.conv.weight.dtype == torch.float32
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.conv.weight.requires_grad))
-                and not torch.is_autocast_enabled("cpu"))
+    def _input(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``x`` as the packed path takes it (in the weights' dtype, as autocast would cast it), or None where the
+        original module must run."""
+        weight = self.conv.weight
+        if x.device.type != "cpu" or weight.dtype not in _PACKED_DTYPES or (
+                torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            return None
+        if torch.is_autocast_enabled("cpu"):
+            return x.to(weight.dtype) if torch.get_autocast_dtype("cpu") == weight.dtype else None
+        return x if x.dtype == weight.dtype else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution (and ReLU) of ``x``."""
-        if not self._fast(x):
+        packed_input = self._input(x)
+        if packed_input is None:
             out = self.conv(x)
             return torch.relu(out) if self.relu else out
+        if self._packed is None or self._packed.dtype != self.conv.weight.dtype:  # packed again after a cast
+            self._packed = self._pack(packed_input)
+        if packed_input.dtype == torch.bfloat16 and not self._kernel_sound(packed_input):
+            return self._in_float32(packed_input)
+        return self._packed_forward(packed_input)
+
+    def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, attr, geometry = self.conv, self._attr, self._geometry
         bias = None if conv.bias is None else conv.bias.detach()
         if conv.transposed:
-            if self._packed is None:
-                self._packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(
-                    conv.weight.detach(), geometry[0], list(conv.output_padding), *geometry[1:], conv.groups,
-                    list(x.shape))
             return torch.ops.mkldnn._convolution_transpose_pointwise(
                 x, self._packed, bias, geometry[0], list(conv.output_padding), *geometry[1:], conv.groups, attr, [], "")
-        if self._packed is None:
-            reorder = getattr(torch._C._nn, _REORDER[x.ndim - 2])
-            self._packed = reorder(conv.weight.detach().to_mkldnn(), *geometry, conv.groups, list(x.shape))
         return torch.ops.mkldnn._convolution_pointwise(x, self._packed, bias, *geometry, conv.groups, attr, [], "")
+
+    def _kernel_sound(self, x: torch.Tensor) -> bool:
+        """Whether oneDNN's bf16 kernel for inputs shaped like ``x`` computes this convolution. Some do not: with
+        torch 2.13's oneDNN on AMX CPUs, stride-2 3×3 convolutions whose output is one voxel wide along the last axis
+        (a 96×96×32 window's bottleneck) return garbage or NaN (docs/PREDICTION.md). Checked once per input shape
+        against the same products summed in float32; a kernel that disagrees is not used for that shape."""
+        shape = tuple(x.shape)
+        if shape not in self._sound:
+            expected = self._in_float32(x).float()
+            error = (self._packed_forward(x).float() - expected).abs().max()
+            self._sound[shape] = bool(error <= _BF16_TOLERANCE * expected.abs().max() + _BF16_TOLERANCE)
+        return self._sound[shape]
+
+    def _in_float32(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of bf16 ``x`` with the bf16 weights, summed in float32 and rounded to bf16."""
+        conv = self.conv
+        bias = None if conv.bias is None else conv.bias.detach().float()
+        with torch.autocast("cpu", enabled=False):
+            out = torch.convolution(x.float(), conv.weight.detach().float(), bias, conv.stride, conv.padding,
+                                    conv.dilation, conv.transposed, conv.output_padding, conv.groups)
+        return (torch.relu(out) if self.relu else out).to(x.dtype)
+
+    def _pack(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights in oneDNN's blocked layout for inputs like ``x``."""
+        conv, geometry = self.conv, self._geometry
+        if conv.transposed:
+            return torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                conv.weight.detach(), geometry[0], list(conv.output_padding), *geometry[1:], conv.groups,
+                list(x.shape))
+        reorder = getattr(torch._C._nn, _REORDER[x.ndim - 2])
+        return reorder(conv.weight.detach().to_mkldnn(), *geometry, conv.groups, list(x.shape))
 
 
 def _packable(module: nn.Module) -> bool:
@@ -76,20 +119,27 @@ def _packable(module: nn.Module) -> bool:
             and module.weight.ndim - 2 in _REORDER)
 
 
-def pack_convolutions(model: nn.Module) -> nn.Module:
+def pack_convolutions(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Replace every packable convolution of ``model`` (in eval mode, on the CPU) by a :class:`PackedConv`, in
     place, fusing ``conv → Identity → ReLU`` runs of an ``nn.Sequential`` (a ``ConvNormAct`` whose batch norm was
-    folded). Returns ``model``; packing again changes nothing; a no-op where :func:`packing_available` is False.
-    For inference only."""
+    folded). ``dtype=torch.bfloat16`` casts the convolutions' weights (only theirs: norms keep float32 parameters,
+    as under autocast) for a model called under bf16 autocast. Returns ``model``; packing again changes nothing; a
+    no-op where :func:`packing_available` is False. For inference only."""
     if model.training:
         raise ValueError("pack_convolutions needs a model in eval mode")
+    if dtype not in _PACKED_DTYPES:
+        raise ValueError(f"pack_convolutions packs float32 or bfloat16 weights, not {dtype}")
     if not packing_available():
         return model
     for sequence in plain_sequentials(model):
         _fuse_relus(sequence)
     # a PackedConv is returned as it is: packing twice changes nothing
-    return replace_modules(model, lambda child: child if isinstance(child, PackedConv)
-                           else PackedConv(child) if _packable(child) else None)
+    replace_modules(model, lambda child: child if isinstance(child, PackedConv)
+                    else PackedConv(child) if _packable(child) else None)
+    for module in model.modules():
+        if isinstance(module, PackedConv):
+            module.conv.to(dtype)
+    return model
 
 
 def _fuse_relus(sequence: nn.Sequential) -> None:

@@ -97,3 +97,54 @@ def test_other_padding_modes_and_string_padding_are_left_alone() -> None:
                           nn.Conv2d(2, 2, 3, padding="same")).eval()
     pack_convolutions(model)
     assert not any(isinstance(m, PackedConv) for m in model.modules())
+
+
+def _bf16_reference(conv: nn.Module, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    """``conv`` on bf16-rounded input and weights, in float64."""
+    bias = None if conv.bias is None else conv.bias.double()
+    out = torch.convolution(x.bfloat16().double(), conv.weight.bfloat16().double(), bias, conv.stride, conv.padding,
+                            conv.dilation, conv.transposed, conv.output_padding, conv.groups)
+    return torch.relu(out) if relu else out
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(3, (6, 6, 2)), (3, (12, 12, 2)), (3, (9, 8, 7)), (2, (12, 2)),
+                                             (2, (10, 9))])
+def test_bf16_packed_convolutions_compute_the_bf16_products_on_every_shape(dims: int, shape: tuple) -> None:
+    """Among these shapes are ones whose stride-2 output is one voxel wide along the last axis, where torch 2.13's
+    oneDNN AMX kernels return garbage: the packed convolution must still be right there."""
+    torch.manual_seed(4)
+    conv_type, transposed = (nn.Conv2d, nn.ConvTranspose2d) if dims == 2 else (nn.Conv3d, nn.ConvTranspose3d)
+    model = nn.Sequential(conv_type(32, 48, 3, stride=2, padding=1), nn.Identity(), nn.ReLU(),
+                          transposed(48, 16, 2, stride=2)).eval()
+    reference = copy.deepcopy(model)
+    pack_convolutions(model, torch.bfloat16)
+    assert model[0].relu and model[0].conv.weight.dtype == torch.bfloat16
+    x = torch.randn(2, 32, *shape)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16 and model[0]._packed is not None
+    middle = _bf16_reference(reference[0], x, relu=True).bfloat16()
+    expected = _bf16_reference(reference[3], middle, relu=False)
+    assert torch.isfinite(out).all()
+    assert (out.double() - expected).abs().max() <= 0.02 * expected.abs().max()
+
+
+def test_a_faulty_bf16_kernel_is_detected_and_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(5)
+    conv = nn.Conv3d(8, 8, 3, padding=1).eval()
+    packed = pack_convolutions(nn.Sequential(copy.deepcopy(conv)).eval(), torch.bfloat16)[0]
+    good, bad = torch.randn(1, 8, 6, 6, 6), torch.randn(1, 8, 5, 5, 5)
+    real_kernel = PackedConv._packed_forward
+
+    def kernel_wrong_for_odd_sizes(self: PackedConv, x: torch.Tensor) -> torch.Tensor:
+        out = real_kernel(self, x)
+        return out.fill_(float("nan")) if x.shape[-1] % 2 else out
+
+    monkeypatch.setattr(PackedConv, "_packed_forward", kernel_wrong_for_odd_sizes)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for x in (good, bad, bad):
+            out = packed(x)
+            assert (out.double() - _bf16_reference(conv, x, relu=False)).abs().max() <= 0.02 * out.abs().max()
+    assert packed._sound == {(1, 8, 6, 6, 6): True, (1, 8, 5, 5, 5): False}
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        pack_convolutions(nn.Sequential(nn.Conv2d(1, 1, 3)).eval(), torch.float16)
