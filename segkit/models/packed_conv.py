@@ -82,11 +82,15 @@ class PackedConv(nn.Module):
 
     def _kernel_sound(self, x: torch.Tensor) -> bool:
         """Whether oneDNN's bf16 kernel for inputs shaped like ``x`` computes this convolution. Some do not: with
-        torch 2.13's oneDNN on AMX CPUs, stride-2 3×3 convolutions whose output is one voxel wide along the last axis
-        (a 96×96×32 window's bottleneck) return garbage or NaN (docs/PREDICTION.md). Checked once per input shape
+        torch 2.13's oneDNN on AMX CPUs, strided convolutions whose output is one voxel wide along the last axis (a
+        96×96×32 window's bottleneck: 6×6×2 → 3×3×1) return garbage or NaN, depending on what memory held before,
+        so a single check can pass by chance: those shapes are never trusted. Any other shape is checked once
         against the same products summed in float32; a kernel that disagrees is not used for that shape."""
         shape = tuple(x.shape)
         if shape not in self._sound:
+            if _faulty_on_amx(self.conv, shape):
+                self._sound[shape] = False
+                return False
             expected = self._in_float32(x).float()
             error = (self._packed_forward(x).float() - expected).abs().max()
             self._sound[shape] = bool(error <= _BF16_TOLERANCE * expected.abs().max() + _BF16_TOLERANCE)
@@ -110,6 +114,16 @@ class PackedConv(nn.Module):
                 list(x.shape))
         reorder = getattr(torch._C._nn, _REORDER[x.ndim - 2])
         return reorder(conv.weight.detach().to_mkldnn(), *geometry, conv.groups, list(x.shape))
+
+
+def _faulty_on_amx(conv: _ConvNd, shape: tuple[int, ...]) -> bool:
+    """Whether ``conv`` on inputs of ``shape`` is a strided convolution whose output is one voxel wide along the
+    last axis and wider along another: the geometry oneDNN's AMX bf16 kernels get wrong (docs/PREDICTION.md)."""
+    if conv.transposed or all(s == 1 for s in conv.stride):
+        return False
+    out = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in zip(
+        shape[2:], conv.padding, conv.dilation, conv.kernel_size, conv.stride, strict=True)]
+    return out[-1] == 1 and any(size > 1 for size in out[:-1])
 
 
 def _packable(module: nn.Module) -> bool:

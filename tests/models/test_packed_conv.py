@@ -127,6 +127,8 @@ def test_bf16_packed_convolutions_compute_the_bf16_products_on_every_shape(dims:
     expected = _bf16_reference(reference[3], middle, relu=False)
     assert torch.isfinite(out).all()
     assert (out.double() - expected).abs().max() <= 0.02 * expected.abs().max()
+    one_voxel_wide = shape[-1] <= 2
+    assert model[0]._sound[(2, 32, *shape)] is not one_voxel_wide  # never trusted there: the fault is intermittent
 
 
 def test_a_faulty_bf16_kernel_is_detected_and_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
