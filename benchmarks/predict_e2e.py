@@ -286,6 +286,8 @@ class MonaiVariant:
     uint8_on_device: bool
     walls: list[float] = field(default_factory=list)  # folder wall / N, per repeat
     cases: list[dict[str, float]] = field(default_factory=list)  # stage seconds per case (all repeats)
+    nonfinite_logits: list[int] = field(default_factory=list)  # NaN/Inf voxels of the blended logits, per case
+    check_seconds: float = 0.0  # spent counting them: taken out of the wall times
 
 
 def monai_variant(cfg: Config, model: torch.nn.Module, device: torch.device, best: bool) -> MonaiVariant:
@@ -345,6 +347,10 @@ def monai_case(variant: MonaiVariant, cfg: Config, path: Path, post: tuple, devi
                                           variant.model, overlap=cfg.infer.overlap, mode=cfg.infer.blend)
     data["pred"] = logits[0]
     watch.lap("inference")
+    counted = time.perf_counter()  # not MONAI's work: outside every lap and the wall
+    variant.nonfinite_logits.append(int((~torch.isfinite(logits)).sum()))
+    variant.check_seconds += time.perf_counter() - counted
+    watch._last = watch._now()
     data = invert(data)
     watch.lap("invert+argmax")
     save(data)
@@ -355,9 +361,9 @@ def monai_case(variant: MonaiVariant, cfg: Config, path: Path, post: tuple, devi
 def run_monai(variant: MonaiVariant, cfg: Config, files: list[Path], out_dir: Path, device: torch.device) -> None:
     """All cases in turn; records the folder wall time per case and each case's stages."""
     post = _post(variant, out_dir)
-    started = time.perf_counter()
+    variant.check_seconds, started = 0.0, time.perf_counter()
     variant.cases += [monai_case(variant, cfg, path, post, device) for path in files]
-    variant.walls.append((time.perf_counter() - started) / len(files))
+    variant.walls.append((time.perf_counter() - started - variant.check_seconds) / len(files))
 
 
 # ---------------------------------------------------------------- segkit
@@ -423,7 +429,7 @@ def _summaries(side: SegkitSide, variants: list[MonaiVariant], checks: dict) -> 
                                              "case_max_s": max(case_walls)},
                            "walls_s": v.walls, "stages_mean_s": _mean_stages(v.cases),
                            "ratio_vs_segkit": statistics.median(v.walls) / segkit_wall,
-                           "comparison": checks[v.name]}
+                           "nonfinite_logits_per_case": v.nonfinite_logits, "comparison": checks[v.name]}
     return results
 
 
@@ -490,6 +496,7 @@ def _timed_runs(args, cfg, device, files, side, variants, work) -> None:
         run_monai(v, cfg, files[:1], work / f"warmup-{v.name.replace(' ', '-')}", device)
         v.walls.clear()
         v.cases.clear()
+        v.nonfinite_logits.clear()
     for r in range(args.repeats):
         run_segkit(side, files, work / f"segkit-{r}", device)
         for v in variants:
@@ -532,8 +539,10 @@ def main() -> None:
         console.print(f"wrote {args.json}")
     bad = {name: c for name, c in checks.items() if not c["ok"]}
     for name, check in bad.items():
+        nonfinite = results["sides"][name]["nonfinite_logits_per_case"]
         console.print(f"[red]{name} vs segkit: min Dice {check['min_dice']:.4f} (need {MIN_DICE}); "
-                      f"{'; '.join(check['problems']) or 'geometry equal'}[/red]")
+                      f"{'; '.join(check['problems']) or 'geometry equal'}; NaN/Inf logits on MONAI's side per "
+                      f"case: {nonfinite}[/red]")
     if bad:
         sys.exit(1)
 

@@ -34,7 +34,7 @@ from segkit.inference.predictor import Predictor, _file_ordered
 from segkit.inference.resample import resample_to_grid
 from segkit.io.image_io import write_like
 from segkit.models import build_model
-from segkit.runtime import resolve_device
+from segkit.runtime import class_indices, resolve_device
 
 
 def _parse_args() -> argparse.Namespace:
@@ -73,7 +73,7 @@ def one_case(predictor: Predictor, path: Path, out: Path) -> dict[str, float]:
     back, seconds["resample back"] = _timed(device, lambda: resample_to_grid(
         logits, prepared.affine, prepared.meta["original_affine"], prepared.meta["spatial_shape"]))
     labels, seconds["argmax, to host"] = _timed(
-        device, lambda: _file_ordered(back.argmax(0).to(torch.uint8)).cpu().numpy().T)
+        device, lambda: _file_ordered(class_indices(back, 0).to(torch.uint8)).cpu().numpy().T)
     _, seconds["write .nii.gz"] = _timed(device, lambda: write_like(labels, path, out / path.name))
     return seconds
 

@@ -30,7 +30,7 @@ from segkit.io.image_io import REEXPORT, header_shape
 from segkit.models.fast_instance_norm import use_channels_last_instance_norm
 from segkit.models.fold_norm import fold_batch_norm
 from segkit.models.packed_conv import pack_convolutions
-from segkit.models.space_to_depth import use_space_to_depth_stems
+from segkit.models.space_to_depth import use_phase_convolutions, use_space_to_depth_stems
 from segkit.runtime import (
     ChannelsLastInput,
     autocast,
@@ -171,12 +171,15 @@ def prepare_for_inference(model: torch.nn.Module, cfg: Config, device: torch.dev
     bf16/fp16 autocast, where the folded weights round differently and, on an H100 (benchmarks/predict_e2e.py
     --norm batch), moved enough label borders to drop the Dice against the unfolded model's maps to 0.965) and,
     on the CPU, convolutions packed for oneDNN (``models.packed_conv``; in fp32, or with bf16 weights under bf16
-    autocast, checked against oneDNN's faulty AMX kernels); on a GPU, the one-channel stem as a
+    autocast, checked against oneDNN's faulty AMX kernels, the one-channel stem then over its input's phases:
+    ``models.space_to_depth.PhaseConvolution``); on a GPU, the one-channel stem as a
     space-to-depth convolution (``models.space_to_depth``) and instance norm in segkit's layout-keeping Triton
     kernels (``models.fast_instance_norm``); channels-last where ``infer.memory_format`` chooses it."""
     model = model.to(device).eval()
     if amp_dtype is None:
         fold_batch_norm(model)
+    if device.type == "cpu" and amp_dtype == torch.bfloat16:
+        use_phase_convolutions(model)
     if device.type == "cpu" and amp_dtype in (None, torch.bfloat16):
         pack_convolutions(model, amp_dtype or torch.float32)
     if device.type == "cuda":

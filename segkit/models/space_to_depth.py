@@ -8,6 +8,8 @@ channels at half resolution, and the stride-2 kernel of size k becomes a stride-
 them (its taps regrouped the same way, with one zero tap when k is odd). It is the same sum of the same
 products in a different order. :func:`use_space_to_depth_stems` swaps such convolutions for a twin that does
 this on CUDA tensors; the parameters stay the same objects under the same names, and on the CPU nothing changes.
+For bf16 inference on the CPU, :func:`use_phase_convolutions` replaces them by a :class:`PhaseConvolution` whose
+stride-1 convolution oneDNN can pack: its AMX kernels are 13× faster on 8 phase channels than on one channel.
 """
 
 from __future__ import annotations
@@ -59,21 +61,28 @@ def _phase_weight(weight: torch.Tensor, dims: int) -> torch.Tensor:
     return split.permute(*_phases_first(dims)).reshape(o, c * 2**dims, *taps)
 
 
-def space_to_depth_convolution(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a stride-2 convolution, computed as a stride-1 convolution over ``x``'s 2^dims phases."""
-    dims = x.ndim - 2
-    kernel, padding = conv.kernel_size, conv.padding
-    outputs = [(s + 2 * p - k) // 2 + 1 for s, p, k in zip(x.shape[2:], padding, kernel, strict=True)]
+def _phase_padding(sizes: tuple[int, ...], kernel: tuple[int, ...], padding: tuple[int, ...]) -> list[int]:
+    """``F.pad`` amounts (last axis first) after which the input's phases cover a stride-2 convolution's taps:
+    one extra voxel on the left for odd kernels (their leading zero tap); negative amounts crop on the right."""
+    outputs = [(s + 2 * p - k) // 2 + 1 for s, p, k in zip(sizes, padding, kernel, strict=True)]
     taps = [(k + k % 2) // 2 for k in kernel]
     left = [p + k % 2 for p, k in zip(padding, kernel, strict=True)]
-    total = [2 * (o + t - 1) for o, t in zip(outputs, taps, strict=True)]  # padded length: the phases cover
-    right = [t - s - lft for t, s, lft in zip(total, x.shape[2:], left, strict=True)]  # it; negative crops
-    pads = [v for lft, r in zip(reversed(left), reversed(right), strict=True) for v in (lft, r)]
+    total = [2 * (o + t - 1) for o, t in zip(outputs, taps, strict=True)]  # padded length: the phases cover it
+    right = [t - s - lft for t, s, lft in zip(total, sizes, left, strict=True)]
+    return [v for lft, r in zip(reversed(left), reversed(right), strict=True) for v in (lft, r)]
+
+
+def _padded_phases(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` padded for ``conv`` and regrouped into its phases, in the autocast dtype where autocast is on."""
     if torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))
-    phases = _phases(F.pad(x, pads), dims)
-    convolve = F.conv3d if dims == 3 else F.conv2d
-    return convolve(phases, _phase_weight(conv.weight, dims), conv.bias)
+    return _phases(F.pad(x, _phase_padding(tuple(x.shape[2:]), conv.kernel_size, conv.padding)), x.ndim - 2)
+
+
+def space_to_depth_convolution(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a stride-2 convolution, computed as a stride-1 convolution over ``x``'s 2^dims phases."""
+    convolve = F.conv3d if x.ndim == 5 else F.conv2d
+    return convolve(_padded_phases(conv, x), _phase_weight(conv.weight, x.ndim - 2), conv.bias)
 
 
 class _SpaceToDepth:
@@ -101,6 +110,34 @@ def use_space_to_depth_stems(model: nn.Module) -> nn.Module:
     """``model`` with each eligible convolution (stride 2, ungrouped, few input channels) swapped in place for
     its space-to-depth twin sharing the same parameters; returns ``model``."""
     return replace_modules(model, lambda child: _twin(child) if _eligible(child) else None)
+
+
+class PhaseConvolution(nn.Module):
+    """A stride-2 convolution on few input channels, for inference on the CPU: a stride-1 convolution (``inner``, a
+    plain ``nn.Conv2d``/``nn.Conv3d`` over the input's 2^dims phases, which ``models.packed_conv`` packs like any
+    other) on the padded, regrouped input. With bf16 weights oneDNN's AMX kernels run the one-channel 7×7×7 stem of
+    two 96×96×32 windows in 7.8 ms this way against 103 ms as it is (2-core Xeon; in float32 no faster)."""
+
+    def __init__(self, conv: nn.Conv2d | nn.Conv3d) -> None:
+        super().__init__()
+        dims = conv.weight.ndim - 2
+        weight = _phase_weight(conv.weight.detach(), dims)
+        inner = (nn.Conv3d if dims == 3 else nn.Conv2d)(
+            weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), bias=conv.bias is not None, device="meta")
+        inner.weight = nn.Parameter(weight, requires_grad=False)
+        if conv.bias is not None:
+            inner.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.inner, self.kernel_size, self.padding = inner.eval(), conv.kernel_size, conv.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The strided convolution of ``x``."""
+        return self.inner(_padded_phases(self, x))
+
+
+def use_phase_convolutions(model: nn.Module) -> nn.Module:
+    """``model`` (for inference) with each eligible convolution replaced in place by a :class:`PhaseConvolution`
+    holding its regrouped weights; returns ``model``."""
+    return replace_modules(model, lambda child: PhaseConvolution(child) if _eligible(child) else None)
 
 
 def _twin(conv: nn.Conv2d | nn.Conv3d) -> nn.Module:

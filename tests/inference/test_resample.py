@@ -52,3 +52,49 @@ def test_linear_field_is_resampled_exactly_across_spacings() -> None:
     src = torch.from_numpy(field(src_affine, src_shape)).float()[None]
     out = resample_to_grid(src, src_affine, dst_affine, dst_shape, mode="bilinear")
     np.testing.assert_allclose(out[0].numpy(), field(dst_affine, dst_shape), atol=1e-3)
+
+
+def _rotation(angles) -> np.ndarray:
+    a, b, c = angles
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def test_axis_aligned_maps_run_separably_with_grid_samples_weights(monkeypatch) -> None:
+    """Flips, swaps, scaling and shifts on an oblique grid shared by both sides (a prediction and its input):
+    one axis at a time, equal to grid_sample's trilinear result with border clamping."""
+    import segkit.inference.resample as resample
+
+    rng = np.random.default_rng(1)
+    oblique = np.eye(4)
+    oblique[:3, :3] = _rotation((0.3, -0.2, 0.5))
+    volume = torch.from_numpy(rng.standard_normal((3, 17, 12, 9))).float()
+    src_affine = oblique @ _affine((1.5, 1.5, 1.5), (2.0, -3.0, 1.0))
+    cases = [(_affine((0.8, 0.7, 2.5), (1.1, -2.6, 0.4)), (30, 25, 6)),
+             (_affine((0.9, 1.2, 2.0), (20.0, 4.0, 30.0), perm=(2, 0, 1), flips=(-1, 1, -1)), (7, 18, 14))]
+    separable, used = resample._separable_linear, []
+
+    def counted(*args):
+        used.append(1)
+        return separable(*args)
+
+    for dst, shape in cases:
+        dst_affine = oblique @ dst
+        used.clear()
+        monkeypatch.setattr(resample, "_separable_linear", counted)
+        fast = resample_to_grid(volume, src_affine, dst_affine, shape)
+        monkeypatch.setattr(resample, "_axis_for_each_output_axis", lambda linear: None)
+        reference = resample_to_grid(volume, src_affine, dst_affine, shape)
+        monkeypatch.undo()
+        assert used == [1] and fast.shape == (3, *shape) and fast.is_contiguous()
+        np.testing.assert_allclose(fast.numpy(), reference.numpy(), atol=2e-5)
+
+
+def test_rotated_maps_fall_back_to_grid_sample() -> None:
+    from segkit.inference.resample import _axis_for_each_output_axis
+
+    assert _axis_for_each_output_axis(np.diag([2.0, -0.5, 1.0])[[2, 0, 1]]) == [1, 2, 0]
+    assert _axis_for_each_output_axis(_rotation((0.0, 0.0, 0.1))) is None
+    assert _axis_for_each_output_axis(np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])) is None

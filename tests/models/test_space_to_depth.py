@@ -10,7 +10,14 @@ from torch import nn
 
 from segkit.config import ModelCfg
 from segkit.models import build_model
-from segkit.models.space_to_depth import SpaceToDepthConv3d, space_to_depth_convolution, use_space_to_depth_stems
+from segkit.models.packed_conv import PackedConv, pack_convolutions
+from segkit.models.space_to_depth import (
+    PhaseConvolution,
+    SpaceToDepthConv3d,
+    space_to_depth_convolution,
+    use_phase_convolutions,
+    use_space_to_depth_stems,
+)
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 CASES = [  # dims, in channels, kernel, padding, input size
@@ -65,3 +72,31 @@ def test_other_convolutions_are_left_alone() -> None:
                                                                                   padding_mode="reflect", padding=1))
     use_space_to_depth_stems(model)
     assert [type(m) for m in model] == [nn.Conv3d, nn.Conv3d, nn.Conv2d, nn.Conv3d]
+
+
+@pytest.mark.parametrize(("dims", "channels", "kernel", "padding", "size"), CASES)
+def test_phase_convolution_equals_the_strided_convolution(dims: int, channels: int, kernel: int, padding: int,
+                                                          size: tuple[int, ...]) -> None:
+    torch.manual_seed(2)
+    conv = (nn.Conv3d if dims == 3 else nn.Conv2d)(channels, 6, kernel, stride=2, padding=padding, bias=True)
+    conv = conv.double().eval()
+    x = torch.randn(2, channels, *size, dtype=torch.float64)
+    phase = PhaseConvolution(conv)
+    assert phase.inner.stride == (1,) * dims and phase.inner.in_channels == channels * 2**dims
+    with torch.no_grad():
+        out, expected = phase(x), conv(x)
+    assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-12)
+
+
+def test_bf16_model_with_a_packed_phase_stem_matches_the_bf16_products() -> None:
+    torch.manual_seed(3)
+    cfg = ModelCfg(encoder="resnet18", spatial_dims=3, in_channels=1, num_classes=2, norm="batch",
+                   decoder_channels=(64, 32, 16, 8, 8))
+    model = build_model(cfg).eval()
+    prepared = pack_convolutions(use_phase_convolutions(copy.deepcopy(model)), torch.bfloat16)
+    phases = [m for m in prepared.modules() if isinstance(m, PhaseConvolution)]
+    assert len(phases) == 1 and isinstance(phases[0].inner, PackedConv)  # the stem, then packed like the rest
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, expected = prepared(x).float(), model(x).float()  # eager autocast: the same bf16 products
+    assert (out - expected).abs().max() <= 0.03 * expected.abs().max()
