@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from segkit.config import ModelCfg
-from segkit.models import build_model
+from segkit.models import build_model, packed_conv
 from segkit.models.fold_norm import fold_batch_norm
 from segkit.models.layers import ConvNormAct
 from segkit.models.packed_conv import PackedConv, pack_convolutions, packing_available
@@ -143,10 +143,15 @@ def test_a_faulty_bf16_kernel_is_detected_and_not_used(monkeypatch: pytest.Monke
         return out.fill_(float("nan")) if x.shape[-1] % 2 else out
 
     monkeypatch.setattr(PackedConv, "_packed_forward", kernel_wrong_for_odd_sizes)
+    monkeypatch.setattr(packed_conv, "_KERNEL_VERDICTS", {})  # no verdict from an earlier test
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for x in (good, bad, bad):
             out = packed(x)
             assert (out.double() - _bf16_reference(conv, x, relu=False)).abs().max() <= 0.02 * out.abs().max()
     assert packed._sound == {(1, 8, 6, 6, 6): True, (1, 8, 5, 5, 5): False}
+    twin = pack_convolutions(nn.Sequential(copy.deepcopy(conv)).eval(), torch.bfloat16)[0]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        twin(bad)
+    assert twin._sound == {(1, 8, 5, 5, 5): False}  # the verdict is the process's: not checked again
     with pytest.raises(ValueError, match="float32 or bfloat16"):
         pack_convolutions(nn.Sequential(nn.Conv2d(1, 1, 3)).eval(), torch.float16)
