@@ -45,7 +45,7 @@ bench: install
 	@mkdir -p bench-out
 	$(BIN)/python benchmarks/io.py --repeats 3 --json bench-out/io.json
 	$(BIN)/python benchmarks/train_step.py --json bench-out/train_step.json
-	$(BIN)/python benchmarks/predict_e2e.py --cases 2 --json bench-out/predict_e2e.json
+	$(BIN)/python benchmarks/predict_e2e.py --cases 2 --repeats 2 --json bench-out/predict_e2e.json
 	$(BIN)/python benchmarks/time_to_dice.py --cap 2 --json bench-out/time_to_dice.json
 
 bench-gpu: install

@@ -31,6 +31,12 @@ orientation, resampling and intensity scaling run on the GPU, the model in chann
 with the same weights), 8 windows per pass, and the label map cast to uint8 on the device before saving. Output
 files are gzip level 1 on both sides (segkit's infer.compression_level, nibabel's default for MONAI).
 
+Precision is the same on both sides: by default bf16, the issue's pipeline precision, on CUDA and on CPUs that
+compute bf16 in hardware (AMX or AVX512-BF16; segkit: ``segkit predict --precision bf16``, oneDNN-packed bf16
+convolutions; MONAI: the same sliding window under ``torch.autocast("cpu", torch.bfloat16)``), fp32 on other CPUs;
+``--precision fp32`` gives the fp32 comparison. torch 2.13's oneDNN computes some bf16 convolution shapes wrongly
+on AMX (docs/PREDICTION.md): MONAI's NaN/Inf logits are counted per case and reported when the Dice check fails.
+
 Each side first predicts one untimed warm-up case (lazy initialisation: imports, cuDNN, thread pools); then
 ``--repeats`` folder runs alternate segkit, MONAI (, MONAI best). Both sides read the same files (in the page
 cache after generation and warm-up). The outputs of the last repeat are compared case by case: same shape, same
@@ -76,7 +82,7 @@ from segkit.engine.checkpoint import Snapshot, load_checkpoint, load_weights, sa
 from segkit.engine.metrics import dice_per_class, mean_foreground
 from segkit.inference.manifest import read_all
 from segkit.models import build_model
-from segkit.runtime import autocast, autocast_dtype, resolve_device
+from segkit.runtime import autocast, autocast_dtype, cpu_has_native_bf16, resolve_device
 
 NUM_CLASSES = 3
 SPACING_MM = (0.8, 0.8, 2.5)
@@ -100,7 +106,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (config's)")
     parser.add_argument("--sw-batch", type=int, help="windows per pass (2 on CPU, 8 on CUDA)")
     parser.add_argument("--norm", choices=("batch", "instance", "group"), help="model.norm (the config's)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="fp32 on CPU, bf16 on CUDA")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="both sides (default: bf16, the issue's pipeline, on CUDA and on CPUs with AMX or "
+                             "AVX512-BF16; fp32 on other CPUs)")
     parser.add_argument("--workers", type=int, default=2, help="segkit's reader and writer threads (each)")
     parser.add_argument("--repeats", type=int, default=1, help="folder runs per side, alternating")
     parser.add_argument("--monai-best", action="store_true", help="also MONAI's best practice (always on CUDA)")
@@ -111,7 +119,7 @@ def _parse_args() -> argparse.Namespace:
     args.size = tuple(args.size or ((512, 512, 300) if cuda else (256, 256, 120)))
     args.config = args.config or ("unet_resnet34.yaml" if cuda else "demo_unet_resnet34.yaml")
     args.sw_batch = args.sw_batch or (8 if cuda else 2)
-    args.precision = args.precision or ("bf16" if cuda else "fp32")
+    args.precision = args.precision or ("bf16" if cuda or cpu_has_native_bf16() else "fp32")
     args.monai_best = args.monai_best or cuda
     return args
 

@@ -44,6 +44,12 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16), where bf16 prediction beats fp32."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def use_channels_last(device: torch.device, setting: str, norm: str) -> bool:
     """``train.memory_format``: ``auto`` is channels-last on GPUs except with instance norm, whose
     cuDNN kernels fall back to slow paths for channels-last inputs; contiguous on CPU."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -29,3 +31,14 @@ def test_inference_layout_keeps_instance_norm_contiguous_where_no_triton_kernels
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         assert use_channels_last_inference("auto", "instance", gpu) == triton_kernels_usable(gpu)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs Linux's /proc/cpuinfo")
+def test_native_bf16_follows_the_cpu_flags() -> None:
+    from segkit.runtime import cpu_has_native_bf16
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert cpu_has_native_bf16() == bool(flags & {"amx_tile", "avx512_bf16"})
