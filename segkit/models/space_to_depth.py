@@ -9,7 +9,7 @@ them (its taps regrouped the same way, with one zero tap when k is odd). It is t
 products in a different order. :func:`use_space_to_depth_stems` swaps such convolutions for a twin that does
 this on CUDA tensors; the parameters stay the same objects under the same names, and on the CPU nothing changes.
 For bf16 inference on the CPU, :func:`use_phase_convolutions` replaces them by a :class:`PhaseConvolution` whose
-stride-1 convolution oneDNN can pack: its AMX kernels are 13× faster on 8 phase channels than on one channel.
+stride-1 convolution oneDNN can pack: its AMX kernels are 6–13× faster on 8 phase channels than on one channel.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class PhaseConvolution(nn.Module):
     """A stride-2 convolution on few input channels, for inference on the CPU: a stride-1 convolution (``inner``, a
     plain ``nn.Conv2d``/``nn.Conv3d`` over the input's 2^dims phases, which ``models.packed_conv`` packs like any
     other) on the padded, regrouped input. With bf16 weights oneDNN's AMX kernels run the one-channel 7×7×7 stem of
-    two 96×96×32 windows in 7.8 ms this way against 103 ms as it is (2-core Xeon; in float32 no faster)."""
+    two 96×96×32 windows in 4.8 ms this way against 27.6 ms as it is (benchmarks/cpu_inference.py, 2-core Xeon; 79 ms
+    of a 250 ms network pass in a profile; in float32 no faster)."""
 
     def __init__(self, conv: nn.Conv2d | nn.Conv3d) -> None:
         super().__init__()
