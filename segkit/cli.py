@@ -202,7 +202,7 @@ def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--workers", type=_positive, default=2, help="reader threads and writer threads (default 2)")
     predict.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"),
                          help="arithmetic of the network (default: the checkpoint's train.precision; auto is bf16 "
-                              "on GPUs, fp32 on CPUs; bf16 on CPUs with AMX/AVX512-BF16 is ~1.4x faster)")
+                              "on GPUs, fp32 on CPUs; bf16 on CPUs with AMX/AVX512-BF16 is ~2x faster)")
     predict.add_argument("--preview", action="store_true",
                          help="write CASE.preview.png: three slices through the largest structure with the overlay")
     predict.set_defaults(func=_cmd_predict)

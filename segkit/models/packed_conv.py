@@ -50,7 +50,6 @@ class PackedConv(nn.Module):
         self._attr = "relu" if relu else "none"
         self._geometry = [list(conv.padding), list(conv.stride), list(conv.dilation)]  # the ops' int lists
         self._packed: torch.Tensor | None = None
-        self._sound: dict[tuple[int, ...], bool] = {}  # bf16 input shape → whether oneDNN's kernel is right
         self._signature = (tuple(conv.weight.shape), tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation),
                            conv.groups, conv.transposed, tuple(conv.output_padding), conv.bias is not None, relu)
 
@@ -92,13 +91,10 @@ class PackedConv(nn.Module):
         so a single check can pass by chance: those shapes are never trusted. Any other kernel is checked once per
         process (about 1.3 s for a whole UNet-ResNet34) against the same products summed in float32; one that
         disagrees is not used for that shape."""
-        shape = tuple(x.shape)
-        if shape not in self._sound:
-            key = (self._signature, shape)
-            if key not in _KERNEL_VERDICTS:
-                _KERNEL_VERDICTS[key] = not _faulty_on_amx(self.conv, shape) and self._agrees_in_float32(x)
-            self._sound[shape] = _KERNEL_VERDICTS[key]
-        return self._sound[shape]
+        key = (self._signature, tuple(x.shape))
+        if key not in _KERNEL_VERDICTS:
+            _KERNEL_VERDICTS[key] = not _faulty_on_amx(self.conv, key[1]) and self._agrees_in_float32(x)
+        return _KERNEL_VERDICTS[key]
 
     def _agrees_in_float32(self, x: torch.Tensor) -> bool:
         expected = self._in_float32(x).float()
