@@ -24,6 +24,7 @@ from segkit.data.presets import resolve_from_fingerprint
 from segkit.data.splits import choose_split
 from segkit.data.transforms import seed_everything
 from segkit.engine.checkpoint import load_checkpoint, load_resume_state, remove_stale, save_checkpoint
+from segkit.engine.cpu_bf16 import refuse_faulty_cpu_bf16
 from segkit.engine.distributed import (
     DistEnv,
     barrier,
@@ -215,6 +216,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
                                                   cfg.seed)
     device = init_distributed(env, resolve_device(cfg.train.device))
     try:
+        refuse_faulty_cpu_bf16(cfg, model, device, autocast_dtype(device, cfg.train.precision))  # before run_dir
         return _train(cfg, model, train_cases, val_cases, splits, device, env, console, overwrite, resume)
     finally:
         shutdown()

@@ -17,6 +17,8 @@ Measured in ``benchmarks/predict_e2e.py`` on the CPU (docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
@@ -129,6 +131,31 @@ def _faulty_on_amx(conv: _ConvNd, shape: tuple[int, ...]) -> bool:
     out = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in zip(
         shape[2:], conv.padding, conv.dilation, conv.kernel_size, conv.stride, strict=True)]
     return out[-1] == 1 and any(size > 1 for size in out[:-1])
+
+
+def faulty_bf16_convolutions(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """Names (with their input and output sizes) of ``model``'s convolutions that, for inputs of ``input_shape``
+    ``(B, C, *spatial)``, have the geometry oneDNN's AMX bf16 kernels compute wrongly; found with one float32 pass
+    over zeros. For refusing bf16 autocast where segkit cannot guard the kernels (training)."""
+    found: list[str] = []
+
+    def record(name: str) -> Callable:
+        def hook(module: _ConvNd, inputs: tuple[torch.Tensor, ...]) -> None:
+            shape = tuple(inputs[0].shape)
+            if _faulty_on_amx(module, shape):
+                found.append(f"{name} ({'×'.join(map(str, shape[2:]))} → stride {module.stride[0]})")
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
+               if isinstance(m, _ConvNd)]
+    try:
+        weight = next(model.parameters())
+        with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
+            model(torch.zeros(input_shape, device=weight.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
 
 
 def _packable(module: nn.Module) -> bool:

@@ -151,3 +151,43 @@ def test_train_compile_picks_torch_compile_mode(setting: bool | str, mode: str |
 def test_train_compile_rejects_unknown_modes() -> None:
     with pytest.raises(ValueError, match="compile"):
         TrainCfg(compile="fastest")
+
+
+@pytest.mark.parametrize(("patch", "roi", "faulty_key"), [((64, 64, 32), (64, 64, 64), "train.patch_size"),
+                                                          ((64, 64, 64), (96, 96, 32), "infer.roi_size"),
+                                                          ((64, 64, 64), (64, 64, 64), None)])
+def test_cpu_bf16_training_is_refused_where_onednn_convolutions_are_wrong(
+        patch: tuple, roi: tuple, faulty_key: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A last axis of 32 leaves 2 → 1 voxels at the encoder's last stride-2 convolution: the faulty geometry."""
+    from segkit.engine import cpu_bf16
+    from segkit.models import build_model
+
+    monkeypatch.setattr(cpu_bf16, "cpu_has_native_bf16", lambda: True)  # as on the AMX machine, wherever this runs
+    cfg = Config.model_validate({"model": {"encoder": "resnet18", "num_classes": 2, "norm": "batch",
+                                           "decoder_channels": [32, 16, 8, 8, 8]},
+                                 "train": {"precision": "bf16", "device": "cpu", "patch_size": list(patch)},
+                                 "infer": {"roi_size": list(roi)}})
+    model = build_model(cfg.model).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cpu = torch.device("cpu")
+    if faulty_key is None:
+        cpu_bf16.refuse_faulty_cpu_bf16(cfg, model, cpu, torch.bfloat16)
+    else:
+        with pytest.raises(ConfigError, match=f"train.precision=bf16 on this CPU.*{faulty_key}.*precision=fp32"):
+            cpu_bf16.refuse_faulty_cpu_bf16(cfg, model, cpu, torch.bfloat16)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    cpu_bf16.refuse_faulty_cpu_bf16(cfg, model, cpu, None)  # fp32: nothing to refuse
+
+
+def test_a_refused_bf16_run_leaves_no_run_directory(tiny_config, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.pipelines.train import run_training
+
+    from segkit.config import load_config
+    from segkit.engine import cpu_bf16
+
+    monkeypatch.setattr(cpu_bf16, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(cpu_bf16, "faulty_bf16_convolutions", lambda model, shape: ["encoder.stem (4×4×2 → stride 2)"])
+    cfg = load_config(str(tiny_config), ["train.precision=bf16", "train.device=cpu", "train.batch_size=2"])
+    with pytest.raises(ConfigError, match=r"train\.precision=bf16 on this CPU"):
+        run_training(cfg)
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made: a fixed config just runs
