@@ -30,7 +30,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for ``precision``; None means fp32.
 
     ``auto``: bf16 on GPUs that support it, fp16 (with gradient scaling in training) on older GPUs,
-    fp32 on CPU. ``bf16`` and ``fp16`` are honoured on CPU too: bf16 prediction there is ~1.4× faster than fp32
+    fp32 on CPU. ``bf16`` and ``fp16`` are honoured on CPU too: bf16 prediction there is ~2× faster than fp32
     on CPUs with AMX/AVX512-BF16 (``models.packed_conv``), fp16 is slow.
     """
     if precision == "fp32":

@@ -84,5 +84,5 @@ def _lerp_along(volume: torch.Tensor, dim: int, coords: np.ndarray) -> torch.Ten
     shape = [1] * volume.ndim
     shape[dim] = len(coords)
     weight = torch.as_tensor(coords - lower, dtype=volume.dtype, device=volume.device).view(shape)
-    to_index = lambda values: torch.as_tensor(values, device=volume.device)  # noqa: E731
-    return torch.lerp(volume.index_select(dim, to_index(lower)), volume.index_select(dim, to_index(upper)), weight)
+    below, above = (volume.index_select(dim, torch.as_tensor(i, device=volume.device)) for i in (lower, upper))
+    return torch.lerp(below, above, weight)
