@@ -10,6 +10,8 @@
 3. One pass of the demo network (UNet-ResNet34, batch norm, 3 classes) over two 96×96×32 windows: eager fp32 and
    eager under bf16 autocast (what MONAI's ``sliding_window_inference`` runs) against segkit's prepared model
    (``prepare_for_inference``) in fp32 and bf16.
+4. The first bf16 pass of a freshly prepared model (packing the weights), with the process's bf16 kernel verdicts
+   known against cleared, i.e. with segkit's once-per-process check of every kernel against float32 sums.
 
 Calls alternate between the contenders of each group after one warm-up call each; the table gives the median
 and min–max in ms and each contender's speed-up over the group's first row.
@@ -37,7 +39,7 @@ from rich.table import Table
 import segkit.inference.resample as resample
 from segkit.config import load_config
 from segkit.inference.predictor import prepare_for_inference
-from segkit.models import build_model
+from segkit.models import build_model, packed_conv
 from segkit.models.packed_conv import pack_convolutions
 from segkit.models.space_to_depth import use_phase_convolutions
 
@@ -106,6 +108,23 @@ def _network() -> dict[str, Callable[[], object]]:
             "segkit bf16 (packed, phase stem, channels-last)": _bf16(bf16, x)}
 
 
+def _first_pass() -> dict[str, Callable[[], object]]:
+    torch.manual_seed(0)
+    cfg = load_config("demo_unet_resnet34.yaml", ["model.num_classes=3"])
+    model = build_model(cfg.model).eval()
+    x = torch.randn(WINDOWS)
+
+    def first(clear: bool) -> Callable[[], object]:
+        def call() -> object:
+            prepared = prepare_for_inference(copy.deepcopy(model), cfg, CPU, torch.bfloat16)
+            if clear:
+                packed_conv._KERNEL_VERDICTS.clear()
+            return _bf16(prepared, x)()
+        return call
+
+    return {"verdicts known": first(clear=False), "verdicts checked now": first(clear=True)}
+
+
 def _table(times: dict[str, dict[str, list[float]]]) -> Table:
     table = Table(title=f"CPU inference kernels, {device_name(CPU)}, torch {torch.__version__}")
     for column in ("group", "contender", "median ms", "min–max ms", "speed-up"):
@@ -124,7 +143,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    groups = {"resample back": _resampling(), "stem": _stem(), "network pass": _network()}
+    groups = {"resample back": _resampling(), "stem": _stem(), "network pass": _network(),
+              "first bf16 pass": _first_pass()}
     times = _timed(groups, args.repeats)
     console = Console(width=140)
     console.print(_table(times))

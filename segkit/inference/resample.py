@@ -27,8 +27,8 @@ def resample_to_grid(volume: torch.Tensor, src_affine: np.ndarray | torch.Tensor
     take the nearest border value, so tiny extent differences never pad with zeros.
     Where the grids differ only by scaling, shifts, flips and axis swaps (a prediction's grid and its input's,
     oblique or not), (bi/tri)linear resampling on the CPU runs one axis at a time (:func:`_separable_linear`): the same
-    weights as ``grid_sample``'s, 2.3× faster on the CPU (0.68 → 0.29 s for 3 classes of 137×137×199 voxels
-    onto 256×256×120 on 2 cores).
+    weights as ``grid_sample``'s, 2.0× faster on the CPU (650 → 320 ms for 3 classes of 137×137×199 voxels
+    onto 256×256×120 on 2 cores; benchmarks/cpu_inference.py).
     """
     src_affine = np.asarray(torch.as_tensor(src_affine).cpu(), dtype=np.float64)
     dst_affine = np.asarray(torch.as_tensor(dst_affine).cpu(), dtype=np.float64)

@@ -91,8 +91,8 @@ class PackedConv(nn.Module):
         torch 2.13's oneDNN on AMX CPUs, strided convolutions whose output is one voxel wide along the last axis (a
         96×96×32 window's bottleneck: 6×6×2 → 3×3×1) return garbage or NaN, depending on what memory held before,
         so a single check can pass by chance: those shapes are never trusted. Any other kernel is checked once per
-        process (about 1.3 s for a whole UNet-ResNet34) against the same products summed in float32; one that
-        disagrees is not used for that shape."""
+        process against the same products summed in float32 (about 1 s for a whole UNet-ResNet34:
+        benchmarks/cpu_inference.py); one that disagrees is not used for that shape."""
         key = (self._signature, tuple(x.shape))
         if key not in _KERNEL_VERDICTS:
             _KERNEL_VERDICTS[key] = not _faulty_on_amx(self.conv, key[1]) and self._agrees_in_float32(x)

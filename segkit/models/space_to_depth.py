@@ -116,8 +116,8 @@ class PhaseConvolution(nn.Module):
     """A stride-2 convolution on few input channels, for inference on the CPU: a stride-1 convolution (``inner``, a
     plain ``nn.Conv2d``/``nn.Conv3d`` over the input's 2^dims phases, which ``models.packed_conv`` packs like any
     other) on the padded, regrouped input. With bf16 weights oneDNN's AMX kernels run the one-channel 7×7×7 stem of
-    two 96×96×32 windows in 4.8 ms this way against 27.6 ms as it is (benchmarks/cpu_inference.py, 2-core Xeon; 79 ms
-    of a 250 ms network pass in a profile; in float32 no faster)."""
+    two 96×96×32 windows in 4.8 ms this way against 27.6 ms as it is (benchmarks/cpu_inference.py, 2-core Xeon;
+    in float32 not used)."""
 
     def __init__(self, conv: nn.Conv2d | nn.Conv3d) -> None:
         super().__init__()
