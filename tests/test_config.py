@@ -12,6 +12,7 @@ import yaml
 
 from segkit.config import load_config
 from segkit.errors import ConfigError
+from tests.cli_run import run_cli
 from tests.conftest import write_yaml
 
 
@@ -107,9 +108,7 @@ def test_unknown_config_name_lists_packaged_configs() -> None:
 
 
 def test_bare_name_resolves_from_another_working_directory(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "segkit", "config", "show", "--config", "unet_resnet34.yaml",
-                             "--set", "train.epochs=3"], cwd=tmp_path, capture_output=True, encoding="utf-8",
-                            env={**os.environ, "COLUMNS": "200"})
+    result = run_cli("config", "show", "--config", "unet_resnet34.yaml", "--set", "train.epochs=3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
     assert shown["model"]["encoder"] == "resnet34" and shown["train"]["epochs"] == 3

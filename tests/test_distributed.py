@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from segkit.pipelines.launch import torchrun_command, without_gpus_flag
 
+from segkit.cli import main
 from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
 from segkit.engine.run_log import read_metrics
 
@@ -60,22 +61,24 @@ def test_two_gloo_processes_train_to_identical_weights(tiny_dataset: Path, tmp_p
     assert validation[0]["cases"] == 2  # each rank scored one volume; the results were gathered
 
 
-def test_gpus_flag_launches_torchrun_with_the_same_command(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_gpus_flag_launches_torchrun_with_the_same_command(tiny_dataset: Path, tmp_path: Path,
+                                                          capfd: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     argv = ["train", "--gpus", "2", "--config", "x.yaml", "--gpus=2", "--set", "train.epochs=1"]
     assert without_gpus_flag(argv) == ["train", "--config", "x.yaml", "--set", "train.epochs=1"]
     command = torchrun_command(2, argv)
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=2" in command
     assert command[-6:-4] == ["-m", "segkit"] or command[command.index("-m", 3):][:2] == ["-m", "segkit"]
-    run = subprocess.run(
-        [sys.executable, "-m", "segkit", "train", "--gpus", "2", "--config", "demo_unet_resnet34.yaml",
-         "--set", f"data.root={tiny_dataset}", "--set", f"run_dir={tmp_path / 'run'}", "--set", "train.epochs=1",
-         "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=2", "--set", "train.patch_size=[32,32,16]",
-         "--set", "infer.roi_size=[32,32,16]", "--set", "model.encoder=resnet18", "--set", "train.device=cpu",
-         "--set", "data.spacing=[1.2,1.2,2.5]", "--set", "data.val_fraction=0.4"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "training on CPU with gloo" in run.stdout
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by torchrun's two processes
+    settings = {"data.root": tiny_dataset, "run_dir": tmp_path / "run", "train.epochs": 1, "train.steps_per_epoch": 2,
+                "train.batch_size": 2, "train.patch_size": "[32,32,16]", "infer.roi_size": "[32,32,16]",
+                "model.encoder": "resnet18", "train.device": "cpu", "data.spacing": "[1.2,1.2,2.5]",
+                "data.val_fraction": 0.4}
+    overrides = [item for key, value in settings.items() for item in ("--set", f"{key}={value}")]
+    code = main(["train", "--gpus", "2", "--config", "demo_unet_resnet34.yaml", *overrides])  # runs torchrun
+    out, err = capfd.readouterr()  # the launcher's line and the ranks' output (file descriptors)
+    assert code == 0, out[-2000:] + err[-2000:]
+    assert "training on CPU with gloo" in out
     assert (tmp_path / "run" / "last" / "resume.pt").is_file()
     steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "step"]
     assert steps == [1, 2]

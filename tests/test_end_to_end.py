@@ -1,25 +1,24 @@
-"""synth → train a few steps → predict → evaluate, through the real CLI in a temp dir."""
+"""synth → train a few steps → predict → evaluate, through the CLI's ``main`` in a temp dir (in this process:
+see ``tests/cli_run.py``)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.cli_run import Completed, run_cli
+
 pytestmark = pytest.mark.slow
 
 
-def segkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess as a user would."""
-    return subprocess.run([sys.executable, "-m", "segkit", *args], cwd=cwd, capture_output=True, encoding="utf-8",
-                          env={**os.environ, "COLUMNS": "250"}, timeout=600)
+def segkit(*args: str, cwd: Path) -> Completed:
+    """The CLI as a user would call it, in ``cwd``."""
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

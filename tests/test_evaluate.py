@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +16,7 @@ from segkit.pipelines.evaluate import evaluate_folders, run_evaluation, spacing_
 
 from segkit.cli import build_parser, main
 from segkit.engine.metrics import dice_per_class, surface_metrics_per_class
+from tests.cli_run import run_cli
 
 SHAPE = (16, 12, 10)
 ANISO = np.diag([2.0, 1.0, 3.0, 1.0])  # voxel size 2 × 1 × 3 mm along the array axes
@@ -188,8 +187,7 @@ def test_positional_arguments_and_console_output(tmp_path: Path) -> None:
 def test_cli_writes_csv_and_summary(tmp_path: Path) -> None:
     save(tmp_path / "labels", "a", cube((2, 2, 2)))
     save(tmp_path / "preds", "a", cube((2, 2, 2)))
-    done = subprocess.run([sys.executable, "-m", "segkit", "evaluate", "--pred", "preds", "--ref", "labels",
-                           "--tolerance", "0.5"], cwd=tmp_path, capture_output=True, encoding="utf-8", timeout=300)
+    done = run_cli("evaluate", "--pred", "preds", "--ref", "labels", "--tolerance", "0.5", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "preds" / "evaluation.csv").is_file()
     assert "NSD tolerance: 0.5 mm" in (tmp_path / "preds" / "evaluation.md").read_text(encoding="utf-8")

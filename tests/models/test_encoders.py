@@ -7,6 +7,7 @@ import torch
 
 from segkit.models.encoders.base import EncoderArgs
 from segkit.registry import ENCODERS
+from tests.models.shared import encoder_and_features
 
 # torchvision ImageNet models without the classifier (fc): encoder-only parameter counts
 PUBLISHED = {
@@ -27,10 +28,8 @@ def test_2d_rgb_parameter_count_equals_torchvision(name: str) -> None:
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_feature_info_matches_outputs(name: str, dims: int) -> None:
-    encoder = ENCODERS.get(name)(EncoderArgs(spatial_dims=dims, in_channels=2, norm="batch")).eval()
-    size = (64, 64) if dims == 2 else (32, 32, 32)
-    with torch.no_grad():
-        features = encoder(torch.randn(1, 2, *size))
+    encoder, x, features = encoder_and_features(name, dims)
+    size = x.shape[2:]
     assert len(features) == len(encoder.feature_info)
     for feature, info in zip(features, encoder.feature_info, strict=True):
         assert feature.shape[1] == info.channels

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import pytest
 import torch
 
@@ -11,43 +9,45 @@ from segkit.config import ModelCfg
 from segkit.errors import ConfigError
 from segkit.models import build_model
 from segkit.models.decoder import DecoderArgs, UNetDecoder
-from segkit.models.encoders.base import Encoder, EncoderArgs
+from segkit.models.encoders.base import EncoderArgs
 from segkit.models.unet import UNet
 from segkit.registry import ENCODERS, FUSIONS, UPSAMPLERS
+from tests.models.shared import encoder_and_features
 
 TINY_DECODER = (16, 8, 8, 4, 4)
-INPUT = {2: (2, 2, 64, 64), 3: (1, 2, 32, 32, 32)}
 
 
-@cache
-def shared_encoder(name: str, dims: int) -> Encoder:
-    """One encoder per (name, dims), reused by every decoder variant to keep the suite fast.
-
-    Only the first layer's weight keeps ``requires_grad``: gradients must still flow back through
-    every layer to reach it, but no other weight gradient is computed.
-    """
-    torch.manual_seed(0)
-    encoder = ENCODERS.get(name)(EncoderArgs(spatial_dims=dims, in_channels=2, norm="batch"))
-    for index, parameter in enumerate(encoder.parameters()):
-        parameter.requires_grad_(index == 0)
-    return encoder
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_every_encoder_in_a_unet_gives_full_size_logits_and_gradients(name: str, dims: int) -> None:
+    encoder, x, _ = encoder_and_features(name, dims)
+    decoder = UNetDecoder(encoder.feature_info, dims, DecoderArgs(TINY_DECODER, "transposed", "concat", "batch"))
+    model = UNet(encoder, decoder, dims, num_classes=3).eval()  # eval: batch norm on 1-voxel deep features
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    assert out.shape == (x.shape[0], 3, *x.shape[2:])
+    out.square().mean().backward()
+    first = next(encoder.parameters())  # reached only through every encoder layer
+    assert first.grad is not None and first.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("fusion", FUSIONS.names())
 @pytest.mark.parametrize("upsample", UPSAMPLERS.names())
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", ENCODERS.names())
-def test_every_variant_shapes_and_gradients(name: str, dims: int, upsample: str, fusion: str) -> None:
-    encoder = shared_encoder(name, dims)
+def test_every_decoder_variant_on_every_encoder_uses_every_feature(name: str, dims: int, upsample: str,
+                                                                   fusion: str) -> None:
+    """The decoder and head on the encoder's features (the encoder's own backward is variant-independent and
+    covered above): full-size logits, and a gradient into every feature map, the deepest and each skip."""
+    encoder, x, computed = encoder_and_features(name, dims)
     decoder = UNetDecoder(encoder.feature_info, dims, DecoderArgs(TINY_DECODER, upsample, fusion, "batch"))
-    model = UNet(encoder, decoder, dims, num_classes=3).eval()  # eval: batch norm on 1-voxel deep features
-    model.zero_grad(set_to_none=True)
-    x = torch.randn(*INPUT[dims])
-    out = model(x)
+    model = UNet(encoder, decoder, dims, num_classes=3).eval()
+    features = [f.clone().requires_grad_() for f in computed]
+    out = model.head(model.decoder(features)[-1])
     assert out.shape == (x.shape[0], 3, *x.shape[2:])
     out.square().mean().backward()
-    first = next(encoder.parameters())
-    assert first.grad is not None and first.grad.abs().sum() > 0
+    for index, feature in enumerate(features):
+        assert feature.grad is not None and feature.grad.abs().sum() > 0, f"feature {index} unused"
 
 
 @pytest.mark.parametrize("upsample", UPSAMPLERS.names())
