@@ -11,23 +11,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.cli_run import Completed, run_cli
+from tests.cli_run import run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def segkit(*args: str, cwd: Path) -> Completed:
-    """The CLI as a user would call it, in ``cwd``."""
-    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("e2e")
-    done = segkit("data", "synth", "--out", "data", "--cases", "5", "--seed", "3", "--size", "16", "40", "40",
+    done = run_cli("data", "synth", "--out", "data", "--cases", "5", "--seed", "3", "--size", "16", "40", "40",
                   "--test", "2", cwd=work)
     assert done.returncode == 0, done.stderr
-    done = segkit("train", "--config", "demo_unet_resnet34.yaml", "--set", "run_dir=run", "--set", "data.root=data",
+    done = run_cli("train", "--config", "demo_unet_resnet34.yaml", "--set", "run_dir=run", "--set", "data.root=data",
                   "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=2",
                   "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]",
                   "--set", "model.encoder=resnet18", "--set", "data.spacing=auto", "--set", "data.normalize=ct",
@@ -63,15 +58,15 @@ def test_training_logs_metrics_and_curves(trained_run: Path) -> None:
 
 
 def test_resume_of_a_finished_run_has_nothing_left_to_do(trained_run: Path) -> None:
-    done = segkit("train", "--resume", "run", cwd=trained_run)
+    done = run_cli("train", "--resume", "run", cwd=trained_run)
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stdout and "at step 2" in done.stdout
-    refused = segkit("train", "--resume", "run", "--config", "demo_unet_resnet34.yaml", cwd=trained_run)
+    refused = run_cli("train", "--resume", "run", "--config", "demo_unet_resnet34.yaml", cwd=trained_run)
     assert refused.returncode == 1 and "leave out --config" in refused.stderr
 
 
 def test_predictions_lie_on_each_input_grid(trained_run: Path) -> None:
-    done = segkit("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "preds",
+    done = run_cli("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "preds",
                   cwd=trained_run)
     assert done.returncode == 0, done.stderr
     inputs = sorted((trained_run / "data" / "imagesTs").glob("*.nii.gz"))
@@ -87,8 +82,8 @@ def test_predictions_lie_on_each_input_grid(trained_run: Path) -> None:
 
 def test_evaluate_writes_table_and_csv(trained_run: Path) -> None:
     if not (trained_run / "preds").exists():
-        segkit("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "preds", cwd=trained_run)
-    done = segkit("evaluate", "--pred", "preds", "--ref", "data/labelsTs", cwd=trained_run)
+        run_cli("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "preds", cwd=trained_run)
+    done = run_cli("evaluate", "--pred", "preds", "--ref", "data/labelsTs", cwd=trained_run)
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader((trained_run / "preds" / "evaluation.csv").open()))
     assert rows[0] == ["case", "class", "dice", "hd95_mm", "nsd"]
@@ -101,7 +96,7 @@ def test_evaluate_writes_table_and_csv(trained_run: Path) -> None:
 
 
 def test_evaluate_scores_a_perfect_prediction_as_one(trained_run: Path) -> None:
-    done = segkit("evaluate", "--pred", "data/labelsTs", "--ref", "data/labelsTs", "--csv", "self.csv",
+    done = run_cli("evaluate", "--pred", "data/labelsTs", "--ref", "data/labelsTs", "--csv", "self.csv",
                   cwd=trained_run)
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader((trained_run / "self.csv").open()))
@@ -112,7 +107,7 @@ def test_evaluate_scores_a_perfect_prediction_as_one(trained_run: Path) -> None:
 
 def test_output_equal_to_input_folder_is_refused(trained_run: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in (trained_run / "data" / "imagesTs").iterdir()}
-    done = segkit("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "data/imagesTs",
+    done = run_cli("predict", "--checkpoint", "run", "--input", "data/imagesTs", "--output", "data/imagesTs",
                   cwd=trained_run)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "input folder" in done.stderr
@@ -125,7 +120,7 @@ def test_bad_case_is_reported_and_the_others_finish(trained_run: Path) -> None:
     (inputs / "broken.nii.gz").write_bytes(b"not an image")
     good = sorted((trained_run / "data" / "imagesTs").glob("*.nii.gz"))[0]
     (inputs / good.name).write_bytes(good.read_bytes())
-    done = segkit("predict", "--checkpoint", "run", "--input", "mixed", "--output", "mixed_preds", cwd=trained_run)
+    done = run_cli("predict", "--checkpoint", "run", "--input", "mixed", "--output", "mixed_preds", cwd=trained_run)
     assert done.returncode == 1
     assert "broken" in done.stdout and "failed" in done.stdout
     assert (trained_run / "mixed_preds" / good.name).is_file()
