@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_weights
 from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
 from segkit.engine.metrics import label_volumes_ml
 from segkit.errors import DataError, SegkitError
+from segkit.inference.ensemble import Ensemble, ensemble_config
 from segkit.inference.manifest import MANIFEST, Manifest, input_signature, merge_manifests, read_all
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.predictor import Prediction, Predictor
@@ -213,28 +215,27 @@ def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResu
     return record, CaseResult(job.case.case_id, job.case.image, None, "failed", seconds, message)
 
 
-def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, options: PredictOptions | None = None,
-                   console: Console | None = None) -> list[CaseResult]:
+def run_prediction(checkpoint: Path | Sequence[Path], inputs: list[str], output_dir: Path,
+                   options: PredictOptions | None = None, console: Console | None = None) -> list[CaseResult]:
     """Predict every input through the reader → device → writer pipeline; bad cases are reported and
     skipped, the rest finish; ``manifest.jsonl`` records each case and lets a rerun skip finished ones.
 
-    Under torchrun the cases are sharded over the ranks (one GPU each); rank 0 merges the manifest and
-    prints the table of all cases. Returns the results of every case (on every rank).
+    Several checkpoints (e.g. the folds of a cross-validation) predict as an ensemble: their logits are averaged
+    (``inference.ensemble``). Under torchrun the cases are sharded over the ranks (one GPU each); rank 0 merges
+    the manifest and prints the table of all cases. Returns the results of every case (on every rank).
     """
     options, console = options or PredictOptions(), console or Console()
     env = dist_env()
     sources = collect_inputs(inputs)
     if any(output_dir.resolve() == s.parent for s in sources):
         raise DataError(f"--output {output_dir} is an input folder; write predictions to another folder")
-    ckpt = load_checkpoint(checkpoint)
-    cfg = _config_for(ckpt.config, options)
+    ckpts, cfg, model = load_models([checkpoint] if isinstance(checkpoint, Path | str) else list(checkpoint))
+    cfg = _config_for(cfg, options)
     cases = group_channels(sources, cfg.model.in_channels)
-    model = build_model(cfg.model, initialise=False)  # every weight comes from the checkpoint
-    load_weights(model, ckpt)  # weights that do not fit the config are refused before --output is created
     _prepare_output(output_dir)
     device = init_distributed(env, resolve_device(options.device))
     try:
-        results = _predict_shard(ckpt, model, cfg, cases[env.rank::env.world], output_dir, options, device, env,
+        results = _predict_shard(ckpts, model, cfg, cases[env.rank::env.world], output_dir, options, device, env,
                                  console if env.is_main else Console(quiet=True))
         results = _gather_results(cases, results, output_dir, device, env)
     finally:
@@ -245,19 +246,40 @@ def run_prediction(checkpoint: Path, inputs: list[str], output_dir: Path, option
     return results
 
 
-def _predict_shard(ckpt: Checkpoint, model: torch.nn.Module, cfg: Config, cases: list[Case], output_dir: Path,
-                   options: PredictOptions, device: torch.device, env: DistEnv, console: Console) -> list[CaseResult]:
+def load_models(paths: Sequence[Path]) -> tuple[list[Checkpoint], Config, torch.nn.Module]:
+    """The checkpoints, the config to predict with and the model: one checkpoint's network, or an
+    :class:`Ensemble` of several once they are checked to preprocess alike (the first one's config then).
+    Weights that do not fit their config are refused here, before ``--output`` is created."""
+    ckpts = [load_checkpoint(Path(p)) for p in paths]
+    cfg = ensemble_config(ckpts)
+    models = []
+    for ckpt in ckpts:
+        model = build_model(ckpt.config.model, initialise=False)  # every weight comes from the checkpoint
+        load_weights(model, ckpt)
+        models.append(model)
+    return ckpts, cfg, models[0] if len(models) == 1 else Ensemble(models)
+
+
+def checkpoint_settings(ckpts: Sequence[Checkpoint]) -> dict:
+    """What the manifest records of the checkpoint(s), so that a rerun with other weights redoes every case."""
+    paths, steps = [str(c.path.resolve()) for c in ckpts], [c.state.get("global_step") for c in ckpts]
+    return {"checkpoint": paths[0], "step": steps[0]} if len(ckpts) == 1 else {"checkpoint": paths, "step": steps}
+
+
+def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config, cases: list[Case],
+                   output_dir: Path, options: PredictOptions, device: torch.device, env: DistEnv,
+                   console: Console) -> list[CaseResult]:
     if env.is_main:
         remove_stale_temps(output_dir)  # partial files of a killed earlier run (never under a final name)
     barrier()
     manifest = Manifest(output_dir, part=env.rank if env.distributed else None)
-    settings = {"checkpoint": str(ckpt.path.resolve()), "step": ckpt.state.get("global_step"), "tta": options.tta,
-                "overlap": cfg.infer.overlap, "probabilities": options.probabilities,
-                "precision": cfg.train.precision}
+    settings = {**checkpoint_settings(ckpts), "tta": options.tta, "overlap": cfg.infer.overlap,
+                "probabilities": options.probabilities, "precision": cfg.train.precision}
     jobs, results = _plan(cases, output_dir, manifest, settings, options.overwrite)
     skipped = sum(r.status == "skipped" for r in results)
     shards = f" × {env.world} processes" if env.distributed else ""
-    console.print(escape(f"predicting {len(jobs)} case(s) with {ckpt.path} on {device}{shards}")
+    weights = ckpts[0].path if len(ckpts) == 1 else f"an ensemble of {len(ckpts)} checkpoints"
+    console.print(escape(f"predicting {len(jobs)} case(s) with {weights} on {device}{shards}")
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
         predictor = Predictor(model, cfg, device, options.tta, options.probabilities)

@@ -189,7 +189,9 @@ def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_cmd_train)
 
     predict = sub.add_parser("predict", help="predict label maps for images")
-    predict.add_argument("--checkpoint", required=True, type=Path, help="checkpoint or run directory")
+    predict.add_argument("--checkpoint", required=True, type=Path, nargs="+",
+                         help="checkpoint or run directory; several (e.g. the folds) predict as an ensemble that "
+                              "averages their logits")
     predict.add_argument("--input", required=True, nargs="+", help="image folders, files or glob patterns")
     predict.add_argument("--output", required=True, type=Path, help="folder for the label maps")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
