@@ -49,7 +49,7 @@ bench: install
 	$(BIN)/python benchmarks/time_to_dice.py --cap 2 --json bench-out/time_to_dice.json
 
 bench-gpu: install
-	OUT=bench-out PYTHON=$(BIN)/python bash benchmarks/gpu_session.sh predict predict-bn stages forward train train-ro
+	OUT=bench-out PYTHON=$(BIN)/python bash benchmarks/gpu_session.sh inflate predict predict-bn stages forward train train-ro
 
 lint: install
 	$(BIN)/ruff check .

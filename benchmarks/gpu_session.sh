@@ -4,19 +4,22 @@
 # time limit, writing logs and JSON to $OUT (default ./bench-out). A stage that fails does not stop the others.
 #
 #     bash benchmarks/gpu_session.sh [stage ...]     # tests smoke predict predict-bn stages forward forward-compile
-#                                                    # train train-profile train-compile train-ro
+#                                                    # train train-profile train-compile train-ro inflate
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 
+# A call carries at most 64 MiB of ignored files, so the wheels may come over several calls: each call installs
+# the wheels it carried into /tmp/site, which outlives the call while the machine stays warm.
+if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site; fi
 if ! $PY -c "import monai, segkit.pipelines" 2>/dev/null; then
-    if ls .whl/*.whl >/dev/null 2>&1; then
-        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    fi
-    $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/segkit . || exit 1
-    export PYTHONPATH=/tmp/segkit:/tmp/site
+    $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/segkit . || exit 1
+    export PYTHONPATH=/tmp/segkit${PYTHONPATH:+:$PYTHONPATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 $PY -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.version.cuda)"
@@ -42,6 +45,8 @@ for s in $STAGES; do
         predict-bn) stage predict-bn 420 $PY benchmarks/predict_e2e.py --device cuda --workers 4 --data /tmp/ct \
                         --norm batch --json "$OUT/predict_bn.json" ;;
         stages) stage stages 240 $PY benchmarks/predict_stages.py --device cuda --data /tmp/ct --json "$OUT/stages.json" ;;
+        inflate) stage inflate 240 $PY benchmarks/inflate.py --data /tmp/ct --concurrent 4 \
+                     --json "$OUT/inflate.json" ;;
         forward) stage forward 300 $PY benchmarks/forward_variants.py ;;
         forward-profile) stage forward-profile 300 $PY benchmarks/forward_variants.py --profile 3 ;;
         forward-compile) stage forward-compile 480 $PY benchmarks/forward_variants.py --compile --repeats 5 ;;
