@@ -41,6 +41,12 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from segkit.pipelines.postprocessing_choice import (
+    largest_only_dice,
+    postprocessing_markdown,
+    postprocessing_table,
+    suggestion_line,
+)
 
 from segkit.data.cases import case_id_of
 from segkit.engine.metrics import dice_per_class, mean_foreground, surface_metrics_per_class
@@ -76,6 +82,7 @@ class Evaluation:
     hd95: np.ndarray
     nsd: np.ndarray
     tolerance_mm: float
+    dice_largest: np.ndarray | None = None  # Dice with each label's largest component only (--postprocessing)
 
     @property
     def mean(self) -> float:
@@ -140,16 +147,20 @@ def _load_pair(pred_path: Path, ref_path: Path, num_classes: int | None) -> tupl
 
 
 def _score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple, num_classes: int | None,
-                tolerance_mm: float) -> np.ndarray:
-    """Dice, HD95 and NSD of one case: array (3, classes - 1), classes from ``num_classes`` or the labels."""
+                tolerance_mm: float, postprocessing: bool) -> np.ndarray:
+    """Dice, HD95 and NSD of one case (and with ``postprocessing`` the Dice with each label's largest component
+    only): array (3 or 4, classes - 1), classes from ``num_classes`` or the labels."""
     classes = max(num_classes or int(max(pred.max(), ref.max(), 0)) + 1, 2)
     hd95, nsd = surface_metrics_per_class(pred, ref, classes, spacing, tolerance_mm)
-    return np.stack([dice_per_class(pred, ref, classes), hd95, nsd]).astype(np.float64)
+    rows = [dice_per_class(pred, ref, classes), hd95, nsd]
+    if postprocessing:
+        rows.append(largest_only_dice(pred, ref, classes))
+    return np.stack(rows).astype(np.float64)
 
 
 def _padded(scores: list[np.ndarray], width: int) -> np.ndarray:
-    """Stack per-case (3, k) scores into (3, cases, width); classes beyond a case's labels are absent: NaN."""
-    out = np.full((3, len(scores), width), np.nan)
+    """Stack per-case (n, k) scores into (n, cases, width); classes beyond a case's labels are absent: NaN."""
+    out = np.full((scores[0].shape[0], len(scores), width), np.nan)
     for i, case_scores in enumerate(scores):
         out[:, i, : case_scores.shape[1]] = case_scores
     return out
@@ -163,11 +174,12 @@ def _no_case_error(pred_dir: Path, ref_dir: Path, case_problems: list[str]) -> D
 
 
 def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = None,
-                     tolerance_mm: float = 1.0) -> Evaluation:
+                     tolerance_mm: float = 1.0, postprocessing: bool = False) -> Evaluation:
     """Dice, HD95 and NSD of every prediction that has a reference with the same case id.
 
     Cases are read one at a time. ``num_classes`` counts the background; by default it is the largest label
-    found plus one. Cases that cannot be compared are listed in ``problems`` and skipped.
+    found plus one. Cases that cannot be compared are listed in ``problems`` and skipped. ``postprocessing``
+    also scores each prediction with every label reduced to its largest connected component (``dice_largest``).
     """
     if not (math.isfinite(tolerance_mm) and tolerance_mm > 0):
         raise DataError(f"the NSD tolerance must be a positive number of mm, got {tolerance_mm}")
@@ -182,12 +194,13 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = No
             problems.append(str(exc))
             continue
         case_ids.append(case_id)
-        scores.append(_score_case(pred, ref, spacing, num_classes, tolerance_mm))
+        scores.append(_score_case(pred, ref, spacing, num_classes, tolerance_mm, postprocessing))
     if not case_ids:
         raise _no_case_error(pred_dir, ref_dir, problems[first_case_problem:])
     classes = max(num_classes or max(s.shape[1] for s in scores) + 1, 2)
-    dice, hd95, nsd = _padded(scores, classes - 1)
-    return Evaluation(case_ids, _class_names(ref_dir, classes), dice, problems, hd95, nsd, float(tolerance_mm))
+    dice, hd95, nsd, *largest = _padded(scores, classes - 1)
+    return Evaluation(case_ids, _class_names(ref_dir, classes), dice, problems, hd95, nsd, float(tolerance_mm),
+                      largest[0] if largest else None)
 
 
 def _nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +263,10 @@ def evaluation_markdown(result: Evaluation, pred_dir: Path | None = None, ref_di
               "## Per class", "",
               "Mean ± standard deviation over the cases where the class is scored (population std).", "",
               *_markdown_class_table(result), "",
-              "## Problems", ""]
+              ]
+    if result.dice_largest is not None:
+        lines += postprocessing_markdown(result.class_names, result.dice, result.dice_largest)
+    lines += ["## Problems", ""]
     lines += [f"- {problem}" for problem in result.problems] or ["None."]
     lines += ["", "## Conventions", "", CONVENTIONS, ""]
     return "\n".join(lines)
@@ -287,18 +303,22 @@ def class_summary_table(result: Evaluation) -> Table:
 
 def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, num_classes: int | None = None,
                    console: Console | None = None, *, tolerance_mm: float = 1.0,
-                   summary_path: Path | None = None) -> Evaluation:
+                   summary_path: Path | None = None, postprocessing: bool = False) -> Evaluation:
     """Evaluate, print the tables, write the CSV and the markdown summary (atomically).
 
-    Defaults: ``PRED_DIR/evaluation.csv`` and ``PRED_DIR/evaluation.md``; ``tolerance_mm`` is the NSD tolerance.
+    Defaults: ``PRED_DIR/evaluation.csv`` and ``PRED_DIR/evaluation.md``; ``tolerance_mm`` is the NSD tolerance;
+    ``postprocessing`` adds which labels gain from keeping only their largest connected component.
     """
     console = console or Console()
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    result = evaluate_folders(pred_dir, ref_dir, num_classes, tolerance_mm)
+    result = evaluate_folders(pred_dir, ref_dir, num_classes, tolerance_mm, postprocessing)
     for problem in result.problems:
         console.print(f"[yellow]warning[/]: {escape(problem)}")
     console.print(evaluation_table(result))
     console.print(class_summary_table(result))
+    if result.dice_largest is not None:
+        console.print(postprocessing_table(result.class_names, result.dice, result.dice_largest))
+        console.print(escape(suggestion_line(result.dice, result.dice_largest)), highlight=False)
     csv_path = Path(csv_path) if csv_path is not None else pred_dir / "evaluation.csv"
     summary_path = Path(summary_path) if summary_path is not None else pred_dir / "evaluation.md"
     for path, text in ((csv_path, evaluation_csv(result)),

@@ -20,10 +20,11 @@ from segkit.data.nnunet import CHANNEL_FILE
 from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_weights
 from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
 from segkit.engine.metrics import label_volumes_ml
-from segkit.errors import DataError, SegkitError
+from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.inference.ensemble import Ensemble, ensemble_config
 from segkit.inference.manifest import MANIFEST, Manifest, input_signature, merge_manifests, read_all
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
+from segkit.inference.postprocess import keep_largest_components
 from segkit.inference.predictor import Prediction, Predictor
 from segkit.io.atomic import full_suffix, remove_stale_temps, temp_path_for
 from segkit.io.image_io import is_image_file, read_image_array, write_like, write_probabilities
@@ -105,6 +106,7 @@ class PredictOptions:
     workers: int = 2  # reader threads and writer threads each
     preview: bool = False
     precision: str | None = None  # auto, bf16, fp16 or fp32; default: the checkpoint's train.precision
+    keep_largest: tuple[int, ...] | None = None  # labels to reduce to their largest component; default: the config's
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,12 @@ def probabilities_path(target: Path) -> Path:
 
 
 def _config_for(cfg: Config, options: PredictOptions) -> Config:
-    infer = {k: v for k, v in {"overlap": options.overlap, "sw_batch_size": options.sw_batch_size}.items()
-             if v is not None}
+    infer = {k: v for k, v in {"overlap": options.overlap, "sw_batch_size": options.sw_batch_size,
+                               "keep_largest": options.keep_largest}.items() if v is not None}
+    outside = [label for label in options.keep_largest or () if not 0 < label < cfg.model.num_classes]
+    if outside:
+        raise ConfigError(f"--keep-largest {outside[0]}: the checkpoint predicts labels 1..{cfg.model.num_classes - 1}"
+                          " (0 is background); list foreground labels")
     cfg = cfg.model_copy(update={"infer": cfg.infer.model_copy(update=infer)}) if infer else cfg
     if options.precision is None:
         return cfg
@@ -165,9 +171,17 @@ def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray) -> None
     write_preview(preview_path(job.target), image, labels, spacing, title=job.case.case_id)
 
 
-def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: int):
+def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Config):
+    level, keep = cfg.infer.compression_level, cfg.infer.keep_largest
+
     def write(job: Job, computed: tuple[Prediction, np.ndarray]) -> dict[str, float]:
         prediction, affine = computed
+        counts = prediction.voxel_counts
+        if keep:  # on the host, in this writer thread: scipy's labelling (inference.postprocess)
+            counts = counts.copy()
+            for label, removed in keep_largest_components(prediction.labels, keep).items():
+                counts[label] -= removed
+                counts[0] += removed
         manifest.append({"case_id": job.case.case_id, "output": str(job.target), "status": "started"})
         try:  # every file is written atomically: a failed write leaves no partial file under a final name
             write_like(prediction.labels, job.case.image, job.target, level)
@@ -178,7 +192,7 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, level: 
         except OSError as exc:
             raise DataError(f"{job.target}: cannot write the prediction ({exc.strerror or exc}) — free disk space "
                             "or fix the permissions of --output, then run again (finished cases are skipped)") from None
-        return label_volumes_ml(prediction.voxel_counts, affine)
+        return label_volumes_ml(counts, affine)
 
     return write
 
@@ -275,6 +289,8 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
     manifest = Manifest(output_dir, part=env.rank if env.distributed else None)
     settings = {**checkpoint_settings(ckpts), "tta": options.tta, "overlap": cfg.infer.overlap,
                 "probabilities": options.probabilities, "precision": cfg.train.precision}
+    if cfg.infer.keep_largest:  # only when set, so that manifests of earlier versions still match
+        settings["keep_largest"] = list(cfg.infer.keep_largest)
     jobs, results = _plan(cases, output_dir, manifest, settings, options.overwrite)
     skipped = sum(r.status == "skipped" for r in results)
     shards = f" × {env.world} processes" if env.distributed else ""
@@ -285,7 +301,7 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
         predictor = Predictor(model, cfg, device, options.tta, options.probabilities)
         stages = Stages(read=lambda job: predictor.load(job.case.images),
                         compute=lambda image: (predictor.infer(image), np.asarray(image.meta["original_affine"])),
-                        write=_writer(manifest, settings, options, cfg.infer.compression_level),
+                        write=_writer(manifest, settings, options, cfg),
                         warm_up=predictor.warm_up)
         # one intra-op thread per helper thread: OpenMP teams of helpers and the network on the same cores
         # spin against each other (measured on 2 cores: the network's compute went from 14 s to 26 s per case)

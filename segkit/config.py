@@ -139,6 +139,7 @@ class InferCfg(_Section):
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     cuda_graphs: bool = True  # on a GPU, replay each window-batch shape's forward pass as a CUDA graph
     compression_level: Annotated[int, Field(ge=0, le=9)] = 1
+    keep_largest: tuple[PositiveInt, ...] = ()  # labels reduced to their largest connected component
 
 
 class Config(_Section):
@@ -163,6 +164,10 @@ class Config(_Section):
                              f"({self.model.num_classes}, background included)")
         if self.data.image_dims == 2 and dims != 2:
             raise ValueError("data.image_dims 2 (2D image files) needs model.spatial_dims: 2")
+        outside = [label for label in self.infer.keep_largest if label >= self.model.num_classes]
+        if outside:
+            raise ValueError(f"infer.keep_largest names label {outside[0]}, but model.num_classes is "
+                             f"{self.model.num_classes} (labels 1..{self.model.num_classes - 1})")
         for index, stride in enumerate(self.model.strides or ()):
             if isinstance(stride, tuple) and len(stride) != dims:
                 raise ValueError(f"model.strides[{index}] has {len(stride)} values but model.spatial_dims is {dims}")
