@@ -60,7 +60,7 @@ def postprocessing_rows(class_names: list[str], dice: np.ndarray, dice_largest: 
         if np.isnan(before[k]):
             rows.append([name, "-", "-", "-", "0"])
             continue
-        rows.append([name, f"{before[k]:.4f}", f"{after[k]:.4f}", f"{after[k] - before[k]:+.4f}", str(changed[k])])
+        rows.append([name, f"{before[k]:.4f}", f"{after[k]:.4f}", f"{after[k] - before[k]:+.5f}", str(changed[k])])
     return rows
 
 
