@@ -104,12 +104,17 @@ def _images_by_case(folder: Path) -> dict[str, Path]:
     return {case_id_of(p): p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)}
 
 
-def _class_names(ref_dir: Path, num_classes: int) -> list[str]:
-    manifest = ref_dir.parent / "dataset.json"
+def _declared_labels(ref_dir: Path) -> dict:
+    """The ``labels`` of ``dataset.json`` beside the reference folder (MSD: index → name), or nothing."""
     try:
-        labels = json.loads(manifest.read_text(encoding="utf-8")).get("labels", {})
+        labels = json.loads((ref_dir.parent / "dataset.json").read_text(encoding="utf-8")).get("labels", {})
     except (OSError, ValueError, AttributeError):
-        labels = {}
+        return {}
+    return labels if isinstance(labels, dict) else {}
+
+
+def _class_names(ref_dir: Path, num_classes: int) -> list[str]:
+    labels = _declared_labels(ref_dir)
     return [str(labels.get(str(k), f"class {k}")) for k in range(1, num_classes)]
 
 
@@ -162,7 +167,7 @@ def _padded(scores: list[np.ndarray], width: int) -> np.ndarray:
     """Stack per-case (n, k) scores into (n, cases, width); classes beyond a case's labels are absent: NaN."""
     out = np.full((scores[0].shape[0], len(scores), width), np.nan)
     for i, case_scores in enumerate(scores):
-        out[:, i, : case_scores.shape[1]] = case_scores
+        out[:, i, : case_scores.shape[1]] = case_scores[:, :width]
     return out
 
 
@@ -186,7 +191,7 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = No
     preds, refs = _images_by_case(pred_dir), _images_by_case(ref_dir)
     problems = [f"{refs[c]}: no prediction for this case" for c in refs if c not in preds]
     first_case_problem = len(problems)
-    case_ids, scores = [], []
+    case_ids, scores, top_labels = [], [], {}
     for case_id in sorted(set(preds) & set(refs)):
         try:
             pred, ref, spacing = _load_pair(preds[case_id], refs[case_id], num_classes)
@@ -194,13 +199,25 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = No
             problems.append(str(exc))
             continue
         case_ids.append(case_id)
+        top_labels[case_id] = (int(pred.max(initial=0)), int(ref.max(initial=0)))
         scores.append(_score_case(pred, ref, spacing, num_classes, tolerance_mm, postprocessing))
     if not case_ids:
         raise _no_case_error(pred_dir, ref_dir, problems[first_case_problem:])
-    classes = max(num_classes or max(s.shape[1] for s in scores) + 1, 2)
+    classes = max(num_classes or _reference_classes(ref_dir, top_labels), 2)
+    problems += [f"{preds[c]}: label {pred_top} is in no reference (they hold labels up to {classes - 1}); not "
+                 "scored — check the model's classes, or give --num-classes" for c, (pred_top, _) in top_labels.items()
+                 if pred_top >= classes]
     dice, hd95, nsd, *largest = _padded(scores, classes - 1)
     return Evaluation(case_ids, _class_names(ref_dir, classes), dice, problems, hd95, nsd, float(tolerance_mm),
                       largest[0] if largest else None)
+
+
+def _reference_classes(ref_dir: Path, top_labels: dict[str, tuple[int, int]]) -> int:
+    """Classes counted with the background, from the references: their largest label, or the labels the dataset's
+    ``dataset.json`` declares beside the reference folder, whichever is more. A label only a prediction holds is
+    not a class."""
+    declared = _declared_labels(ref_dir)
+    return max(max(ref_top for _, ref_top in top_labels.values()) + 1, len(declared))
 
 
 def _nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,6 +318,16 @@ def class_summary_table(result: Evaluation) -> Table:
     return table
 
 
+def _write_report(path: Path, text: str) -> None:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder — give --csv / --summary a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write the report ({exc.strerror or exc}) — choose another path") from None
+
+
 def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, num_classes: int | None = None,
                    console: Console | None = None, *, tolerance_mm: float = 1.0,
                    summary_path: Path | None = None, postprocessing: bool = False) -> Evaluation:
@@ -323,8 +350,7 @@ def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, 
     summary_path = Path(summary_path) if summary_path is not None else pred_dir / "evaluation.md"
     for path, text in ((csv_path, evaluation_csv(result)),
                        (summary_path, evaluation_markdown(result, pred_dir, ref_dir))):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+        _write_report(path, text)
     console.print(f"mean foreground Dice {result.mean:.4f} over {len(result.case_ids)} case(s); "
                   f"CSV {escape(str(csv_path))}; summary {escape(str(summary_path))}", highlight=False)
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,10 +13,10 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from segkit.pipelines.predict_inputs import InputProblem, collect_inputs, group_channels, output_path_for
 
 from segkit.config import Config
-from segkit.data.cases import Case, case_id_of
-from segkit.data.nnunet import CHANNEL_FILE
+from segkit.data.cases import Case
 from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_weights
 from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
 from segkit.engine.metrics import label_volumes_ml
@@ -27,7 +27,7 @@ from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.postprocess import keep_largest_components
 from segkit.inference.predictor import Prediction, Predictor
 from segkit.io.atomic import full_suffix, remove_stale_temps, temp_path_for
-from segkit.io.image_io import is_image_file, read_image_array, write_like, write_probabilities
+from segkit.io.image_io import read_image_array, write_like, write_probabilities
 from segkit.models import build_model
 from segkit.runtime import resolve_device
 
@@ -42,55 +42,6 @@ class CaseResult:
     status: str  # written | skipped | failed
     seconds: float = 0.0
     message: str = ""
-
-
-def collect_inputs(items: list[str]) -> list[Path]:
-    """Image files from directories, files and glob patterns, in a stable order without repeats."""
-    found: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
-        elif path.is_file():
-            found.append(path)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(item) if Path(m).is_file())
-            if not matches:
-                raise DataError(f"{item}: no such file or directory, and no file matches it as a pattern")
-            found += matches
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    if not unique:
-        raise DataError(f"no image files (.nii.gz, .nii, .nrrd, .mha) found in {', '.join(items)}")
-    return unique
-
-
-def group_channels(files: list[Path], channels: int) -> list[Case]:
-    """One case per file, or for multi-channel models nnU-Net style ``CASE_XXXX`` files grouped per case."""
-    if channels == 1:
-        return [Case(case_id_of(p), p) for p in files]
-    grouped: dict[str, dict[int, Path]] = {}
-    for path in files:
-        match = CHANNEL_FILE.match(case_id_of(path))
-        if match is None:
-            raise DataError(f"{path}: the model takes {channels} channels; name inputs CASE_0000, CASE_0001, ...")
-        grouped.setdefault(match["case"], {})[int(match["channel"])] = path
-    cases = []
-    for case_id, by_channel in grouped.items():
-        if sorted(by_channel) != list(range(channels)):
-            raise DataError(f"case '{case_id}': found channels {sorted(by_channel)}, the model needs 0..{channels - 1}")
-        paths = [by_channel[c] for c in range(channels)]
-        cases.append(Case(case_id, paths[0], None, tuple(paths[1:])))
-    return cases
-
-
-def output_path_for(case: Case, output_dir: Path) -> Path:
-    """The output file for ``case``: its id plus the input's suffix, inside ``output_dir``; never an input."""
-    target = (output_dir / f"{case.case_id}{full_suffix(case.image)}").resolve()
-    if target.parent != output_dir.resolve():
-        raise DataError(f"{case.image}: output name escapes the output directory")
-    if target in {p.resolve() for p in case.images}:
-        raise DataError(f"{case.image}: output would overwrite the input; choose an --output outside the input folder")
-    return target
 
 
 @dataclass(frozen=True)
@@ -116,6 +67,7 @@ class Job:
     case: Case
     target: Path
     signature: list[list[int]]
+    redo: bool = False  # the outputs there are segkit's from an earlier run (or --overwrite): side files go too
 
 
 def probabilities_path(target: Path) -> Path:
@@ -153,7 +105,7 @@ def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dic
             results.append(CaseResult(case.case_id, case.image, target, "skipped",
                                       message="exists, not written by segkit here (use --overwrite to redo)"))
         else:
-            jobs.append(Job(case, target, signature))
+            jobs.append(Job(case, target, signature, overwrite or manifest.was_ours(case.case_id, target)))
     return jobs, results
 
 
@@ -169,6 +121,12 @@ def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray) -> None
     image, _ = read_image_array(job.case.image)
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     write_preview(preview_path(job.target), image, labels, spacing, title=job.case.case_id)
+
+
+def _remove_stale_side_files(job: Job, probabilities: bool, preview: bool) -> None:
+    for path, written in ((probabilities_path(job.target), probabilities), (preview_path(job.target), preview)):
+        if not written:
+            path.unlink(missing_ok=True)
 
 
 def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Config):
@@ -189,6 +147,8 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Co
                 write_probabilities(probabilities_path(job.target), prediction.probabilities, affine)
             if options.preview:
                 write_case_preview(job, prediction.labels, affine)
+            if job.redo:  # an earlier run's probabilities or preview would no longer match the label map
+                _remove_stale_side_files(job, prediction.probabilities is not None, options.preview)
         except OSError as exc:
             raise DataError(f"{job.target}: cannot write the prediction ({exc.strerror or exc}) — free disk space "
                             "or fix the permissions of --output, then run again (finished cases are skipped)") from None
@@ -200,6 +160,8 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Co
 def _prepare_output(output_dir: Path) -> None:
     """Create ``output_dir`` and prove it writable the way outputs are written (a hidden temp file renamed into
     place) before any work. Both names are temp names, so a killed run's probe is cleaned like its temps."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DataError(f"--output {output_dir}: is a file, not a folder — give a folder for the label maps")
     first, second = (temp_path_for(output_dir / ".segkit-write-probe") for _ in range(2))
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +172,19 @@ def _prepare_output(output_dir: Path) -> None:
                         "can write to, or fix its permissions") from None
     finally:
         for probe in (first, second):
-            probe.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # e.g. NotADirectoryError when --output is a file
+                probe.unlink(missing_ok=True)
+
+
+def _record_problems(problems: list[InputProblem], output_dir: Path, env: DistEnv) -> list[CaseResult]:
+    """Inputs that could not become cases: failed results, and (by rank 0) a ``failed`` line each in the
+    manifest."""
+    if env.is_main and problems:
+        manifest = Manifest(output_dir)
+        for problem in problems:
+            manifest.append({"case_id": problem.case_id, "rank": env.rank, "inputs": [str(problem.source)],
+                             "output": None, "status": "failed", "error": problem.message})
+    return [CaseResult(p.case_id, p.source, None, "failed", message=p.message) for p in problems]
 
 
 def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResult]:
@@ -241,17 +215,21 @@ def run_prediction(checkpoint: Path | Sequence[Path], inputs: list[str], output_
     options, console = options or PredictOptions(), console or Console()
     env = dist_env()
     sources = collect_inputs(inputs)
-    if any(output_dir.resolve() == s.parent for s in sources):
+    if any(output_dir.resolve() == s.parent.resolve() for s in sources):
         raise DataError(f"--output {output_dir} is an input folder; write predictions to another folder")
     ckpts, cfg, model = load_models([checkpoint] if isinstance(checkpoint, Path | str) else list(checkpoint))
     cfg = _config_for(cfg, options)
-    cases = group_channels(sources, cfg.model.in_channels)
+    cases, problems = group_channels(sources, cfg.model.in_channels)
+    if problems and not cases:  # nothing to predict: stop before --output is created
+        others = f" ({len(problems) - 1} other input(s) cannot be predicted either)" if len(problems) > 1 else ""
+        raise DataError(problems[0].message + others)
     _prepare_output(output_dir)
     device = init_distributed(env, resolve_device(options.device))
     try:
         results = _predict_shard(ckpts, model, cfg, cases[env.rank::env.world], output_dir, options, device, env,
                                  console if env.is_main else Console(quiet=True))
         results = _gather_results(cases, results, output_dir, device, env)
+        results += _record_problems(problems, output_dir, env)
     finally:
         shutdown()
     if env.is_main:

@@ -16,7 +16,7 @@ from rich.console import Console
 from segkit.pipelines.data_check import check_dataset, problem_table
 from torch.utils.data import Subset
 
-from segkit.config import Config, config_to_dict, load_config
+from segkit.config import Config, ModelCfg, config_to_dict, load_config
 from segkit.data.cases import DatasetIndex
 from segkit.data.index import load_dataset
 from segkit.data.loaders import training_loader, validation_dataset
@@ -180,19 +180,32 @@ def _validator(cfg: Config, val_data: Dataset, device: torch.device, amp_dtype: 
     return validate
 
 
-def _resume_into(trainer: Trainer, run_dir: Path, console: Console) -> None:
+def _resume_into(trainer: Trainer, run_dir: Path, console: Console, model: ModelCfg) -> None:
     last = run_dir / "last"
     if not (last / "weights.safetensors").is_file():
         raise CheckpointError(f"{run_dir}: no last/ checkpoint to resume from; start the run again without --resume")
     checkpoint = load_checkpoint(last)
+    _same_model(checkpoint.config.model, model, run_dir)
     train_weights, resume = load_resume_state(checkpoint.path)
     trainer.restore(checkpoint.weights, train_weights, resume, checkpoint.state)
     console.print(f"resuming {run_dir} at step {trainer.state.global_step} (epoch {trainer.state.epoch + 1})")
 
 
+def _same_model(saved: ModelCfg, now: ModelCfg, run_dir: Path) -> None:
+    """A resumed run trains the network it saved: a ``--set model.…`` that changes it is refused in one line."""
+    before, after = saved.model_dump(mode="json"), now.model_dump(mode="json")
+    before.pop("encoder_weights"), after.pop("encoder_weights")  # only used to build the first step's model
+    for key, value in before.items():
+        if after[key] != value:
+            raise ConfigError(f"model.{key}: the run in {run_dir} was trained with {value!r}, now {after[key]!r} — "
+                              "a resumed run keeps its model; drop that --set, or start a new run")
+
+
 def resumed_config(run_dir: Path, overrides: list[str]) -> Config:
     """The config saved in ``run_dir`` (with ``--set`` overrides), pointing at ``run_dir`` wherever it now is."""
     saved = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise SegkitError(f"{run_dir}: no such folder; pass the run_dir of a run started with segkit train")
     if not saved.is_file():
         raise SegkitError(f"{run_dir}: no config.yaml, so not a segkit run directory; pass the run_dir of a run "
                           "started with segkit train")
@@ -236,7 +249,7 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
                           reduce=lambda value: mean_over_ranks(value, device),
                           sync=lambda: broadcast_buffers(opt.module, opt.ema))
         if resume:
-            _resume_into(trainer, run_dir, console)
+            _resume_into(trainer, run_dir, console, cfg.model)
             log.truncate_after(trainer.state.global_step)
         else:
             console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on "

@@ -30,8 +30,9 @@ def _print_error(message: str, severity: str = "error") -> None:
 def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--config", required=required,
                         help="config file, or the name of a packaged config (e.g. unet_resnet34.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, value read as YAML (repeatable), e.g. train.epochs=50")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys, values read as YAML (one or more, repeatable), e.g. "
+                             "--set train.epochs=50 data.fold=1")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

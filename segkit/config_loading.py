@@ -62,7 +62,27 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    _refuse_repeated_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
     return data
+
+
+def _refuse_repeated_keys(path: Path, node: yaml.Node | None, prefix: str = "") -> None:
+    """PyYAML keeps the last of two equal keys in a mapping and drops the first without a word (a second
+    ``train:`` block would silently replace the first): refuse that. Works on the composed node tree, which
+    constructs no Python objects."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_repeated_keys(path, item, prefix)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: set[str] = set()
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        if key in seen:
+            raise ConfigError(f"{path}: line {key_node.start_mark.line + 1}: key '{prefix}{key}' appears twice in "
+                              "the same mapping; merge the two into one")
+        seen.add(key)
+        _refuse_repeated_keys(path, value_node, f"{prefix}{key}.")
 
 
 def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from segkit.cli import build_parser
 from segkit.config import load_config
 from segkit.errors import ConfigError
 from tests.cli_run import run_cli
@@ -122,3 +123,11 @@ def test_config_error_via_cli_is_one_line_without_traceback(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.epochs" in lines[0]
+
+
+def test_set_takes_several_overrides_at_once_and_repeatedly() -> None:
+    args = build_parser().parse_args(["config", "show", "--config", "demo_unet_resnet34.yaml", "--set",
+                                      "train.epochs=3", "train.lr=0.1", "--set", "seed=4"])
+    assert args.overrides == ["train.epochs=3", "train.lr=0.1", "seed=4"]
+    cfg = load_config("demo_unet_resnet34.yaml", args.overrides)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.seed) == (3, 0.1, 4)

@@ -208,3 +208,18 @@ def test_non_positive_tolerance_is_an_argparse_error(value: str, capsys: pytest.
         build_parser().parse_args(["evaluate", "--pred", "p", "--ref", "r", "--tolerance", value])
     assert info.value.code == 2 and "--tolerance" in capsys.readouterr().err
     assert build_parser().parse_args(["evaluate", "--pred", "p", "--ref", "r"]).tolerance == 1.0
+
+
+def test_a_label_only_a_prediction_holds_is_a_problem_not_a_class(tmp_path: Path) -> None:
+    ref = blobs(3)
+    stray = ref.copy()
+    stray[tuple(np.argwhere(ref == 0)[0])] = 9  # one background voxel
+    save(tmp_path / "labels", "a", ref)
+    save(tmp_path / "preds", "a", stray)
+    save(tmp_path / "clean", "a", ref)
+    result = evaluate_folders(tmp_path / "preds", tmp_path / "labels")
+    clean = evaluate_folders(tmp_path / "clean", tmp_path / "labels")
+    assert result.dice.shape == clean.dice.shape == (1, 3)  # classes 1..3 from the reference, not 1..9
+    np.testing.assert_array_equal(result.dice, clean.dice)  # no Dice 0 for a class 9 in the mean
+    assert result.problems == [f"{tmp_path / 'preds' / 'a.nii.gz'}: label 9 is in no reference (they hold labels "
+                               "up to 3); not scored — check the model's classes, or give --num-classes"]

@@ -1,33 +1,94 @@
-"""Predict inputs: channel grouping for multi-channel models and output paths."""
+"""Predict inputs: collecting files (symbolic links kept as given), channel grouping for multi-channel models,
+inputs that cannot be cases (reported, not fatal) and output paths."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
-from segkit.pipelines.predict import group_channels, output_path_for
+from segkit.pipelines.predict_inputs import collect_inputs, group_channels, output_path_for
 
 from segkit.data.cases import Case
 from segkit.errors import DataError
 
 
-def test_single_channel_inputs_are_one_case_each() -> None:
-    cases = group_channels([Path("/in/a.nii.gz"), Path("/in/b_0000.nii.gz")], channels=1)
-    assert [c.case_id for c in cases] == ["a", "b_0000"]
+def _image(path: Path, shape: tuple[int, ...] = (6, 5, 4)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), path)
+    return path
+
+
+def _messages(problems) -> dict[str, str]:
+    return {p.case_id: p.message for p in problems}
+
+
+def test_single_channel_inputs_are_one_case_each_without_nnunets_channel_number() -> None:
+    files = [Path("/in/a.nii.gz"), Path("/in/b_0000.nii.gz"), Path("/in/c_0001.nii.gz")]
+    cases, problems = group_channels(files, channels=1)
+    assert [c.case_id for c in cases] == ["a", "b", "c_0001"] and problems == []
 
 
 def test_channel_files_are_grouped_in_order() -> None:
     files = [Path(f"/in/{name}") for name in ("x_0001.nii.gz", "x_0000.nii.gz", "y_0000.nii.gz", "y_0001.nii.gz")]
-    cases = group_channels(files, channels=2)
+    cases, problems = group_channels(files, channels=2)
     assert [(c.case_id, [p.name for p in c.images]) for c in cases] == [
         ("x", ["x_0000.nii.gz", "x_0001.nii.gz"]), ("y", ["y_0000.nii.gz", "y_0001.nii.gz"])]
+    assert problems == []
 
 
-def test_incomplete_channels_are_refused() -> None:
-    with pytest.raises(DataError, match=r"case 'x': found channels \[0\], the model needs 0..1"):
-        group_channels([Path("/in/x_0000.nii.gz")], channels=2)
-    with pytest.raises(DataError, match="name inputs CASE_0000"):
-        group_channels([Path("/in/x.nii.gz")], channels=2)
+def test_incomplete_or_unnamed_channels_fail_their_case_only(tmp_path: Path) -> None:
+    files = [_image(tmp_path / name) for name in ("x_0000.nii.gz", "y_0000.nii.gz", "y_0001.nii.gz", "z.nii.gz")]
+    cases, problems = group_channels(files, channels=2)
+    assert [c.case_id for c in cases] == ["y"]
+    messages = _messages(problems)
+    assert set(messages) == {"x", "z"}
+    assert f"{tmp_path / 'x'}: found channel file(s) _0000, the model needs _0000 to _0001" in messages["x"]
+    assert "name inputs CASE_0000 … CASE_0001" in messages["z"] and "this one is 6×5×4" in messages["z"]
+
+
+def test_one_file_holding_every_channel_is_a_case(tmp_path: Path) -> None:
+    four_d = _image(tmp_path / "msd.nii.gz", (6, 5, 4, 2))
+    three = _image(tmp_path / "wrong.nii.gz", (6, 5, 4, 3))
+    cases, problems = group_channels([four_d, three], channels=2)
+    assert [(c.case_id, c.images) for c in cases] == [("msd", (four_d,))]
+    assert "this one is 6×5×4×3" in _messages(problems)["wrong"]
+
+
+def test_inputs_sharing_a_case_id_all_fail_naming_each_other(tmp_path: Path) -> None:
+    a, b = _image(tmp_path / "a" / "case.nii.gz"), _image(tmp_path / "b" / "case.nii.gz")
+    nrrd, mha = tmp_path / "a" / "scan.nrrd", tmp_path / "a" / "scan.mha"
+    other = _image(tmp_path / "a" / "other.nii.gz")
+    cases, problems = group_channels([a, b, nrrd, mha, other], channels=1)
+    assert [c.case_id for c in cases] == ["other"]
+    by_source = {p.source: p.message for p in problems}
+    assert set(by_source) == {a, b, nrrd, mha}
+    assert f"case id 'case' also comes from {b}" in by_source[a] and f"also comes from {a}" in by_source[b]
+    assert f"also comes from {mha}" in by_source[nrrd] and "separate --output folders" in by_source[mha]
+
+
+def test_symbolic_links_keep_their_own_names_and_a_broken_one_is_reported(tmp_path: Path) -> None:
+    target = _image(tmp_path / "store" / "orig.nii.gz")
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("patientA", "patientB"):
+        (links / f"{name}.nii.gz").symlink_to(target)
+    (links / "patientC.nii.gz").symlink_to(tmp_path / "missing.nii.gz")
+    files = collect_inputs([str(links)])
+    assert [p.name for p in files] == ["patientA.nii.gz", "patientB.nii.gz", "patientC.nii.gz"]
+    assert all(p.is_absolute() and p.parent == links for p in files)
+    cases, problems = group_channels(files, channels=1)
+    assert [c.case_id for c in cases] == ["patientA", "patientB"]
+    assert _messages(problems) == {"patientC": f"{links / 'patientC.nii.gz'}: broken symbolic link (to "
+                                               f"{tmp_path / 'missing.nii.gz'}) — fix the link or remove it"}
+    assert output_path_for(cases[0], tmp_path / "out") == (tmp_path / "out" / "patientA.nii.gz").resolve()
+
+
+def test_the_same_file_given_twice_is_one_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _image(tmp_path / "in" / "x.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    assert collect_inputs(["in/x.nii.gz", str(image), "in"]) == [image]
 
 
 def test_output_path_stays_inside_and_never_overwrites_an_input(tmp_path: Path) -> None:
@@ -36,3 +97,6 @@ def test_output_path_stays_inside_and_never_overwrites_an_input(tmp_path: Path) 
     same = Case("x", tmp_path / "x.nii.gz")
     with pytest.raises(DataError, match="would overwrite the input"):
         output_path_for(same, tmp_path)
+    (tmp_path / "link.nii.gz").symlink_to(tmp_path / "x.nii.gz")  # through a link, still the input's file
+    with pytest.raises(DataError, match="would overwrite the input"):
+        output_path_for(Case("x", tmp_path / "link.nii.gz"), tmp_path)

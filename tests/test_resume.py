@@ -88,5 +88,8 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(reference: Path
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_dataset: Path, tmp_path: Path) -> None:
     from segkit.errors import SegkitError
 
-    with pytest.raises(SegkitError, match=r"no config\.yaml"):
+    with pytest.raises(SegkitError, match=r"nothing: no such folder"):
         resumed_config(tmp_path / "nothing", [])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SegkitError, match=r"empty: no config\.yaml, so not a segkit run directory"):
+        resumed_config(tmp_path / "empty", [])

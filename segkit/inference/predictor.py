@@ -97,7 +97,7 @@ class Predictor:
         With ``device_preprocessing`` the resampling and normalisation are left to :meth:`finish_preprocessing`.
         """
         for path in paths:
-            self._check_header(path)
+            self._check_header(path, holds_every_channel=len(paths) == 1)
         chains = getattr(self._local, "chains", None)
         if chains is None:  # the host part (read, channel first), then the rest on the host or the device
             rest_device = self.device if self.device_preprocessing else torch.device("cpu")
@@ -111,17 +111,23 @@ class Predictor:
                             f"expects {expected} channel(s) and a {dims}D image")
         return image
 
-    def _check_header(self, path: Path) -> None:
-        """One ``data.image_dims``-D image per file (a trailing axis of length 1 allowed), of a sane size
-        (a DICOM series folder is left to its reader)."""
+    def _check_header(self, path: Path, holds_every_channel: bool) -> None:
+        """One ``data.image_dims``-D image per file (a trailing axis of length 1 allowed) or, when one file holds a
+        multi-channel case (MSD style), the channels along a trailing axis; of a sane size (a DICOM series folder
+        is left to its reader)."""
         if Path(path).is_dir():
             return
-        shape, dims = header_shape(path), self.cfg.data.image_dims
-        extra = shape[dims:]
-        if len(shape) < dims or any(n != 1 for n in extra):
-            size = "×".join(map(str, shape))
-            raise DataError(f"{path}: image is {len(shape)}D (size {size}) but the model takes one {dims}D image per "
-                            f"file — save a {dims}D image (several channels: one file each, CASE_0000, CASE_0001, …)")
+        shape, dims, channels = header_shape(path), self.cfg.data.image_dims, self.cfg.model.in_channels
+        extra = tuple(shape[dims:])
+        if len(shape) >= dims and (extra in ((), (1,)) or (holds_every_channel and extra == (channels,))):
+            return
+        size = "×".join(map(str, shape))
+        if channels > 1:
+            raise DataError(f"{path}: image is {len(shape)}D (size {size}) but the model takes {channels} channels of "
+                            f"a {dims}D image — one file per channel (CASE_0000, CASE_0001, …) or one file with "
+                            f"the {channels} channels along a last axis")
+        raise DataError(f"{path}: image is {len(shape)}D (size {size}) but the model takes one {dims}D image per "
+                        f"file — save a {dims}D image (several channels: one file each, CASE_0000, CASE_0001, …)")
 
     def finish_preprocessing(self, image: torch.Tensor) -> torch.Tensor:
         """The device part of preprocessing (resampling, normalisation) for images loaded without it."""

@@ -31,6 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 
 CASE = "phantom_000"
 IMAGE_TR, LABEL_TR = f"imagesTr/{CASE}.nii.gz", f"labelsTr/{CASE}.nii.gz"
@@ -332,7 +333,13 @@ def _config_edit(checkpoint: Path, section: str, key: str, value: object) -> Pat
 
 
 def two_channel_checkpoint(checkpoint: Path, sentinel: Path) -> Path:
-    """The config declares two input channels, for one-channel inputs."""
+    """A sound two-channel checkpoint (config and stem weights), for one-channel inputs."""
+    weights_path = checkpoint / "weights.safetensors"
+    weights = load_file(str(weights_path))
+    stem = next(name for name, tensor in weights.items() if tensor.ndim == 5 and tensor.shape[1] == 1)
+    weights[stem] = torch.cat([weights[stem], weights[stem]], dim=1)
+    weights_path.unlink()  # a new file: the copy may share the original's inode (hard link)
+    save_file(weights, str(weights_path))
     return _config_edit(checkpoint, "model", "in_channels", 2)
 
 

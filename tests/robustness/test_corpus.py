@@ -309,7 +309,7 @@ def test_debug_shows_the_traceback_of_a_corpus_case(base_config: dict, tmp_path:
 # ----------------------------------------------------------------------------------------- bad checkpoints
 
 CHECKPOINT_MESSAGES = {
-    "two-channel checkpoint": "the model takes 2 channels; name inputs CASE_0000, CASE_0001",
+    "two-channel checkpoint": "the model takes 2 channels — name inputs CASE_0000 … CASE_0001, one file per channel",
     "other architecture": "weights do not fit the model in its config.json (96 missing, 0 unexpected",
     "unknown encoder in checkpoint": "config.json: model.encoder: unknown encoder 'resnet9000'",
     "pickled weights.safetensors": "unreadable checkpoint (Error while deserializing header",
@@ -357,6 +357,39 @@ def test_pickled_resume_state_is_refused_and_never_run(trained: tuple[int, Path]
     run = cli(capsys, "train", "--resume", run_dir)
     assert_errors(run, (crafted, "resume state refused: it holds objects other than tensors"))
     assert not sentinel.exists()
+
+
+def test_resume_with_another_model_is_one_line(trained: tuple[int, Path], capsys) -> None:
+    _, run_dir = trained
+    run = cli(capsys, "train", "--resume", run_dir, "--set", "model.encoder=resnet34")
+    assert_errors(run, ("model.encoder", f"the run in {run_dir} was trained with 'resnet18', now 'resnet34' — a "
+                                         "resumed run keeps its model"))
+
+
+def test_resume_of_a_missing_folder_says_so(tmp_path: Path, capsys) -> None:
+    run = cli(capsys, "train", "--resume", tmp_path / "nowhere")
+    assert_errors(run, (tmp_path / "nowhere", "no such folder; pass the run_dir of a run started with segkit train"))
+
+
+def test_a_key_given_twice_in_a_config_is_refused(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "twice.yaml"
+    config.write_text("base: demo_unet_resnet34.yaml\ntrain:\n  epochs: 3\nmodel:\n  encoder: resnet18\n"
+                      "train:\n  lr: 0.1\n", encoding="utf-8")
+    run = cli(capsys, "config", "show", "--config", config)
+    assert_errors(run, (config, "line 6: key 'train' appears twice in the same mapping; merge the two into one"))
+    config.write_text("train:\n  augment:\n    flip: 0.1\n    flip: 0.2\n", encoding="utf-8")
+    run = cli(capsys, "config", "show", "--config", config)
+    assert_errors(run, (config, "line 4: key 'train.augment.flip' appears twice"))
+
+
+def test_evaluate_reports_to_a_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[1:3, 1:3, 1:3] = 1
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / "a.nii.gz")
+    run = cli(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--csv", tmp_path / "ref")
+    assert_errors(run, (tmp_path / "ref", "is a folder — give --csv / --summary a file path"))
 
 
 # ------------------------------------------------------------------------------------------ output folders

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from segkit.pipelines.predict import output_path_for
+from segkit.pipelines.predict_inputs import output_path_for
 
 from segkit.cli import main
 from segkit.config import AlbumentationsStep, Config, config_from_dict

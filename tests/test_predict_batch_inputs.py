@@ -1,0 +1,129 @@
+"""segkit predict on awkward folders: inputs that share a case id, symbolic links, multi-channel cases as one 4D
+file or as channel files (one incomplete), side files of an earlier run, an --output that is a file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
+from segkit.engine.checkpoint import Snapshot, save_checkpoint
+from segkit.inference.manifest import read_manifest
+from segkit.models import build_model
+from tests.cli_run import run_cli
+
+
+def _copy(tiny_dataset: Path, case: int, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(tiny_dataset / "imagesTr" / f"phantom_{case:03d}.nii.gz", target))
+
+
+def _predict(checkpoint: Path, cwd: Path, *args: object):
+    return run_cli("predict", "--checkpoint", checkpoint, "--device", "cpu", *args, cwd=cwd)
+
+
+def test_inputs_sharing_a_case_id_fail_and_the_others_are_written(
+        random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    a = _copy(tiny_dataset, 0, tmp_path / "a" / "case.nii.gz")
+    b = _copy(tiny_dataset, 1, tmp_path / "b" / "case.nii.gz")
+    _copy(tiny_dataset, 2, tmp_path / "a" / "other.nii.gz")
+    done = _predict(random_checkpoint, tmp_path, "--input", "a", "b", "--output", "out")
+    assert done.returncode == 1
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["other.nii.gz"]
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 2 and all("case id 'case' also comes from" in line for line in errors)
+    assert str(a) in errors[0] and str(b) in errors[0]
+    record = read_manifest(tmp_path / "out" / "manifest.jsonl")["case"]
+    assert record["status"] == "failed" and "their predictions would be one file" in record["error"]
+
+
+def test_symbolic_links_are_predicted_under_their_own_names(
+        random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    target = _copy(tiny_dataset, 0, tmp_path / "store" / "orig.nii.gz")
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("patientA", "patientB"):
+        (links / f"{name}.nii.gz").symlink_to(target)
+    (links / "patientC.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    done = _predict(random_checkpoint, tmp_path, "--input", "links", "--output", "out")
+    assert done.returncode == 1 and "2 written, 0 skipped, 1 failed" in done.stdout
+    assert "patientC.nii.gz: broken symbolic link" in done.stderr
+    written = {p.name: np.asarray(nib.load(str(p)).dataobj) for p in (tmp_path / "out").glob("*.nii.gz")}
+    assert sorted(written) == ["patientA.nii.gz", "patientB.nii.gz"]
+    assert np.array_equal(written["patientA.nii.gz"], written["patientB.nii.gz"])
+
+
+def test_a_redone_case_leaves_no_side_file_of_the_earlier_run(
+        random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    _copy(tiny_dataset, 0, tmp_path / "in" / "x.nii.gz")
+    first = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out", "--save-probabilities",
+                     "--preview")
+    sides = [tmp_path / "out" / name for name in ("x.probabilities.npz", "x.preview.png")]
+    assert first.returncode == 0 and all(p.is_file() for p in sides)
+    again = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out", "--preview")
+    assert again.returncode == 0 and "1 written" in again.stdout  # other settings: the case is redone
+    assert not sides[0].exists() and sides[1].is_file()
+    third = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out", "--overwrite")
+    assert third.returncode == 0 and not any(p.exists() for p in sides)
+    mine = tmp_path / "mine"
+    _copy(tiny_dataset, 0, mine / "x.nii.gz")  # a side-file name in a fresh output folder is the user's: kept
+    (tmp_path / "out2").mkdir()
+    (tmp_path / "out2" / "x.preview.png").write_bytes(b"the user's own file")
+    assert _predict(random_checkpoint, tmp_path, "--input", "mine", "--output", "out2").returncode == 0
+    assert (tmp_path / "out2" / "x.preview.png").read_bytes() == b"the user's own file"
+
+
+def test_output_that_is_a_file_is_one_line(random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    done = _predict(random_checkpoint, tmp_path, "--input", tiny_dataset / "imagesTs", "--output", "afile")
+    assert done.returncode == 1 and done.stderr.strip() == "error: --output afile: is a file, not a folder — give " \
+                                                           "a folder for the label maps"
+
+
+@pytest.fixture(scope="module")
+def two_channel_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    cfg = Config(data=DataCfg(root=tiny_dataset, spacing=(1.2, 1.2, 2.5)),
+                 model=ModelCfg(encoder="resnet18", in_channels=2, decoder_channels=(32, 16, 16, 8, 8), norm="batch"),
+                 train=TrainCfg(patch_size=(32, 32, 16), precision="fp32"),
+                 infer=InferCfg(roi_size=(32, 32, 16), sw_batch_size=2))
+    torch.manual_seed(3)
+    model = build_model(cfg.model).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt2"), "best", cfg, Snapshot.of(model, {"global_step": 1}))
+
+
+def test_multi_channel_cases_as_one_4d_file_or_channel_files(
+        two_channel_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    """One case as a 4D file (MSD), the same case as two channel files (nnU-Net), one case missing a channel."""
+    inputs = tmp_path / "in"
+    first = _copy(tiny_dataset, 0, inputs / "split_0000.nii.gz")
+    image = nib.load(str(first))
+    channels = [np.asarray(image.dataobj), np.asarray(image.dataobj) // 2 + 100]  # channels share the grid
+    second = inputs / "split_0001.nii.gz"
+    nib.save(nib.Nifti1Image(channels[1], image.affine, image.header), second)
+    _copy(tiny_dataset, 2, inputs / "lonely_0000.nii.gz")
+    nib.save(nib.Nifti1Image(np.stack(channels, axis=-1), image.affine, image.header), inputs / "msd.nii.gz")
+    done = _predict(two_channel_checkpoint, tmp_path, "--input", "in", "--output", "out")
+    assert done.returncode == 1 and "2 written, 0 skipped, 1 failed" in done.stdout
+    assert "lonely: found channel file(s) _0000, the model needs _0000 to _0001" in done.stderr
+    msd, split = (nib.load(str(tmp_path / "out" / f"{name}.nii.gz")) for name in ("msd", "split"))
+    assert msd.shape == split.shape == image.shape and np.allclose(msd.affine, image.affine, atol=1e-5)
+    assert np.array_equal(np.asarray(msd.dataobj), np.asarray(split.dataobj))
+    records = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    assert records["lonely"]["status"] == "failed" and records["msd"]["status"] == "written"
+    assert records["split"]["inputs"] == [str(first), str(second)]
+
+
+def test_a_5d_image_fails_alone_with_its_shape(random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    good = _copy(tiny_dataset, 0, tmp_path / "in" / "good.nii.gz")
+    image = nib.load(str(good))
+    data = np.asarray(image.dataobj)[..., None, None]
+    nib.save(nib.Nifti1Image(data, image.affine), tmp_path / "in" / "five.nii.gz")
+    done = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out")
+    assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
+    size = "×".join(map(str, data.shape))
+    assert f"five.nii.gz: image is 5D (size {size}) but the model takes one 3D image per file" in done.stderr
