@@ -33,6 +33,7 @@ from segkit.data.check_results import (
 )
 from segkit.data.fingerprint import CaseStats, sample_foreground
 from segkit.data.msd import Case
+from segkit.data.nifti_geometry import qform_sform_conflict
 from segkit.errors import DataError
 from segkit.io.atomic import full_suffix
 from segkit.io.image_io import MAX_AXIS, MAX_VOXELS, header_shape
@@ -218,6 +219,10 @@ class _CaseCheck:
         except RuntimeError as exc:
             self._error(path, f"{role} file is not a readable image ({_itk_reason(exc)}) — check that it is a "
                               f"NIfTI, NRRD or MHA image, or {_REEXPORT}")
+            return False
+        conflict = qform_sform_conflict(path)
+        if conflict is not None:
+            self._error(path, f"{role} header: {conflict}")
             return False
         size = reader.GetSize()
         if math.prod(size) > MAX_VOXELS or max(size) > MAX_AXIS:

@@ -13,7 +13,7 @@ from segkit.data.fingerprint import CaseStats
 from segkit.data.msd import Case
 from segkit.io.atomic import atomic_write_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: NIfTI headers whose qform and sform disagree are refused
 
 Severity = Literal["error", "warning"]
 

@@ -385,3 +385,27 @@ def test_a_truncated_nifti2_file_is_an_error_naming_it(root: Path) -> None:
     path.write_bytes(gzip.compress(raw[: len(raw) - 500]))
     problem = _only_problem(_check(root), path)
     assert problem.severity == "error" and "pixels cannot be read" in problem.message
+
+
+@pytest.mark.parametrize("moved", ["sform", "qform"])
+def test_qform_and_sform_describing_different_grids_are_refused(root: Path, moved: str) -> None:
+    """Either way round, one reader would misalign the image with its label (SimpleITK took the qform here,
+    nibabel the sform); a header whose two transforms agree, both codes set, passes."""
+    path = root / TR[0]
+    image = nib.load(str(path))
+    data, affine = np.asarray(image.dataobj), image.affine.copy()
+    shifted = affine.copy()
+    shifted[0, :] *= -1  # the x axis flipped
+    qform, sform = (affine, shifted) if moved == "sform" else (shifted, affine)
+    out = nib.Nifti1Image(data, None, image.header)
+    out.set_qform(qform, code=1)
+    out.set_sform(sform, code=2)
+    nib.save(out, path)
+    message = _only_problem(_check(root), path).message
+    assert message.startswith("image header: qform and sform describe different grids (qform origin (")
+    assert message.endswith("save the image with both equal, e.g. in nibabel img.set_qform(img.get_sform()) before "
+                            "saving")
+    out.set_qform(affine, code=1)
+    out.set_sform(affine, code=2)
+    nib.save(out, path)
+    assert _check(root).problems == []
