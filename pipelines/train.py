@@ -180,14 +180,16 @@ def _validator(cfg: Config, val_data: Dataset, device: torch.device, amp_dtype: 
     return validate
 
 
-def _resume_into(trainer: Trainer, run_dir: Path, console: Console, model: ModelCfg) -> None:
+def _resume_into(trainer: Trainer, run_dir: Path, console: Console, cfg: Config, is_main: bool) -> None:
     last = run_dir / "last"
     if not (last / "weights.safetensors").is_file():
         raise CheckpointError(f"{run_dir}: no last/ checkpoint to resume from; start the run again without --resume")
     checkpoint = load_checkpoint(last)
-    _same_model(checkpoint.config.model, model, run_dir)
+    _same_model(checkpoint.config.model, cfg.model, run_dir)
     train_weights, resume = load_resume_state(checkpoint.path)
     trainer.restore(checkpoint.weights, train_weights, resume, checkpoint.state)
+    if is_main:  # the run goes on with the --set overrides: its config.yaml says so
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     console.print(f"resuming {run_dir} at step {trainer.state.global_step} (epoch {trainer.state.epoch + 1})")
 
 
@@ -249,7 +251,7 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
                           reduce=lambda value: mean_over_ranks(value, device),
                           sync=lambda: broadcast_buffers(opt.module, opt.ema))
         if resume:
-            _resume_into(trainer, run_dir, console, cfg.model)
+            _resume_into(trainer, run_dir, console, cfg, env.is_main)
             log.truncate_after(trainer.state.global_step)
         else:
             console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from segkit.pipelines.train import resumed_config, run_training
 
@@ -70,8 +71,10 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(reference: Path
         with pytest.raises(Interrupted):
             run_training(_cfg(tiny_dataset, run_dir, ema=0.8))
     assert json.loads((run_dir / "last" / "state.json").read_text())["global_step"] == stop_after
-    result = run_training(resumed_config(run_dir, []), resume=True)
+    result = run_training(resumed_config(run_dir, ["train.surface_metrics=false"]), resume=True)  # Dice only
     assert result.state.global_step == EPOCHS * STEPS
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["train"]["surface_metrics"] is False  # the run's config.yaml says how it went on
     for name, expected in _weights(reference).items():
         assert torch.allclose(_weights(run_dir)[name], expected, rtol=0, atol=1e-6), name
     ema_ref, ema_resumed = load_checkpoint(reference / "last"), load_checkpoint(run_dir / "last")
