@@ -7,6 +7,7 @@ value, so an error can name where the bad key came from.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,9 @@ def load_raw_config(path_or_name: str | Path, overrides: list[str] | tuple[str, 
     return raw, sources
 
 
+NAMED_KEY = re.compile(r"\b(?:data|model|train|infer)\.[a-z_]+(?:\.[a-z_]+)*")  # a dotted key inside a message
+
+
 def source_of(sources: Sources, key: str) -> str:
     """The file (or ``--set``) that gave ``key`` (or its closest enclosing section) its value."""
     parts = key.split(".")
@@ -197,6 +201,10 @@ def _describe(schema: type[BaseModel], error: dict[str, Any], sources: Sources) 
         hint = f"did you mean '{nearest}'?" if close else f"valid keys: {', '.join(valid)}"
         return f"{source}: unknown key '{key}': {hint}"
     message = error["msg"].removeprefix("Value error, ")
+    named = [match.group(0) for match in NAMED_KEY.finditer(message)] if error["type"] == "value_error" else []
+    if named:  # a check across keys (a model validator): blame where the keys it names were set, not the section
+        given = [source_of(sources, name) for name in named]
+        return f"{next((g for g in given if g != 'defaults'), source)}: {message}"
     got = error.get("input")
     shown = "" if isinstance(got, dict) or error["type"] == "value_error" else f" (got {got!r})"
     return f"{source}: {key}: {message}{shown}"

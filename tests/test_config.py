@@ -58,9 +58,14 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
     assert "train.epochs" in str(info.value) and "many" in str(info.value) and str(path) in str(info.value)
 
 
-def test_patch_size_length_must_match_spatial_dims() -> None:
-    with pytest.raises(ConfigError, match=r"train\.patch_size has 2 values but model\.spatial_dims is 3"):
+def test_a_check_across_keys_blames_where_the_keys_were_set(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
         load_config("unet_resnet34.yaml", ["train.patch_size=[64,64]"])
+    assert str(info.value) == "--set: train.patch_size has 2 values but model.spatial_dims is 3"
+    path = write_yaml(tmp_path / "w.yaml", {"base": "demo_unet_resnet34.yaml", "data": {"window": [300, -200]}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: data.window must be [lower, upper] with lower < upper"
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
