@@ -81,7 +81,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from segkit.data.synth import Style, write_dataset
 
     manifest = write_dataset(args.out, args.cases, args.seed, tuple(args.size), args.test, args.overwrite,
-                             args.format, args.channels, Style(args.classes, args.difficulty), args.dims)
+                             args.format or ("folder" if args.dims == 2 else "msd"), args.channels,
+                             Style(args.classes, args.difficulty), args.dims)
     console.print(f"wrote {manifest['numTraining']} training and {manifest['numTest']} held-out phantoms "
                   f"to {args.out}")
     return 0
@@ -236,8 +237,8 @@ def _add_synth(data: argparse._SubParsersAction) -> None:
     synth.add_argument("--size", type=_positive, nargs=3, default=[32, 96, 96], metavar=("D", "H", "W"),
                        help="volume size in voxels, slices first (default 32 96 96)")
     synth.add_argument("--test", type=_positive, help="held-out cases (default a quarter)")
-    synth.add_argument("--format", choices=("msd", "nnunet", "folder"), default="msd",
-                       help="dataset layout (default msd; folder for --dims 2)")
+    synth.add_argument("--format", choices=("msd", "nnunet", "folder"),
+                       help="dataset layout (default: msd, or folder for --dims 2)")
     synth.add_argument("--dims", type=int, choices=(2, 3), default=3,
                        help="3: volumes (NIfTI); 2: one axial slice per case as PNG (default 3)")
     synth.add_argument("--channels", type=_positive, default=1, help="image channels (nnunet layout; default 1)")

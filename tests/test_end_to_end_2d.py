@@ -35,7 +35,7 @@ def test_native_2d_png_train_predict_evaluate(tmp_path: Path) -> None:
     import SimpleITK as sitk
 
     data = tmp_path / "png"
-    assert main(["data", "synth", "--out", str(data), "--dims", "2", "--format", "folder", "--cases", "6",
+    assert main(["data", "synth", "--out", str(data), "--dims", "2", "--cases", "6",  # the folder layout by default
                  "--size", "16", "64", "80", "--test", "2", "--seed", "4"]) == 0  # non-square: transposes show
     args = ["train", "--config", "demo_unet_resnet34.yaml"]
     for item in (f"data.root={data}", "data.format=folder", "data.image_dims=2", "data.spacing=null",

@@ -137,7 +137,8 @@ def _value_counts(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _not_3d_message(dim: int, size: tuple[int, ...], components: int) -> str:
     what = f"image is {dim}D (size {_size_text(size)}" + (f", {components} components)" if components > 1 else ")")
     if dim < 3:
-        return f"{what} — segkit needs 3D volumes; stack the slices into one 3D file"
+        return (f"{what} — this check is for 3D volumes: stack the slices into one 3D file, or train on 2D images "
+                "with data.image_dims: 2 (training then reads them without this check)")
     if dim == 4 and components == 1:
         return (f"{what} and dataset.json declares no channels — list one 'modality' per entry of the 4th axis, "
                 "or save a 3D volume")
