@@ -6,6 +6,7 @@ Orchestration only: the checks live in :mod:`segkit.data.check`, the statistics 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -147,6 +148,7 @@ def check_dataset(root: Path, layout: str = "msd", index: DatasetIndex | None = 
         cache.parent.mkdir(parents=True, exist_ok=True)
     result = check_cases(cases, index.num_classes, channels, cache, optional_labels=optional)
     case_ids = {case.case_id for case in index.training + index.test}
+    result = dataclasses.replace(result, cases_checked=len(case_ids))  # cases, not channel files
     stats = [s for s in result.stats if s.case_id in case_ids]
     return result, compute_fingerprint(stats, index.num_classes) if stats else None
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from rich.console import Console
-from segkit.pipelines.data_check import run_data_check
+from segkit.pipelines.data_check import check_dataset, run_data_check
 
 from segkit.data.check import CheckResult, Problem, check_cases
 from segkit.data.fingerprint import MAX_FOREGROUND_SAMPLES, CaseStats, compute_fingerprint, sample_foreground
@@ -409,3 +409,11 @@ def test_qform_and_sform_describing_different_grids_are_refused(root: Path, move
     out.set_sform(affine, code=2)
     nib.save(out, path)
     assert _check(root).problems == []
+
+
+def test_nnunet_channel_files_are_counted_as_cases(tmp_path: Path) -> None:
+    """Each channel file is checked against the label, but the summary counts cases."""
+    root = tmp_path / "nn"
+    write_dataset(root, cases=3, seed=2, size_dhw=(8, 16, 16), test_cases=1, layout="nnunet", channels=2)
+    result, fingerprint = check_dataset(root, "nnunet")
+    assert result.ok and result.cases_checked == 3 and fingerprint is not None
