@@ -127,3 +127,14 @@ def test_a_5d_image_fails_alone_with_its_shape(random_checkpoint: Path, tiny_dat
     assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
     size = "×".join(map(str, data.shape))
     assert f"five.nii.gz: image is 5D (size {size}) but the model takes one 3D image per file" in done.stderr
+
+
+def test_an_uncompressed_nifti_named_nii_gz_fails_with_the_fix(
+        random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    good = _copy(tiny_dataset, 0, tmp_path / "in" / "good.nii.gz")
+    nib.save(nib.load(str(good)), tmp_path / "plain.nii")
+    (tmp_path / "plain.nii").rename(tmp_path / "in" / "plain.nii.gz")
+    done = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out")
+    assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
+    assert "plain.nii.gz: an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip" \
+        in done.stderr

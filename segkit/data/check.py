@@ -36,7 +36,7 @@ from segkit.data.msd import Case
 from segkit.data.nifti_geometry import qform_sform_conflict
 from segkit.errors import DataError
 from segkit.io.atomic import full_suffix
-from segkit.io.image_io import MAX_AXIS, MAX_VOXELS, header_shape
+from segkit.io.image_io import MAX_AXIS, MAX_VOXELS, header_shape, uncompressed_nifti_named_gz
 from segkit.io.nifti2 import is_nifti2, read_nifti2_as_sitk
 
 SPACING_RTOL = 1e-3
@@ -210,6 +210,10 @@ class _CaseCheck:
             return False
         if path.stat().st_size == 0:
             self._error(path, f"{role} file is empty (0 bytes) — {_REEXPORT}")
+            return False
+        if uncompressed_nifti_named_gz(path):
+            self._error(path, f"{role} file is an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress "
+                              "it with gzip")
             return False
         if nifti2:
             return self._nifti2_header_ok(path, role)

@@ -37,6 +37,16 @@ def _declared_shape(path: Path) -> tuple[int, ...]:
     return (*reader.GetSize(), *((components,) if components > 1 else ()))
 
 
+def uncompressed_nifti_named_gz(path: Path) -> bool:
+    """Whether a file named ``.nii.gz`` holds an uncompressed NIfTI (renamed by hand: SimpleITK reads it anyway,
+    nibabel and segkit's reader do not)."""
+    if not path.name.lower().endswith(".nii.gz") or not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    return len(start) == 4 and any(int.from_bytes(start, order) in (348, 540) for order in ("little", "big"))
+
+
 def header_shape(path: Path) -> tuple[int, ...]:
     """The array shape ``path``'s header declares, read without any pixel data.
 
@@ -45,6 +55,8 @@ def header_shape(path: Path) -> tuple[int, ...]:
     """
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes) — {REEXPORT}")
+    if uncompressed_nifti_named_gz(Path(path)):
+        raise DataError(f"{path}: an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip")
     try:
         shape = _declared_shape(path)
     except Exception as exc:  # readers raise many types for broken headers

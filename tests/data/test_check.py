@@ -417,3 +417,11 @@ def test_nnunet_channel_files_are_counted_as_cases(tmp_path: Path) -> None:
     write_dataset(root, cases=3, seed=2, size_dhw=(8, 16, 16), test_cases=1, layout="nnunet", channels=2)
     result, fingerprint = check_dataset(root, "nnunet")
     assert result.ok and result.cases_checked == 3 and fingerprint is not None
+
+
+def test_an_uncompressed_nifti_named_nii_gz_is_refused_with_the_fix(root: Path) -> None:
+    path = root / TR[0]
+    nib.save(nib.load(str(path)), root / "plain.nii")
+    (root / "plain.nii").replace(path)
+    message = _only_problem(_check(root), path).message
+    assert message == "image file is an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip"
