@@ -44,6 +44,15 @@ def _declared(manifest: dict, source: Path) -> tuple[int, int, str]:
         raise DataError(f"{source}: 'labels' must map names to values, e.g. {{\"background\": 0, \"organ\": 1}}")
     if not isinstance(ending, str) or not ending.startswith("."):
         raise DataError(f"{source}: 'file_ending' must be a suffix such as \".nii.gz\"")
+    values = sorted(v for v in labels.values() if isinstance(v, int) and not isinstance(v, bool))
+    if len(values) != len(labels):
+        region = next(name for name, v in labels.items() if not isinstance(v, int) or isinstance(v, bool))
+        raise DataError(f"{source}: label '{region}' is {labels[region]!r}, not one integer — segkit trains one class "
+                        "per label value, not nnU-Net regions; declare each label value once, e.g. "
+                        "{\"background\": 0, \"organ\": 1}")
+    if values != list(range(len(values))):
+        raise DataError(f"{source}: 'labels' values are {values}; they must be 0, 1, … {len(values) - 1} (background "
+                        "0) — remap the label maps or fix dataset.json")
     return len(channel_names), len(labels), ending
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,20 @@ def test_nnunet_missing_label_is_an_error(nnunet_dataset: Path, tmp_path: Path) 
     broken = _copy_without(nnunet_dataset, tmp_path / "broken", "labelsTr/phantom_002.nii.gz")
     with pytest.raises(DataError, match=r"phantom_002.nii.gz: missing label for training case 'phantom_002'"):
         load_dataset(broken, "nnunet")
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    ({"background": 0, "organ": 1, "whole": [1, 2]}, r"label 'whole' is \[1, 2\], not one integer — segkit trains one "
+                                                      r"class per label value, not nnU-Net regions"),
+    ({"background": 0, "organ": 2}, r"'labels' values are \[0, 2\]; they must be 0, 1, … 1 \(background 0\)"),
+])
+def test_nnunet_labels_must_be_one_value_each_from_zero(nnunet_dataset: Path, tmp_path: Path, labels: dict,
+                                                        message: str) -> None:
+    root = Path(shutil.copytree(nnunet_dataset, tmp_path / "ds"))
+    manifest = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    (root / "dataset.json").write_text(json.dumps({**manifest, "labels": labels}), encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load_dataset(root, "nnunet")
 
 
 def test_multichannel_case_is_stacked_as_channels(nnunet_dataset: Path) -> None:
