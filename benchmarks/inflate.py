@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 import zlib
@@ -38,7 +37,7 @@ import torch
 from machine import device_name
 from predict_e2e import ensure_volumes
 from rich.console import Console
-from rich.table import Table
+from timing_table import timing_summary, timing_table
 
 from segkit.io.gzip_codec import GZIP_WBITS, gunzip
 
@@ -104,22 +103,6 @@ def _concurrent(inflate: Callable[[bytes], bytes], data: bytes, files: int) -> C
     return run
 
 
-def _table(title: str, seconds: dict[str, list[float]], base: str) -> Table:
-    table = Table(title=title)
-    for column in ("contender", "median s", "min–max s", "time / ISA-L"):
-        table.add_column(column, justify="left" if column == "contender" else "right")
-    base_median = statistics.median(seconds[base])
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        table.add_row(name, f"{median:.3f}", f"{min(values):.3f}–{max(values):.3f}", f"{median / base_median:.2f}")
-    return table
-
-
-def _summary(seconds: dict[str, list[float]]) -> dict:
-    return {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
-            for name, v in seconds.items()}
-
-
 def main() -> None:
     args = _parse_args()
     paths, _ = ensure_volumes(args.data, 1, tuple(args.size), 0)
@@ -140,13 +123,15 @@ def main() -> None:
     console = Console(width=120)
     size = "x".join(map(str, args.size))
     console.print(f"{paths[0]}: {len(data) / 1e6:.1f} MB gzip -> {len(expected) / 1e6:.1f} MB; {cores} cores")
-    console.print(_table(f"one {size} file alone, {args.repeats} repeats", latency, "ISA-L, one call (segkit)"))
-    console.print(_table(f"{args.concurrent} files at once, {args.repeats} repeats", throughput,
-                         "ISA-L, one call (segkit)"))
+    console.print(timing_table(f"one {size} file alone, {args.repeats} repeats", latency,
+                               "ISA-L, one call (segkit)", "time / ISA-L", invert=True))
+    console.print(timing_table(f"{args.concurrent} files at once, {args.repeats} repeats", throughput,
+                               "ISA-L, one call (segkit)", "time / ISA-L", invert=True))
     print(shlex.join(sys.orig_argv))
     if args.json:
         args.json.write_text(json.dumps({
-            "alone": _summary(latency), "concurrent": _summary(throughput), "files_at_once": args.concurrent,
+            "alone": timing_summary(latency), "concurrent": timing_summary(throughput),
+            "files_at_once": args.concurrent,
             "cores": cores, "compressed_mb": len(data) / 1e6, "size": list(args.size), "repeats": args.repeats,
             "rapidgzip": rapidgzip.__version__ if rapidgzip else None, "python": platform.python_version(),
             "machine": device_name(torch.device("cpu")),

@@ -47,7 +47,7 @@ from monai.data import ITKReader, MetaTensor, NibabelReader
 from monai.transforms import LoadImage, SaveImage
 from predict_e2e import ensure_volumes
 from rich.console import Console
-from rich.table import Table
+from timing_table import timing_summary, timing_table
 
 from segkit.data.host_loading import load_channel_first
 from segkit.io.image_io import write_like
@@ -130,23 +130,6 @@ def _check_writes(results: dict[str, Path], labels: np.ndarray, reference: Path)
             raise SystemExit(f"{name}: the written file does not hold the label map on the reference grid")
 
 
-def _table(title: str, seconds: dict[str, list[float]], base: str, ratio_label: str, invert: bool) -> Table:
-    table = Table(title=title)
-    for column in ("contender", "median s", "min–max s", ratio_label):
-        table.add_column(column, justify="left" if column == "contender" else "right")
-    base_median = statistics.median(seconds[base])
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        ratio = median / base_median if invert else base_median / median
-        table.add_row(name, f"{median:.3f}", f"{min(values):.3f}–{max(values):.3f}", f"{ratio:.2f}")
-    return table
-
-
-def _summary(seconds: dict[str, list[float]]) -> dict:
-    return {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
-            for name, v in seconds.items()}
-
-
 def main() -> None:
     args = _parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-io-") as tmp:
@@ -164,10 +147,10 @@ def main() -> None:
         _check_writes(write_results, labels, image_path)
     size = "x".join(map(str, args.size))
     console = Console(width=120)
-    console.print(_table(f"read {size} int16 .nii.gz (gzip 6), {args.repeats} repeats", read_s,
-                         "SimpleITK ReadImage", "time / SimpleITK", invert=True))
-    console.print(_table(f"write {size} uint8 label map .nii.gz (gzip 1), {args.repeats} repeats", write_s,
-                         "MONAI SaveImage", "SaveImage / time", invert=False))
+    console.print(timing_table(f"read {size} int16 .nii.gz (gzip 6), {args.repeats} repeats", read_s,
+                               "SimpleITK ReadImage", "time / SimpleITK", invert=True))
+    console.print(timing_table(f"write {size} uint8 label map .nii.gz (gzip 1), {args.repeats} repeats", write_s,
+                               "MONAI SaveImage", "SaveImage / time", invert=False))
     read_ratio = statistics.median(read_s["segkit (predict path)"]) / statistics.median(read_s["SimpleITK ReadImage"])
     write_ratio = (statistics.median(write_s["MONAI SaveImage"])
                    / statistics.median(write_s["segkit write_like (F-ordered, predict path)"]))
@@ -177,7 +160,7 @@ def main() -> None:
     print(shlex.join(sys.orig_argv))
     if args.json:
         args.json.write_text(json.dumps({
-            "read": _summary(read_s), "write": _summary(write_s), "read_vs_simpleitk": read_ratio,
+            "read": timing_summary(read_s), "write": timing_summary(write_s), "read_vs_simpleitk": read_ratio,
             "saveimage_vs_segkit_write": write_ratio, "size": list(args.size), "repeats": args.repeats,
             "machine": device_name(torch.device("cpu")), "torch": torch.__version__, "monai": monai.__version__,
             "simpleitk": sitk.Version.VersionString(), "nibabel": nib.__version__,

@@ -243,7 +243,7 @@ def load_models(paths: Sequence[Path]) -> tuple[list[Checkpoint], Config, torch.
     :class:`Ensemble` of several once they are checked to preprocess alike (the first one's config then).
     Weights that do not fit their config are refused here, before ``--output`` is created."""
     ckpts = [load_checkpoint(Path(p)) for p in paths]
-    cfg = ensemble_config(ckpts)
+    cfg = ensemble_config([(ckpt.path, ckpt.config) for ckpt in ckpts])
     models = []
     for ckpt in ckpts:
         model = build_model(ckpt.config.model, initialise=False)  # every weight comes from the checkpoint

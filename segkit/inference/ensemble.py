@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from segkit.config import Config
 from segkit.data.transforms import preprocessing_settings
-from segkit.engine.checkpoint import Checkpoint
 from segkit.errors import CheckpointError
 
 
@@ -45,24 +45,24 @@ def must_agree(cfg: Config) -> dict[str, object]:
             "model.num_classes": cfg.model.num_classes}
 
 
-def ensemble_config(checkpoints: Sequence[Checkpoint]) -> Config:
-    """The config the checkpoints predict with: the first one's (window, overlap, precision, …), once every other
-    checkpoint is checked to preprocess alike and predict the same classes; one line names the first difference
-    otherwise. The same checkpoint twice is refused (it would count double)."""
-    first = checkpoints[0]
-    expected = must_agree(first.config)
-    seen = {first.path.resolve()}
-    for ckpt in checkpoints[1:]:
-        if ckpt.path.resolve() in seen:
-            raise CheckpointError(f"{ckpt.path}: given twice in --checkpoint; list each checkpoint once")
-        seen.add(ckpt.path.resolve())
-        for key, value in must_agree(ckpt.config).items():
+def ensemble_config(members: Sequence[tuple[Path, Config]]) -> Config:
+    """The config the checkpoints (each a path and its config) predict with: the first one's (window, overlap,
+    precision, …), once every other checkpoint is checked to preprocess alike and predict the same classes; one
+    line names the first difference otherwise. The same checkpoint twice is refused (it would count double)."""
+    first_path, first_config = members[0]
+    expected = must_agree(first_config)
+    seen = {first_path.resolve()}
+    for path, config in members[1:]:
+        if path.resolve() in seen:
+            raise CheckpointError(f"{path}: given twice in --checkpoint; list each checkpoint once")
+        seen.add(path.resolve())
+        for key, value in must_agree(config).items():
             if value != expected[key]:
                 raise CheckpointError(
-                    f"{ckpt.path}: {key} is {_shown(value)} but {first.path} has {_shown(expected[key])} — the "
+                    f"{path}: {key} is {_shown(value)} but {first_path} has {_shown(expected[key])} — the "
                     "checkpoints of an ensemble must preprocess alike and predict the same classes (train the folds "
                     "from one config)")
-    return first.config
+    return first_config
 
 
 def _shown(value: object) -> str:

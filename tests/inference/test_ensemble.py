@@ -82,15 +82,16 @@ def test_incompatible_or_repeated_checkpoints_are_refused(tmp_path: Path) -> Non
     base, classes, window = (save_checkpoint(tmp_path / name, "best", cfg, weights) for name, cfg in
                              {"base": _config(tmp_path), "classes": _config(tmp_path, num_classes=3),
                               "window": window}.items())
-    ckpts = {name: load_checkpoint(path) for name, path in
-             {"base": base, "classes": classes, "window": window}.items()}
+    ckpts = {name: (ckpt.path, ckpt.config) for name, ckpt in
+             {"base": load_checkpoint(base), "classes": load_checkpoint(classes),
+              "window": load_checkpoint(window)}.items()}
     with pytest.raises(CheckpointError, match=r"model\.num_classes is 3 but .* has 4"):
         ensemble_config([ckpts["base"], ckpts["classes"]])
     with pytest.raises(CheckpointError, match=r"data\.window is \[-100\.0, 250\.0\] but .* has \[-200\.0, 300\.0\]"):
         ensemble_config([ckpts["base"], ckpts["window"]])
     with pytest.raises(CheckpointError, match="given twice"):
-        ensemble_config([ckpts["base"], load_checkpoint(base)])
-    assert ensemble_config([ckpts["base"]]) is ckpts["base"].config
+        ensemble_config([ckpts["base"], (base, ckpts["base"][1])])
+    assert ensemble_config([ckpts["base"]]) is ckpts["base"][1]
 
 
 def test_cli_ensemble_of_a_checkpoint_and_its_copy_predicts_like_the_checkpoint(
