@@ -33,7 +33,6 @@ import csv
 import io
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from segkit.pipelines.postprocessing_choice import (
 )
 
 from segkit.data.cases import case_id_of
-from segkit.engine.metrics import dice_per_class, mean_foreground, surface_metrics_per_class
+from segkit.engine.metrics import dice_per_class, mean_foreground, nan_stats_over_cases, surface_metrics_per_class
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
 from segkit.io.image_io import is_image_file, read_label_array
@@ -220,13 +219,6 @@ def _reference_classes(ref_dir: Path, top_labels: dict[str, tuple[int, int]]) ->
     return max(max(ref_top for _, ref_top in top_labels.values()) + 1, len(declared))
 
 
-def _nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std over cases (axis 0), NaN ignored; NaN where a column has no value."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-
-
 def _cell(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6f}"
 
@@ -240,7 +232,7 @@ def evaluation_csv(result: Evaluation) -> str:
     for i, case_id in enumerate(result.case_ids):
         for k, name in enumerate(result.class_names):
             writer.writerow([case_id, name, *(_cell(values[i, k]) for values in columns)])
-    means = [_nan_stats(values)[0] for values in columns]
+    means = [nan_stats_over_cases(values)[0] for values in columns]
     for k, name in enumerate(result.class_names):
         writer.writerow(["mean", name, *(_cell(values[k]) for values in means)])
     return out.getvalue()
@@ -256,7 +248,7 @@ def _overall(values: np.ndarray, digits: int) -> str:
 
 
 def _markdown_class_table(result: Evaluation) -> list[str]:
-    stats = {name: _nan_stats(values) for name, values in result.metrics().items()}
+    stats = {name: nan_stats_over_cases(values) for name, values in result.metrics().items()}
     lines = [f"| Class | Dice | HD95 (mm) | NSD @ {result.tolerance_mm:g} mm | Cases scored | Absent in both |",
              "|---|---|---|---|---|---|"]
     absent = result.absent_in_both()
@@ -302,7 +294,7 @@ def evaluation_table(result: Evaluation) -> Table:
         row = result.dice[i]
         table.add_row(escape(case_id), *map(_fmt, row), _fmt(mean_foreground(row)),
                       end_section=i == len(result.case_ids) - 1)
-    table.add_row("mean", *map(_fmt, _nan_stats(result.dice)[0]), _fmt(result.mean))
+    table.add_row("mean", *map(_fmt, nan_stats_over_cases(result.dice)[0]), _fmt(result.mean))
     return table
 
 
@@ -311,7 +303,7 @@ def class_summary_table(result: Evaluation) -> Table:
     table = Table(title=f"Per class (NSD tolerance {result.tolerance_mm:g} mm)")
     for column in ("class", "Dice", "HD95 mm", "NSD", "absent in both"):
         table.add_column(column, justify="left" if column == "class" else "right")
-    stats = {name: _nan_stats(values) for name, values in result.metrics().items()}
+    stats = {name: nan_stats_over_cases(values) for name, values in result.metrics().items()}
     for k, name in enumerate(result.class_names):
         cells = [_mean_std(stats[key][0][k], stats[key][1][k], 2 if key == "hd95_mm" else 4) for key in stats]
         table.add_row(escape(name), *cells, str(int(result.absent_in_both()[k])))

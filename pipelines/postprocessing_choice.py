@@ -13,7 +13,7 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from segkit.engine.metrics import dice_per_class
+from segkit.engine.metrics import dice_per_class, nan_stats_over_cases
 from segkit.inference.postprocess import keep_largest_components
 
 
@@ -24,16 +24,9 @@ def largest_only_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np
     return dice_per_class(reduced, ref, num_classes)
 
 
-def mean_dice_per_class(dice: np.ndarray) -> np.ndarray:
-    """Mean over cases (axis 0) of a (cases, classes) array, NaN (class absent in both) ignored."""
-    counted = ~np.isnan(dice)
-    totals = np.where(counted, dice, 0.0).sum(axis=0)
-    return np.divide(totals, counted.sum(axis=0), out=np.full(dice.shape[1], np.nan), where=counted.any(axis=0))
-
-
 def suggested_labels(dice: np.ndarray, dice_largest: np.ndarray) -> list[int]:
     """Labels (1-based) whose mean Dice over the cases is higher with only the largest component kept."""
-    before, after = mean_dice_per_class(dice), mean_dice_per_class(dice_largest)
+    before, after = nan_stats_over_cases(dice)[0], nan_stats_over_cases(dice_largest)[0]
     return [k + 1 for k in range(dice.shape[1]) if not np.isnan(before[k]) and after[k] > before[k]]
 
 
@@ -53,7 +46,7 @@ def _changed_cases(dice: np.ndarray, dice_largest: np.ndarray) -> np.ndarray:
 
 def postprocessing_rows(class_names: list[str], dice: np.ndarray, dice_largest: np.ndarray) -> list[list[str]]:
     """Per class: name, mean Dice as predicted, with the largest component only, the change, cases changed."""
-    before, after = mean_dice_per_class(dice), mean_dice_per_class(dice_largest)
+    before, after = nan_stats_over_cases(dice)[0], nan_stats_over_cases(dice_largest)[0]
     changed = _changed_cases(dice, dice_largest)
     rows = []
     for k, name in enumerate(class_names):

@@ -81,6 +81,13 @@ def surface_metrics_per_class(pred: LabelMap, ref: LabelMap, num_classes: int, s
     return hd95.numpy(), nsd.numpy()
 
 
+def nan_stats_over_cases(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std over cases (axis 0), NaN ignored; NaN where a column has no value."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+
+
 def mean_foreground(scores: np.ndarray) -> float:
     """Mean over classes and cases, ignoring NaN (classes absent in both)."""
     finite = np.asarray(scores, dtype=float)
