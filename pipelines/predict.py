@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_weights
 from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
 from segkit.engine.metrics import label_volumes_ml
 from segkit.errors import ConfigError, DataError, SegkitError
+from segkit.inference.case_loader import CaseLoader
 from segkit.inference.ensemble import Ensemble, ensemble_config
 from segkit.inference.manifest import MANIFEST, Manifest, input_signature, merge_manifests, read_all
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
@@ -276,11 +277,7 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
     console.print(escape(f"predicting {len(jobs)} case(s) with {weights} on {device}{shards}")
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
-        predictor = Predictor(model, cfg, device, options.tta, options.probabilities)
-        stages = Stages(read=lambda job: predictor.load(job.case.images),
-                        compute=lambda image: (predictor.infer(image), np.asarray(image.meta["original_affine"])),
-                        write=_writer(manifest, settings, options, cfg),
-                        warm_up=predictor.warm_up)
+        stages = _stages(model, cfg, device, options, _writer(manifest, settings, options, cfg))
         # one intra-op thread per helper thread: OpenMP teams of helpers and the network on the same cores
         # spin against each other (measured on 2 cores: the network's compute went from 14 s to 26 s per case)
         for outcome in run_pipeline(jobs, stages, options.workers, options.workers, expected=(SegkitError, OSError),
@@ -289,6 +286,24 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
             manifest.append(record)
             results.append(result)
     return results
+
+
+def _stages(model: torch.nn.Module, cfg: Config, device: torch.device, options: PredictOptions,
+            write: Callable[[Job, tuple[Prediction, np.ndarray]], dict[str, float]]) -> Stages:
+    """The pipeline's stages. The reader threads start on the first cases before the model is moved to and
+    prepared on the device (CUDA's start-up, packing, the CUDA graph's capture): that happens in ``warm_up``,
+    meanwhile, so the first read — the one nothing else overlaps — is partly hidden behind it."""
+    loader = CaseLoader(cfg, device)
+    built: list[Predictor] = []
+
+    def predictor() -> Predictor:
+        if not built:
+            built.append(Predictor(model, cfg, device, options.tta, options.probabilities, loader=loader))
+        return built[0]
+
+    return Stages(read=lambda job: loader.load(job.case.images),
+                  compute=lambda image: (predictor().infer(image), np.asarray(image.meta["original_affine"])),
+                  write=write, warm_up=lambda: predictor().warm_up())
 
 
 STATUSES = ("written", "skipped", "failed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +14,9 @@ import pytest
 import segkit.pipelines.predict as predict_module
 from segkit.pipelines.predict import PredictOptions, run_prediction
 
+from segkit.inference.case_loader import CaseLoader
 from segkit.inference.manifest import read_manifest
+from segkit.inference.predictor import Predictor
 from segkit.models import build_model
 
 
@@ -109,6 +112,27 @@ def test_a_corrupt_input_is_recorded_and_the_others_finish(checkpoint: Path, inp
     record = read_manifest(out / "manifest.jsonl")["broken"]
     assert record["status"] == "failed" and "broken.nii.gz" in record["error"]
     assert not (out / "broken.nii.gz").exists()
+
+
+def test_reading_starts_before_the_model_is_prepared_on_the_device(checkpoint: Path, inputs: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first read is the one nothing else overlaps: it must already run while the predictor is being built."""
+    first_read, seen = threading.Event(), []
+    original_load = CaseLoader.load
+
+    def load(self, paths):
+        first_read.set()
+        return original_load(self, paths)
+
+    class RecordingPredictor(Predictor):
+        def __init__(self, *args, **kwargs) -> None:
+            seen.append(first_read.wait(timeout=5))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(CaseLoader, "load", load)
+    monkeypatch.setattr(predict_module, "Predictor", RecordingPredictor)
+    results = run_prediction(checkpoint, [str(inputs)], tmp_path / "preds", PredictOptions(device="cpu"))
+    assert seen == [True] and {r.status for r in results} == {"written"} and len(results) == 4
 
 
 def test_an_existing_file_that_segkit_did_not_write_is_kept(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:

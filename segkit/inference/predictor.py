@@ -1,32 +1,27 @@
 """Predict label maps for image files, on each input's exact voxel grid.
 
-Three stages, so that a pipeline can overlap them: :meth:`Predictor.load` (host, thread-safe:
-read and preprocess like training), :meth:`Predictor.infer` (device: sliding window, optional
-mirroring TTA, logits resampled back to the input grid, softmax/argmax; only the label map —
-and, if asked, float16 probabilities — cross to the host) and writing (see ``pipelines/predict``).
+Three stages, so that a pipeline can overlap them: :meth:`CaseLoader.load` (host, thread-safe: read and
+preprocess like training; ``segkit.inference.case_loader``), :meth:`Predictor.infer` (device: sliding window,
+optional mirroring TTA, logits resampled back to the input grid, softmax/argmax; only the label map — and, if
+asked, float16 probabilities — cross to the host) and writing (see ``pipelines/predict``).
 """
 
 from __future__ import annotations
 
-import threading
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.utils import ImageMetaKey
 
 from segkit.config import Config
-from segkit.data.transforms import IMAGE, split_prediction_transforms
-from segkit.errors import DataError
+from segkit.inference.case_loader import CaseLoader
 from segkit.inference.cuda_graph import GraphedForward
 from segkit.inference.resample import resample_to_grid
 from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, auto_sw_batch, logits_with_fallbacks
 from segkit.inference.tta import mirrored_logits
-from segkit.io.image_io import REEXPORT, header_shape
 from segkit.models.fast_instance_norm import use_channels_last_instance_norm
 from segkit.models.fold_norm import fold_batch_norm
 from segkit.models.packed_conv import pack_convolutions
@@ -58,22 +53,21 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, tta: bool = False,
-                 probabilities: bool = False, device_preprocessing: bool | None = None) -> None:
+                 probabilities: bool = False, device_preprocessing: bool | None = None,
+                 loader: CaseLoader | None = None) -> None:
         self.amp_dtype = autocast_dtype(device, cfg.train.precision)
         model = prepare_for_inference(model, cfg, device, self.amp_dtype)
         self.model = as_volume_model(model, cfg).eval()
         self.cfg, self.device, self.tta, self.probabilities = cfg, device, tta, probabilities
         # on a GPU, resampling and normalisation run there (host threads only read and reorient);
         # on the CPU all of it stays in the reader threads, where it overlaps with the network
-        self.device_preprocessing = device.type == "cuda" if device_preprocessing is None else device_preprocessing
+        self.loader = loader or CaseLoader(cfg, device, device_preprocessing)
         self.settings = WindowSettings.from_config(cfg)
         if cfg.infer.sw_batch_size == "auto":
             batch = auto_sw_batch(self.model, cfg.model.in_channels, self.settings, device, self.amp_dtype)
             self.settings = WindowSettings(self.settings.roi_size, self.settings.overlap, batch, self.settings.blend)
         if device.type == "cuda" and cfg.infer.cuda_graphs:  # after the probe above, which runs one window
             self.model = as_volume_model(GraphedForward(model), cfg).eval()
-        self._local = threading.local()  # one MONAI transform chain per reader thread
-        self._device_chain = None
 
     @torch.no_grad()
     def warm_up(self) -> None:
@@ -90,52 +84,12 @@ class Predictor:
             torch.cuda.empty_cache()
 
     def load(self, paths: Sequence[Path]) -> torch.Tensor:
-        """The preprocessed image of one case's channel files (a MetaTensor with the original affine and shape).
-
-        Headers are checked first (size, dimensions, one channel per file), so a corrupt or unsuitable
-        file is refused before its pixels are read; NaN/Inf voxels are refused before normalisation.
-        With ``device_preprocessing`` the resampling and normalisation are left to :meth:`finish_preprocessing`.
-        """
-        for path in paths:
-            self._check_header(path, holds_every_channel=len(paths) == 1)
-        chains = getattr(self._local, "chains", None)
-        if chains is None:  # the host part (read, channel first), then the rest on the host or the device
-            rest_device = self.device if self.device_preprocessing else torch.device("cpu")
-            chains = self._local.chains = split_prediction_transforms(self.cfg.data, rest_device)
-        image = _apply(chains[0], [str(p) for p in paths] if len(paths) > 1 else str(paths[0]), paths[0])
-        if not self.device_preprocessing:
-            image = _prepare(image, chains[1:], paths[0])
-        expected, dims = self.cfg.model.in_channels, self.cfg.data.image_dims
-        if image.shape[0] != expected or image.ndim != dims + 1:
-            raise DataError(f"{paths[0]}: image has shape {tuple(image.shape)} (channels first) but the model "
-                            f"expects {expected} channel(s) and a {dims}D image")
-        return image
-
-    def _check_header(self, path: Path, holds_every_channel: bool) -> None:
-        """One ``data.image_dims``-D image per file (a trailing axis of length 1 allowed) or, when one file holds a
-        multi-channel case (MSD style), the channels along a trailing axis; of a sane size (a DICOM series folder
-        is left to its reader)."""
-        if Path(path).is_dir():
-            return
-        shape, dims, channels = header_shape(path), self.cfg.data.image_dims, self.cfg.model.in_channels
-        extra = tuple(shape[dims:])
-        if len(shape) >= dims and (extra in ((), (1,)) or (holds_every_channel and extra == (channels,))):
-            return
-        size = "×".join(map(str, shape))
-        if channels > 1:
-            raise DataError(f"{path}: image is {len(shape)}D (size {size}) but the model takes {channels} channels of "
-                            f"a {dims}D image — one file per channel (CASE_0000, CASE_0001, …) or one file with "
-                            f"the {channels} channels along a last axis")
-        raise DataError(f"{path}: image is {len(shape)}D (size {size}) but the model takes one {dims}D image per "
-                        f"file — save a {dims}D image (several channels: one file each, CASE_0000, CASE_0001, …)")
+        """The preprocessed image of one case's channel files (:meth:`CaseLoader.load`)."""
+        return self.loader.load(paths)
 
     def finish_preprocessing(self, image: torch.Tensor) -> torch.Tensor:
-        """The device part of preprocessing (resampling, normalisation) for images loaded without it."""
-        if not self.device_preprocessing:
-            return image
-        if self._device_chain is None:
-            self._device_chain = split_prediction_transforms(self.cfg.data, self.device)[1:]
-        return _prepare(image, self._device_chain, Path(image.meta.get(ImageMetaKey.FILENAME_OR_OBJ, "image")))
+        """The device part of preprocessing for images loaded without it (:meth:`CaseLoader.finish_preprocessing`)."""
+        return self.loader.finish_preprocessing(image)
 
     @torch.no_grad()
     def logits(self, image: torch.Tensor) -> torch.Tensor:
@@ -198,39 +152,9 @@ def prepare_for_inference(model: torch.nn.Module, cfg: Config, device: torch.dev
     return model
 
 
-def _apply(step: Callable, image, path: Path) -> torch.Tensor:
-    """``step(image)``; a failure becomes one line naming ``path`` and the innermost cause."""
-    try:
-        return step(image)
-    except Exception as exc:  # MONAI wraps reader errors in RuntimeError("applying transform ...")
-        cause = exc
-        while cause.__cause__ is not None or (cause.__context__ is not None and not cause.__suppress_context__):
-            cause = cause.__cause__ or cause.__context__
-        text = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
-        reason = f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
-        if isinstance(cause, EOFError | OSError | zlib.error):
-            raise DataError(f"{path}: pixel data is truncated or damaged ({reason}) — {REEXPORT}") from None
-        raise DataError(f"{path}: cannot read or preprocess image ({reason})") from None
-
-
 def _file_ordered(volume: torch.Tensor) -> torch.Tensor:
     """``volume`` with its axes reversed and made contiguous, i.e. laid out as NIfTI stores it (F order); its
     NumPy transpose indexes like ``volume`` and is written without a transposing copy on the host."""
     return volume.permute(*reversed(range(volume.ndim))).contiguous()
 
 
-def _prepare(image: torch.Tensor, steps: tuple, path: Path) -> torch.Tensor:
-    """The image as contiguous float32 where ``steps[0]`` puts it, checked for NaN/Inf, then ``steps[1]``
-    (reorientation, resampling, normalisation) there."""
-    to_float, rest = steps
-    image = _apply(lambda data: to_float({IMAGE: data})[IMAGE], image, path)
-    _check_finite(path, image)
-    return _apply(lambda data: rest({IMAGE: data})[IMAGE], image, path)
-
-
-def _check_finite(path: Path, image: torch.Tensor) -> None:
-    """Refuse NaN/Inf voxels: the network would turn them into a meaningless label map."""
-    if image.is_floating_point() and not bool(torch.isfinite(image).all()):
-        nan, inf = int(torch.isnan(image).sum()), int(torch.isinf(image).sum())
-        raise DataError(f"{path}: image holds {nan} NaN and {inf} infinite voxel(s) — replace them (e.g. with the "
-                        "lowest valid intensity) and save the image again")
