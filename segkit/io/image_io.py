@@ -11,8 +11,9 @@ import SimpleITK as sitk
 
 from segkit.errors import DataError
 from segkit.io.atomic import IMAGE_SUFFIXES, atomic_path, full_suffix
-from segkit.io.gzip_codec import gzip_compress
+from segkit.io.gzip_codec import gzip_compress_parts
 from segkit.io.nifti_reader import nifti_array
+from segkit.io.nifti_writer import nifti_parts
 from segkit.io.sitk_reader import ras_affine
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -102,15 +103,16 @@ def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path, compre
     header = ref.header.copy()
     header.set_data_dtype(array_ijk.dtype)
     header.set_data_shape(array_ijk.shape)
-    header["scl_slope"], header["scl_inter"] = 1.0, 0.0
     image = nib.Nifti1Image(array_ijk, ref.affine, header)
+    image.header["scl_slope"], image.header["scl_inter"] = 1.0, 0.0  # labels unscaled (the image resets them)
     image.set_qform(ref.header.get_qform(), code=int(ref.header["qform_code"]))
     image.set_sform(ref.header.get_sform(), code=int(ref.header["sform_code"]))
-    data = image.to_bytes()  # an F-ordered array (as predictions are) goes out without a transposing copy
+    parts = nifti_parts(image, array_ijk)  # an F-ordered array (as predictions are) goes out without any copy
     if path.name.lower().endswith(".gz"):
-        data = gzip_compress(data, compression_level)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        parts = [gzip_compress_parts(parts, compression_level)]
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        for part in parts:
+            handle.write(part)
 
 
 def write_probabilities(path: Path, probabilities: np.ndarray, affine: np.ndarray) -> None:
