@@ -176,9 +176,10 @@ def run_compare(request: CompareRequest, gpus: str = "auto", console: Console | 
     variants, runs = plan_runs(comparison)
     baseline = find_variant(variants, comparison.baseline)
     devices = gpu_ids(gpus)
-    comparison.out.mkdir(parents=True, exist_ok=True)
+    held_out = sorted(case.case_id for case in held_out_cases(runs[0]))  # data.* is the same in every run
+    _prepare_out(comparison.out)
     write_json(comparison.out / PLAN, plan_record(comparison, variants, runs, baseline))
-    todo = [run for run in runs if not is_finished(run)]
+    todo = [run for run in runs if not is_finished(run, held_out)]
     console.print(escape(f"{len(runs)} runs ({len(variants)} variants × {comparison.seeds} seeds) in "
                          f"{comparison.out}: {len(runs) - len(todo)} finished already (skipped), {len(todo)} to run"
                          + (f" on {len(devices)} GPUs" if devices and todo else "")))
@@ -190,6 +191,18 @@ def run_compare(request: CompareRequest, gpus: str = "auto", console: Console | 
         raise SegkitError(f"{len(failures)} of {len(todo)} run(s) failed (first: {failures[0]}); the report covers the "
                           "finished runs — run the same command again to retry the others")
     return files
+
+
+def _prepare_out(out: Path) -> None:
+    """Create ``--out``; a folder that holds other things but no comparison is refused (its files would be
+    replaced by the report's)."""
+    if out.is_dir() and any(out.iterdir()) and not (out / PLAN).is_file():
+        raise DataError(f"--out {out}: a folder with other files and no {PLAN}, so not a segkit comparison; "
+                        "choose a new or empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another path") from None
 
 
 def rebuild_report(out: Path, console: Console | None = None) -> ReportFiles:

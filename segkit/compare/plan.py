@@ -142,9 +142,9 @@ def _first_difference(old: dict, new: dict) -> str:
     return f"{key}: {before.get(key)!r} then, {after.get(key)!r} now"
 
 
-def is_finished(run: PlannedRun) -> bool:
-    """Whether the run's ``result.json`` exists with this config; a result made with another config is an error
-    (its numbers would be mixed into the report)."""
+def is_finished(run: PlannedRun, held_out: list[str]) -> bool:
+    """Whether the run's ``result.json`` exists with this config and the ``held_out`` case ids; a result made with
+    another config or on other held-out cases is an error (its numbers would be mixed into the report)."""
     path = run.folder / RESULT
     if not path.is_file():
         return False
@@ -153,6 +153,10 @@ def is_finished(run: PlannedRun) -> bool:
     except (OSError, ValueError):
         return False  # unreadable: run it again
     if stored.get("config_digest") == config_digest(run.config):
+        if sorted(stored.get("cases") or []) != sorted(held_out):
+            raise ConfigError(f"{run.folder}: finished on other held-out cases ({len(stored.get('cases') or [])} then, "
+                              f"{len(held_out)} now: the dataset's test cases changed); delete that folder to redo it, "
+                              "or choose another --out")
         return True
     change = _first_difference(stored.get("config") or {}, comparable_config(run.config))
     raise ConfigError(f"{run.folder}: finished with a different config ({change}); delete that folder to redo it, "

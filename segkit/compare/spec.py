@@ -33,6 +33,7 @@ from segkit.errors import ConfigError
 from segkit.registry import closest_match
 
 RESERVED = {"seed": "--seeds", "run_dir": "--out"}  # keys the comparison sets itself
+HELD_OUT_KEYS = ("data", "data.root", "data.format")  # keys that choose the held-out cases: the same for every variant
 
 
 class CompareSpec(BaseModel):
@@ -95,6 +96,9 @@ def check_vary_key(key: str, flag: str = "--vary") -> None:
     """A varied key must exist in the config schema and not be one that the comparison sets itself."""
     if key in RESERVED:
         raise ConfigError(f"{flag} {key}: the comparison sets '{key}' itself; use {RESERVED[key]} instead")
+    if key in HELD_OUT_KEYS:
+        raise ConfigError(f"{flag} {key}: it chooses the dataset, so the variants would be scored on different "
+                          "held-out cases that cannot be paired; compare each dataset in a comparison of its own")
     keys = schema_keys()
     if key not in keys:
         close = closest_match(key, keys)

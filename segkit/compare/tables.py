@@ -84,14 +84,16 @@ def dice_bars(groups: dict[str, list[RunResult]], class_names: list[str]) -> tup
 
 
 def paired_results(groups: dict[str, list[RunResult]], baseline: str) -> dict[tuple[str, str], Paired]:
-    """(variant, case metric) → paired statistics against ``baseline`` over the held-out cases."""
+    """(variant, case metric) → paired statistics against ``baseline`` over the held-out cases, each side averaged
+    over the seeds that both finished."""
     out = {}
     for metric, _, higher in CASE_METRICS:
-        base = per_case(groups[baseline], metric)
         for label, found in groups.items():
             if label == baseline:
                 continue
-            other = per_case(found, metric)
+            seeds = {r.seed for r in found} & {r.seed for r in groups[baseline]}  # a seed only one side finished
+            base = per_case([r for r in groups[baseline] if r.seed in seeds], metric)  # would pair unlike runs
+            other = per_case([r for r in found if r.seed in seeds], metric)
             cases = [c for c in base if c in other]
             out[(label, metric)] = paired_comparison(np.array([base[c] for c in cases]),
                                                      np.array([other[c] for c in cases]), higher)

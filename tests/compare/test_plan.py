@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from segkit.cli import main
 from segkit.compare.plan import (
     RESULT,
     comparable_config,
+    config_digest,
     find_variant,
     is_finished,
     make_variants,
@@ -100,13 +102,30 @@ def test_a_result_from_another_config_is_an_error(tmp_path: Path) -> None:
     comparison = resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=nearest",),
                                                    out=tmp_path, seeds=1))
     run = plan_runs(comparison)[1][0]
-    assert not is_finished(run)
+    assert not is_finished(run, ["a", "b"])
     run.folder.mkdir(parents=True)
     stored = comparable_config(run.config)
     stored["train"]["epochs"] = 99
     (run.folder / RESULT).write_text(json.dumps({"config_digest": "0", "config": stored}))
     with pytest.raises(ConfigError, match=r"seed0: finished with a different config \(train.epochs: 99 then, 8 now"):
-        is_finished(run)
+        is_finished(run, ["a", "b"])
+
+
+def test_a_result_on_other_held_out_cases_is_an_error(tmp_path: Path) -> None:
+    comparison = resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=nearest",),
+                                                   out=tmp_path, seeds=1))
+    run = plan_runs(comparison)[1][0]
+    run.folder.mkdir(parents=True)
+    (run.folder / RESULT).write_text(json.dumps({"config_digest": config_digest(run.config), "cases": ["b", "a"]}))
+    assert is_finished(run, ["a", "b"])
+    with pytest.raises(ConfigError, match=r"seed0: finished on other held-out cases \(2 then, 3 now"):
+        is_finished(run, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("key", ["data.root", "data.format", "data"])
+def test_varying_the_dataset_is_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"--vary {key}: it chooses the dataset"):
+        resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", (f"{key}=a,b",), out=tmp_path, seeds=1))
 
 
 def test_a_prepared_run_reads_back_for_a_worker_process(tmp_path: Path) -> None:
@@ -119,3 +138,32 @@ def test_a_prepared_run_reads_back_for_a_worker_process(tmp_path: Path) -> None:
     prepare_run(run)
     again = load_prepared(run.folder)
     assert again == run and again.config.train.lr == 0.003 and again.seed == 1
+
+
+def test_a_dataset_without_labelled_test_cases_is_refused_before_anything_trains(
+        tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    shutil.rmtree(root / "labelsTs")
+    out = tmp_path / "out"
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsample=nearest,linear",
+                 "--set", f"data.root={root}", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no held-out (test) cases with reference labels" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_an_out_folder_holding_other_files_is_refused(tiny_dataset: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "report.md").write_text("my notes")
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsample=nearest,linear",
+                 "--set", f"data.root={tiny_dataset}", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "not a segkit comparison; choose a new or empty folder" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"] and (out / "report.md").read_text() == "my notes"
+    (tmp_path / "file").write_text("")
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsample=nearest,linear",
+                 "--set", f"data.root={tiny_dataset}", "--out", str(tmp_path / "file" / "sub")]) == 1
+    assert "cannot create the folder" in capsys.readouterr().err

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from segkit.compare.results import RunResult
 from segkit.compare.stats import BOOTSTRAP_SEED, RESAMPLES, bootstrap_ci, mean_std, paired_comparison, wilcoxon_p
+from segkit.compare.tables import paired_results
 
 DIFFERENCES = np.array([0.031, -0.012, 0.054, 0.020, 0.047, 0.003, 0.015, -0.006, 0.038])
 
@@ -54,3 +57,17 @@ def test_paired_comparison_by_hand() -> None:
     assert (result.better, result.worse) == (2, 1)
     assert result.p_value == stats.wilcoxon(d).pvalue
     assert (result.ci_low, result.ci_high) == bootstrap_ci(d)
+
+
+def _run(label: str, seed: int, dice: list[float]) -> RunResult:
+    per_case = {metric: [[value] for value in dice] for metric in ("dice", "hd95_mm", "nsd")}
+    return RunResult(label, seed, Path("."), {"cases": ["a", "b", "c"], "per_case": per_case}, ([], []))
+
+
+def test_paired_statistics_use_only_the_seeds_both_sides_finished() -> None:
+    """A variant whose seed 1 failed is paired with the baseline's seed 0 alone, not with its mean over seeds."""
+    groups = {"base": [_run("base", 0, [0.5, 0.6, 0.7]), _run("base", 1, [0.9, 0.9, 0.9])],
+              "other": [_run("other", 0, [0.6, 0.8, 0.7])]}
+    paired = paired_results(groups, "base")[("other", "dice")]
+    assert paired.n == 3 and paired.mean_difference == pytest.approx(0.1)
+    assert (paired.better, paired.worse) == (2, 0)
