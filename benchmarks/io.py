@@ -52,7 +52,7 @@ from timing_table import timing_summary, timing_table
 from segkit.data.host_loading import load_channel_first
 from segkit.io.atomic import atomic_path
 from segkit.io.gzip_codec import gzip_compress
-from segkit.io.image_io import write_like
+from segkit.io.image_io import nifti_like, write_like
 from segkit.io.nifti_reader import NiftiReader
 
 READ_GOAL = 1.1  # segkit read time / SimpleITK read time, at most
@@ -110,13 +110,8 @@ def writers(labels: np.ndarray, reference: Path, out: Path) -> dict[str, Callabl
 def _through_to_bytes(labels: np.ndarray, reference: Path, path: Path) -> Path:
     """segkit's write before ``segkit.io.nifti_writer``: the same image and gzip, but the whole file first
     assembled by nibabel's ``to_bytes`` (a copy of the volume made while holding the GIL)."""
-    ref = nib.load(str(reference))
-    image = nib.Nifti1Image(labels, ref.affine, ref.header.copy())
-    image.header["scl_slope"], image.header["scl_inter"] = 1.0, 0.0
-    image.set_qform(ref.header.get_qform(), code=int(ref.header["qform_code"]))
-    image.set_sform(ref.header.get_sform(), code=int(ref.header["sform_code"]))
     with atomic_path(path) as tmp:
-        tmp.write_bytes(gzip_compress(image.to_bytes(), 1))
+        tmp.write_bytes(gzip_compress(nifti_like(labels, reference, path).to_bytes(), 1))
     return path
 
 

@@ -96,7 +96,9 @@ def write_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_l
     write_sitk_image(image, path, compression_level)
 
 
-def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_level: int) -> None:
+def nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> nib.Nifti1Image:
+    """``array_ijk`` as a NIfTI-1 image with ``reference``'s header and geometry (qform/sform and their codes),
+    unscaled; ``path`` (the output) only names the file in the error for a shape that does not match."""
     ref = nib.load(str(reference))
     if tuple(ref.shape[: array_ijk.ndim]) != array_ijk.shape:
         raise DataError(f"{path.name}: array shape {array_ijk.shape} does not match {reference} {ref.shape}")
@@ -107,7 +109,11 @@ def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path, compre
     image.header["scl_slope"], image.header["scl_inter"] = 1.0, 0.0  # labels unscaled (the image resets them)
     image.set_qform(ref.header.get_qform(), code=int(ref.header["qform_code"]))
     image.set_sform(ref.header.get_sform(), code=int(ref.header["sform_code"]))
-    parts = nifti_parts(image, array_ijk)  # an F-ordered array (as predictions are) goes out without any copy
+    return image
+
+
+def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_level: int) -> None:
+    parts = nifti_parts(nifti_like(array_ijk, reference, path), array_ijk)  # F-ordered (as predicted): no copy
     if path.name.lower().endswith(".gz"):
         parts = [gzip_compress_parts(parts, compression_level)]
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
