@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from rich.console import Console
 from segkit.pipelines.data_check import check_dataset, problem_table
 from torch.utils.data import Subset
 
-from segkit.config import Config, ModelCfg, config_to_dict, load_config
+from segkit.config import Config, config_to_dict, load_config
 from segkit.data.cases import DatasetIndex
 from segkit.data.index import load_dataset
 from segkit.data.loaders import training_loader, validation_dataset
@@ -39,6 +38,7 @@ from segkit.engine.distributed import (
 )
 from segkit.engine.losses import build_loss
 from segkit.engine.optim import build_optimizer, build_scheduler
+from segkit.engine.run_files import CONFIG_YAML, SPLITS, clear_run
 from segkit.engine.run_log import RunLog, summary_table
 from segkit.engine.step import Optimisation, make_ema, make_scaler
 from segkit.engine.trainer import Schedule, Trainer, TrainState
@@ -94,44 +94,55 @@ def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config
 
 
 def _check_replaceable(run_dir: Path) -> None:
-    """``--overwrite`` deletes ``run_dir``: only a folder that holds a segkit run (its ``config.yaml``) and does
+    """``--overwrite`` clears ``run_dir``: only a folder that holds a segkit run (its ``config.yaml``) and does
     not hold the working directory."""
     resolved, cwd = run_dir.resolve(), Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         raise SegkitError(f"run_dir {run_dir} is the working directory or holds it; --overwrite would delete it "
                           "— choose a run folder with --set run_dir=runs/NAME")
-    if run_dir.is_symlink() or not (run_dir / "config.yaml").is_file():
+    if run_dir.is_symlink() or not (run_dir / CONFIG_YAML).is_file():
         raise SegkitError(f"run_dir {run_dir} is not empty and holds no segkit run (no config.yaml); --overwrite "
                           "only replaces a run — choose a new folder with --set run_dir=... or empty this one")
 
 
-def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
-    """Create ``run_dir``; an existing run is kept unless ``overwrite``."""
+def prepare_run_dir(cfg: Config, overwrite: bool, console: Console | None = None) -> Path:
+    """Create ``run_dir``; an existing run is kept unless ``overwrite``, which replaces the run's own files and
+    keeps any others."""
     run_dir = Path(cfg.run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SegkitError(f"run_dir {run_dir} is a file, not a folder; choose a run folder with --set run_dir=...")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
         if not overwrite:
             raise SegkitError(f"run_dir {run_dir} already holds a run; pass --overwrite to replace it, "
                               f"--resume {run_dir} to continue it, or choose another with --set run_dir=...")
         _check_replaceable(run_dir)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        kept = clear_run(run_dir)
+        if kept and console is not None:
+            console.print(f"--overwrite replaced the run in {run_dir} and kept what is not part of a run: "
+                          f"{', '.join(kept)}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SegkitError(f"run_dir {run_dir}: cannot create the folder ({exc.strerror}); choose another with "
+                          "--set run_dir=...") from None
+    atomic_write_text(run_dir / CONFIG_YAML, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return run_dir
 
 
-def _open_run_dir(cfg: Config, overwrite: bool, resume: bool, splits: dict, env: DistEnv) -> Path:
+def _open_run_dir(cfg: Config, overwrite: bool, resume: bool, splits: dict, env: DistEnv,
+                  console: Console) -> Path:
     """The run directory: created (rank 0) for a new run, checked against the split for a resumed one."""
     run_dir = Path(cfg.run_dir)
     if resume:
-        saved = run_dir / "splits.json"
+        saved = run_dir / SPLITS
         if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(splits)):
             raise DataError(f"{saved}: the dataset's training/validation split changed since the run started; "
                             "resume with the same data.root and seed, or start a new run")
         if env.is_main:
             remove_stale(run_dir)
     elif env.is_main:
-        prepare_run_dir(cfg, overwrite)
-        atomic_write_text(run_dir / "splits.json", json.dumps(splits, indent=1) + "\n")
+        prepare_run_dir(cfg, overwrite, console)
+        atomic_write_text(run_dir / SPLITS, json.dumps(splits, indent=1) + "\n")
     barrier()
     return run_dir
 
@@ -185,27 +196,37 @@ def _resume_into(trainer: Trainer, run_dir: Path, console: Console, cfg: Config,
     if not (last / "weights.safetensors").is_file():
         raise CheckpointError(f"{run_dir}: no last/ checkpoint to resume from; start the run again without --resume")
     checkpoint = load_checkpoint(last)
-    _same_model(checkpoint.config.model, cfg.model, run_dir)
+    _same_network_and_inputs(checkpoint.config, cfg, run_dir)
     train_weights, resume = load_resume_state(checkpoint.path)
     trainer.restore(checkpoint.weights, train_weights, resume, checkpoint.state)
     if is_main:  # the run goes on with the --set overrides: its config.yaml says so
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        atomic_write_text(run_dir / CONFIG_YAML, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     console.print(f"resuming {run_dir} at step {trainer.state.global_step} (epoch {trainer.state.epoch + 1})")
 
 
-def _same_model(saved: ModelCfg, now: ModelCfg, run_dir: Path) -> None:
-    """A resumed run trains the network it saved: a ``--set model.…`` that changes it is refused in one line."""
-    before, after = saved.model_dump(mode="json"), now.model_dump(mode="json")
-    before.pop("encoder_weights"), after.pop("encoder_weights")  # only used to build the first step's model
-    for key, value in before.items():
-        if after[key] != value:
-            raise ConfigError(f"model.{key}: the run in {run_dir} was trained with {value!r}, now {after[key]!r} — "
-                              "a resumed run keeps its model; drop that --set, or start a new run")
+RESUME_MAY_CHANGE = {
+    "model": {"encoder_weights"},  # only used to build the first step's model
+    "data": {"root", "num_workers", "cache", "cache_dir"},  # where the files are and how they are loaded
+}
+
+
+def _same_network_and_inputs(saved: Config, now: Config, run_dir: Path) -> None:
+    """A resumed run trains the network it saved on images prepared as before: a ``--set model.…`` or a
+    ``--set data.…`` that changes either (spacing, normalisation, split, …) is refused in one line. A moved
+    dataset (``data.root``) is allowed: the split check compares its cases."""
+    for section, free in RESUME_MAY_CHANGE.items():
+        before = getattr(saved, section).model_dump(mode="json")
+        after = getattr(now, section).model_dump(mode="json")
+        for key in (key for key in before if key not in free):
+            if after[key] != before[key]:
+                raise ConfigError(f"{section}.{key}: the run in {run_dir} was trained with {before[key]!r}, now "
+                                  f"{after[key]!r} — a resumed run keeps its model and preprocessing; drop that "
+                                  "--set, or start a new run")
 
 
 def resumed_config(run_dir: Path, overrides: list[str]) -> Config:
     """The config saved in ``run_dir`` (with ``--set`` overrides), pointing at ``run_dir`` wherever it now is."""
-    saved = Path(run_dir) / "config.yaml"
+    saved = Path(run_dir) / CONFIG_YAML
     if not Path(run_dir).is_dir():
         raise SegkitError(f"{run_dir}: no such folder; pass the run_dir of a run started with segkit train")
     if not saved.is_file():
@@ -239,7 +260,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
 
 def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: list, splits: dict,
            device: torch.device, env: DistEnv, console: Console, overwrite: bool, resume: bool) -> TrainResult:
-    run_dir = _open_run_dir(cfg, overwrite, resume, splits, env)
+    run_dir = _open_run_dir(cfg, overwrite, resume, splits, env, console)
     opt = build_optimisation(cfg, model, device, env)
     schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every,
                         cfg.train.stop_at_dice)

@@ -9,6 +9,7 @@ types are :class:`ConfigError` naming the key, the file and the nearest key.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 
 from segkit.config_loading import Sources, load_raw_config, source_of, to_config
 from segkit.errors import ConfigError
+from segkit.limits import MAX_AXIS, MAX_VOXELS
 
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf / .nan are never settings
 
 
 class DataCfg(_Section):
@@ -146,24 +148,25 @@ class Config(_Section):
     """A whole segkit run: data, model, training and inference."""
 
     run_dir: Path = Path("runs/unet_resnet34")
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # numpy's and torch's seed range
     data: DataCfg = DataCfg()
     model: ModelCfg = ModelCfg()
     train: TrainCfg = TrainCfg()
     infer: InferCfg = InferCfg()
 
     @model_validator(mode="after")
-    def _sizes_match_dims(self) -> Config:
+    def _keys_agree(self) -> Config:
+        self._check_windows()
         dims = self.model.spatial_dims
-        for key, size in (("train.patch_size", self.train.patch_size), ("infer.roi_size", self.infer.roi_size)):
-            if size is not None and len(size) != dims:
-                raise ValueError(f"{key} has {len(size)} values but model.spatial_dims is {dims}")
         weights = self.train.class_weights
         if weights is not None and (self.train.loss != "ce" or len(weights) != self.model.num_classes):
             raise ValueError(f"train.class_weights needs train.loss: ce and one weight per class "
                              f"({self.model.num_classes}, background included)")
         if self.data.image_dims == 2 and dims != 2:
             raise ValueError("data.image_dims 2 (2D image files) needs model.spatial_dims: 2")
+        if self.train.albumentations and dims != 2:
+            raise ValueError("train.albumentations is for 2D models (model.spatial_dims: 2); 3D patches are "
+                             "augmented by train.augment")
         outside = [label for label in self.infer.keep_largest if label >= self.model.num_classes]
         if outside:
             raise ValueError(f"infer.keep_largest names label {outside[0]}, but model.num_classes is "
@@ -172,6 +175,18 @@ class Config(_Section):
             if isinstance(stride, tuple) and len(stride) != dims:
                 raise ValueError(f"model.strides[{index}] has {len(stride)} values but model.spatial_dims is {dims}")
         return self
+
+    def _check_windows(self) -> None:
+        """Patch and sliding-window sizes: one value per spatial dimension, and of a size that can be allocated."""
+        dims = self.model.spatial_dims
+        for key, size in (("train.patch_size", self.train.patch_size), ("infer.roi_size", self.infer.roi_size)):
+            if size is None:
+                continue
+            if len(size) != dims:
+                raise ValueError(f"{key} has {len(size)} values but model.spatial_dims is {dims}")
+            if math.prod(size) > MAX_VOXELS or max(size) > MAX_AXIS:
+                raise ValueError(f"{key} {list(size)} is over the limit of 2**31 voxels or {MAX_AXIS} per axis, far "
+                                 f"more than fits in memory; use a window of the images' scale, e.g. {[128] * dims}")
 
     @property
     def roi_size(self) -> tuple[int, ...]:

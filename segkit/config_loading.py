@@ -52,6 +52,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a config is a YAML text file "
+                          "— check the path") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -151,7 +154,9 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
                 raise ConfigError(f"--set {key}: '{'.'.join(parents[: i + 1])}' is not a section")
             child = node[part] = {}
         node = child
-    node[leaf] = value
+    current = node.get(leaf)
+    # a section given whole (--set 'train={epochs: 5}') overrides the keys it names, as a file's section does
+    node[leaf] = _merge(current, value) if isinstance(value, dict) and isinstance(current, dict) else value
 
 
 def load_raw_config(path_or_name: str | Path, overrides: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], Sources]:

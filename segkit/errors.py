@@ -22,3 +22,7 @@ class DataError(SegkitError):
 
 class CheckpointError(SegkitError):
     """A checkpoint is missing, incomplete or does not match the model."""
+
+
+class TrainingError(SegkitError):
+    """Training cannot go on (e.g. the weights diverged to NaN or infinity)."""

@@ -136,3 +136,42 @@ def test_set_takes_several_overrides_at_once_and_repeatedly() -> None:
     assert args.overrides == ["train.epochs=3", "train.lr=0.1", "seed=4"]
     cfg = load_config("demo_unet_resnet34.yaml", args.overrides)
     assert (cfg.train.epochs, cfg.train.lr, cfg.seed) == (3, 0.1, 4)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.lr=.inf", "train.lr: Input should be a finite number (got inf)"),
+    ("data.window=[-.inf, 100]", "data.window.0: Input should be a finite number (got -inf)"),
+    ("train.weight_decay=.nan", "train.weight_decay: Input should be a finite number (got nan)"),
+    ("seed=-1", "seed: Input should be greater than or equal to 0 (got -1)"),
+    ("seed=4294967296", "seed: Input should be less than 4294967296"),
+    ("train.patch_size=[100000,100000,1000]", "train.patch_size [100000, 100000, 1000] is over the limit of 2**31 "
+                                              "voxels or 10000 per axis"),
+    ("infer.roi_size=[20000,8,8]", "infer.roi_size [20000, 8, 8] is over the limit"),
+    ("train.albumentations=[{name: HorizontalFlip}]", "train.albumentations is for 2D models"),
+])
+def test_values_no_run_can_use_are_refused_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config("demo_unet_resnet34.yaml", [override])
+    assert str(error.value).startswith("--set: ") and message in str(error.value)
+
+
+def test_the_largest_seed_and_a_2d_albumentations_pipeline_are_accepted() -> None:
+    assert load_config("demo_unet_resnet34.yaml", ["seed=4294967295"]).seed == 2**32 - 1
+    cfg = load_config("demo_unet_resnet34.yaml", ["model.spatial_dims=2", "train.patch_size=[64,64]",
+                                                  "infer.roi_size=[64,64]", "train.albumentations=[{name: CLAHE}]"])
+    assert cfg.train.albumentations[0].name == "CLAHE"
+
+
+def test_a_section_given_whole_in_set_overrides_only_the_keys_it_names() -> None:
+    demo = load_config("demo_unet_resnet34.yaml")
+    cfg = load_config("demo_unet_resnet34.yaml", ["train={epochs: 3, augment: {flip: 0.1}}"])
+    assert cfg.train.epochs == 3 and cfg.train.augment.flip == 0.1
+    assert cfg.train.patch_size == demo.train.patch_size and cfg.train.lr == demo.train.lr  # kept from the file
+    assert cfg.train.augment.affine == demo.train.augment.affine == 0.0
+
+
+def test_a_binary_file_as_config_is_one_line(tmp_path: Path) -> None:
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xd0\xfe\x80")
+    with pytest.raises(ConfigError, match=r"model.pt: not a text file \(byte 10 is not UTF-8\); a config is a YAML"):
+        load_config(binary)

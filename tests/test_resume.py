@@ -9,12 +9,13 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from segkit.pipelines.train import resumed_config, run_training
+from segkit.pipelines.train import _same_network_and_inputs, resumed_config, run_training
 
 import segkit.engine.trainer as trainer_module
 from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
 from segkit.engine.checkpoint import load_checkpoint
 from segkit.engine.run_log import read_metrics
+from segkit.errors import ConfigError
 
 EPOCHS, STEPS = 2, 2
 
@@ -96,3 +97,13 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tiny_dataset: Path, tmp_pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(SegkitError, match=r"empty: no config\.yaml, so not a segkit run directory"):
         resumed_config(tmp_path / "empty", [])
+
+
+def test_a_resume_may_move_the_dataset_and_change_how_it_is_loaded_but_not_what_the_model_sees() -> None:
+    saved = Config()
+    moved = DataCfg(root=Path("/mnt/elsewhere"), num_workers=4, cache="disk", cache_dir=Path("/tmp/c"))
+    _same_network_and_inputs(saved, saved.model_copy(update={"data": moved}), Path("run"))
+    for change in ({"spacing": (1.0, 1.0, 1.0)}, {"normalize": "mri"}, {"fold": 1}, {"orientation": "LPS"}):
+        changed = saved.model_copy(update={"data": saved.data.model_copy(update=change)})
+        with pytest.raises(ConfigError, match=f"data.{next(iter(change))}: the run in run was trained with"):
+            _same_network_and_inputs(saved, changed, Path("run"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from segkit.pipelines.predict import _prepare_output
 from segkit.pipelines.train import prepare_run_dir
 
@@ -25,6 +26,35 @@ def test_overwrite_replaces_a_previous_run(tmp_path: Path) -> None:
         prepare_run_dir(_cfg(run), overwrite=False)
     prepare_run_dir(_cfg(run), overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_overwrite_replaces_the_run_and_keeps_the_users_own_files(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    prepare_run_dir(_cfg(run), overwrite=False)
+    (run / "checkpoints" / "last-000000004-abc123").mkdir(parents=True)
+    (run / "last").symlink_to("checkpoints/last-000000004-abc123")
+    for name in ("metrics.jsonl", "splits.json", "curves.png", "notes.txt"):
+        (run / name).write_text("old")
+    (run / "predictions").mkdir()
+    (run / "predictions" / "case.nii.gz").write_bytes(b"mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept").write_text("x")
+    (run / "tensorboard").symlink_to(elsewhere)  # a link among the run's names is removed, never followed
+    console = Console(record=True, width=300)
+    prepare_run_dir(_cfg(run), overwrite=True, console=console)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "notes.txt", "predictions"]
+    assert (run / "notes.txt").read_text() == "old" and (run / "predictions" / "case.nii.gz").read_bytes() == b"mine"
+    assert (elsewhere / "kept").is_file()
+    assert "kept what is not part of a run: notes.txt, predictions" in console.export_text()
+
+
+@pytest.mark.parametrize("where", ["file", "file/run"])
+def test_a_run_dir_that_is_or_lies_in_a_file_is_one_line(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(SegkitError, match=r"(is a file, not a folder|cannot create the folder).*--set run_dir="):
+        prepare_run_dir(_cfg(tmp_path / where), overwrite=True)
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:

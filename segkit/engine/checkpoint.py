@@ -31,6 +31,7 @@ from segkit.io.atomic import _fsync_dir, atomic_write_bytes, atomic_write_text, 
 WEIGHTS, CONFIG, STATE = "weights.safetensors", "config.json", "state.json"
 TRAIN_WEIGHTS, RESUME = "train_weights.safetensors", "resume.pt"
 PARTIAL = ".partial"
+CHECKPOINT_STORE = "checkpoints"  # the folder inside a run directory that holds the checkpoint directories
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def _write_files(directory: Path, cfg: Config, snapshot: Snapshot) -> None:
 
 def save_checkpoint(run_dir: Path, name: str, cfg: Config, snapshot: Snapshot) -> Path:
     """Write a checkpoint and point ``run_dir/name`` at it; returns the link path."""
-    store = run_dir / "checkpoints"
+    store = run_dir / CHECKPOINT_STORE
     store.mkdir(parents=True, exist_ok=True)
     # a fresh name each time: a resumed run may save the same step again while a link still names the old one
     target = store / f"{name}-{int(snapshot.state.get('global_step', 0)):09d}-{uuid.uuid4().hex[:6]}"
@@ -105,7 +106,7 @@ def save_checkpoint(run_dir: Path, name: str, cfg: Config, snapshot: Snapshot) -
 def remove_stale(run_dir: Path) -> None:
     """Delete what an interrupted save can leave: staged directories, temp links, unreferenced checkpoints,
     and temp files of killed atomic writes in ``run_dir`` (curves, logs)."""
-    store = run_dir / "checkpoints"
+    store = run_dir / CHECKPOINT_STORE
     for tmp_link in run_dir.glob(".*.tmp"):
         if tmp_link.is_symlink():
             tmp_link.unlink()
@@ -125,7 +126,7 @@ def _remove_if_unreferenced(run_dir: Path, directory: Path) -> None:
     """Delete the checkpoint ``directory`` (a resolved path) when no link in ``run_dir`` names it. Only a real
     directory directly inside ``run_dir/checkpoints`` is ever deleted: a ``best``/``last`` link (or a
     ``checkpoints`` link) in a run directory from elsewhere may point at any folder."""
-    if directory.parent != run_dir.resolve() / "checkpoints":
+    if directory.parent != run_dir.resolve() / CHECKPOINT_STORE:
         return
     links = [p for p in run_dir.iterdir() if p.is_symlink()]
     if all(p.resolve() != directory for p in links):

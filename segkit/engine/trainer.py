@@ -21,6 +21,7 @@ from segkit.engine.progress import training_progress
 from segkit.engine.rng import capture_rng, restore_rng
 from segkit.engine.run_log import RunLog
 from segkit.engine.step import Optimisation, run_step
+from segkit.errors import TrainingError
 
 Validate = Callable[[torch.nn.Module], dict[str, Any]]
 SaveCheckpoint = Callable[[str, Snapshot], None]
@@ -81,6 +82,8 @@ class Trainer:
         self.console = console or Console()
         self.is_main, self.reduce, self.sync = is_main, reduce, sync  # sync: make all ranks' models identical
         self.state = TrainState()
+        self._step_lr = self._lr()  # the learning rate of the latest step
+        self._saved_step = 0  # the step last/ was saved at by this process (0: not yet)
 
     def snapshot(self, resumable: bool) -> Snapshot:
         """The checkpoint content now; ``resumable`` adds what an exact resume needs."""
@@ -110,6 +113,7 @@ class Trainer:
             opt.scaler.load_state_dict(resume["scaler"])
         restore_rng(resume["rng"])
         self.state = TrainState.from_dict(state)
+        self._saved_step = self.state.global_step
 
     def fit(self, loader: Iterable[dict[str, torch.Tensor]]) -> TrainState:
         """Train until the schedule's last step; ``loader`` yields micro-batches from the current step on."""
@@ -121,19 +125,26 @@ class Trainer:
                                      epoch=state.epoch + 1, loss=float("nan"), lr=self._lr(), dice=self._last_dice())
             mark = time.perf_counter()
             while state.global_step < schedule.total_steps and not self._reached_target():
+                lr = self._lr()  # the rate this step uses: the scheduler moves on inside run_step
                 loss = self.reduce(run_step(self.opt, [next(stream) for _ in range(self.opt.accumulate)]))
                 now = time.perf_counter()
-                self._count_step(loss, now - mark)
-                progress.update(task, completed=state.global_step, epoch=state.epoch + 1, lr=self._lr(),
+                self._count_step(loss, now - mark, lr)
+                if not math.isfinite(loss):
+                    self._refuse_diverged(loss, lr)
+                progress.update(task, completed=state.global_step, epoch=state.epoch + 1, lr=lr,
                                  loss=state.epoch_loss_sum / state.epoch_steps)
                 if state.global_step % schedule.steps_per_epoch == 0:
                     self._end_epoch(progress)
                     progress.update(task, dice=self._last_dice())
                 elif schedule.checkpoint_every and state.global_step % schedule.checkpoint_every == 0:
                     self.sync()
-                    self.save("last", self.snapshot(resumable=True))
+                    self._save_last()
                 mark = time.perf_counter()
         return state
+
+    def _save_last(self) -> None:
+        self.save("last", self.snapshot(resumable=True))
+        self._saved_step = self.state.global_step
 
     def _reached_target(self) -> bool:
         """Whether ``stop_at_dice`` is set and the latest validation's mean Dice reached it (NaN never does)."""
@@ -151,19 +162,30 @@ class Trainer:
         dice = self._latest_dice()
         return "–" if dice is None else f"{dice:.4f}"
 
-    def _count_step(self, loss: float, seconds: float) -> None:
+    def _count_step(self, loss: float, seconds: float, lr: float) -> None:
         state = self.state
         state.global_step += 1
         state.epoch_loss_sum += loss
         state.epoch_steps += 1
         state.epoch_seconds += seconds
-        self.log.log_step({"step": state.global_step, "epoch": state.epoch + 1, "loss": loss, "lr": self._lr(),
+        self._step_lr = lr
+        self.log.log_step({"step": state.global_step, "epoch": state.epoch + 1, "loss": loss, "lr": lr,
                            "seconds": seconds})
+
+    def _refuse_diverged(self, loss: float, lr: float) -> None:
+        """A non-finite loss is survivable only while the weights are finite (fp16's gradient scaler skips such
+        steps); once they are not, every later step is NaN too: stop with what to change instead of training on."""
+        if all(torch.isfinite(p).all() for p in self.opt.module.parameters()):
+            return
+        saved = f"; last/ holds the run at step {self._saved_step}" if self._saved_step else ""
+        raise TrainingError(f"training diverged at step {self.state.global_step}: the loss is {loss} and the weights "
+                            f"are no longer finite (learning rate {lr:g}) — lower train.lr, set train.grad_clip "
+                            f"or use train.precision: fp32, then train again{saved}")
 
     def _end_epoch(self, progress: Any) -> None:
         state, epoch = self.state, self.state.epoch + 1
         record = {"epoch": epoch, "step": state.global_step, "train_loss": state.epoch_loss_sum / state.epoch_steps,
-                  "lr": self._lr(), "seconds": state.epoch_seconds}
+                  "lr": self._step_lr, "seconds": state.epoch_seconds}
         state.epoch, state.epoch_loss_sum, state.epoch_steps, state.epoch_seconds = epoch, 0.0, 0, 0.0
         self.sync()
         improved = False
@@ -176,7 +198,7 @@ class Trainer:
         state.history.append(record)
         if improved:
             self.save("best", self.snapshot(resumable=False))
-        self.save("last", self.snapshot(resumable=True))
+        self._save_last()
         dice = f"  val dice {record['mean_dice']:.4f}" if _finite(record.get("mean_dice")) else ""
         if self.is_main:
             progress.console.print(f"epoch {epoch}/{self.schedule.epochs}  loss {record['train_loss']:.4f}{dice}  "

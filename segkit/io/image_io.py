@@ -15,10 +15,9 @@ from segkit.io.gzip_codec import gzip_compress_parts
 from segkit.io.nifti_reader import nifti_array
 from segkit.io.nifti_writer import nifti_parts
 from segkit.io.sitk_reader import ras_affine
+from segkit.limits import MAX_AXIS, MAX_VOXELS  # a header declaring more is taken as corrupt: nothing is allocated
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-MAX_VOXELS = 2**31  # a header declaring more is taken as corrupt: nothing is allocated for it
-MAX_AXIS = 10_000
 REEXPORT = "copy or export the file again"
 
 

@@ -366,6 +366,13 @@ def test_resume_with_another_model_is_one_line(trained: tuple[int, Path], capsys
                                          "resumed run keeps its model"))
 
 
+def test_resume_with_other_preprocessing_is_one_line(trained: tuple[int, Path], capsys) -> None:
+    _, run_dir = trained
+    run = cli(capsys, "train", "--resume", run_dir, "--set", "data.window=[-1000, 1000]")
+    assert_errors(run, ("data.window", f"the run in {run_dir} was trained with [-200.0, 300.0], now [-1000.0, 1000.0] "
+                                       "— a resumed run keeps its model and preprocessing"))
+
+
 def test_resume_of_a_missing_folder_says_so(tmp_path: Path, capsys) -> None:
     run = cli(capsys, "train", "--resume", tmp_path / "nowhere")
     assert_errors(run, (tmp_path / "nowhere", "no such folder; pass the run_dir of a run started with segkit train"))
