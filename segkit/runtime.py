@@ -11,18 +11,20 @@ import torch
 from segkit.errors import SegkitError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → the first GPU when present, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given."""
+def resolve_device(name: str, key: str = "--device") -> torch.device:
+    """``auto`` → the first GPU when present, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given. ``key`` is how
+    the user chose it (``--device`` or a config key such as ``train.device``), named in errors."""
+    fix = f"{key} cpu" if key.startswith("--") else f"--set {key}=cpu"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise SegkitError(f"device '{name}' is not one of auto, cpu, cuda, cuda:N")
+        raise SegkitError(f"{key} '{name}' is not one of auto, cpu, cuda, cuda:N")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SegkitError(f"device '{name}' requested but no CUDA GPU is available; use --device cpu")
+            raise SegkitError(f"{key} '{name}' requested but no CUDA GPU is available; use {fix}")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise SegkitError(f"device '{name}': only {torch.cuda.device_count()} GPU(s) visible")
+            raise SegkitError(f"{key} '{name}': only {torch.cuda.device_count()} GPU(s) visible")
     return device
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkit.runtime import class_indices, triton_kernels_usable, use_channels_last_inference
+from segkit.errors import SegkitError
+from segkit.runtime import class_indices, resolve_device, triton_kernels_usable, use_channels_last_inference
 
 
 @pytest.mark.parametrize(("shape", "dim"), [((3, 17, 9, 5), 0), ((2, 4, 6, 7, 8), 1), ((1, 5, 11, 13), 1)])
@@ -42,3 +43,14 @@ def test_native_bf16_follows_the_cpu_flags() -> None:
         if line.startswith("flags"):
             flags |= set(line.split(":", 1)[1].split())
     assert cpu_has_native_bf16() == bool(flags & {"amx_tile", "avx512_bf16"})
+
+
+@pytest.mark.parametrize(("key", "fix"), [("--device", "use --device cpu"),
+                                          ("train.device", "use --set train.device=cpu")])
+def test_a_device_error_names_how_the_device_was_chosen(key: str, fix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SegkitError, match=f"^{key} 'cuda' requested but no CUDA GPU is available; {fix}$"):
+        resolve_device("cuda", key)
+    with pytest.raises(SegkitError, match=f"^{key} 'tpu' is not one of auto, cpu, cuda, cuda:N$"):
+        resolve_device("tpu", key)
+    assert resolve_device("auto", key) == torch.device("cpu")
