@@ -174,6 +174,8 @@ def run_compare(request: CompareRequest, gpus: str = "auto", console: Console | 
     console = console or Console()
     comparison = resolve_comparison(request)
     variants, runs = plan_runs(comparison)
+    for note in comparison.notes:
+        console.print(escape(note), highlight=False)
     baseline = find_variant(variants, comparison.baseline)
     devices = gpu_ids(gpus)
     held_out = sorted(case.case_id for case in held_out_cases(runs[0]))  # data.* is the same in every run

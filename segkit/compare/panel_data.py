@@ -41,9 +41,10 @@ def _qualitative_image(runs: dict[str, RunResult], baseline: str) -> doc.Image:
     png = qualitative_figure(image, reference, predictions, runs[baseline].data["classes"],
                              f"{info['case_id']}: {where}")
     caption = (f"Held-out case {info['case_id']}, {where} (seed {seed} of each variant). The first panel shows the "
-               "reference contours; each other panel shows one variant's predicted contours (solid, one colour per "
-               "class) over the reference (dashed white). Gaps between solid and dashed lines are segmentation "
-               "errors; ragged or stair-stepped solid lines point at upsampling artefacts.")
+               "reference; each other panel shows one variant's prediction (tinted, with solid contours, one colour "
+               "per class) over the reference contours (dashed white). A label reaching the edge of the slice is "
+               "outlined along the edge. Gaps between solid and dashed lines are segmentation errors; ragged or "
+               "stair-stepped solid lines point at upsampling artefacts.")
     return doc.Image("qualitative.png", png, "qualitative comparison", caption)
 
 

@@ -2,7 +2,8 @@
 map on a zoomed region (raw, and with its 3×3 local mean removed so that period-2 patterns stand out).
 
 Slices are shown with ``np.rot90``: the first array axis runs left → right, the second bottom → top (as in
-``segkit predict --preview``).
+``segkit predict --preview``). Label maps are drawn as closed outlines plus a translucent tint
+(``segkit/compare/outlines.py``), so a label that fills the whole slice or touches its edge stays visible.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 
 from segkit.compare.figures import to_png
+from segkit.compare.outlines import outlines, tint
 from segkit.report.preview import class_colour
 
 ZOOM = 48  # voxels per side of the artefact panel's window
@@ -23,21 +25,30 @@ def _grey_window(image: np.ndarray) -> tuple[float, float]:
 
 
 def _contours(ax, labels: np.ndarray, linestyle: str = "solid", width: float = 1.4, colour=None) -> None:
-    for k in (int(v) for v in np.unique(labels) if v > 0):
-        mask = np.rot90(labels == k).astype(np.float32)
-        ax.contour(mask, levels=[0.5], colors=[colour or class_colour(k)], linewidths=width, linestyles=linestyle)
+    for k, lines in outlines(labels).items():
+        for line in lines:
+            ax.plot(line[:, 0], line[:, 1], color=colour or class_colour(k), linewidth=width, linestyle=linestyle)
+
+
+def _slice_axes(ax, image: np.ndarray, window: tuple[float, float]) -> None:
+    """The grey slice, with one pixel of margin so that outlines along the image edge are not cut in half."""
+    shown = np.rot90(image)
+    ax.imshow(shown, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+    ax.set_xlim(-1.0, shown.shape[1])
+    ax.set_ylim(shown.shape[0], -1.0)
 
 
 def qualitative_figure(image: np.ndarray, reference: np.ndarray, predictions: dict[str, np.ndarray],
                        class_names: list[str], title: str) -> bytes:
-    """Reference contours, then one panel per variant with its contours (solid) over the reference (dashed
-    white); all 2D arrays of one slice on the input grid."""
+    """Reference contours, then one panel per variant with its labels (tinted, solid contours) over the reference
+    (dashed white); all 2D arrays of one slice on the input grid."""
     panels = [("reference", reference), *predictions.items()]
     figure = Figure(figsize=(2.8 * len(panels), 3.4))
-    low, high = _grey_window(image)
+    window = _grey_window(image)
     for i, (name, labels) in enumerate(panels):
         ax = figure.add_subplot(1, len(panels), i + 1)
-        ax.imshow(np.rot90(image), cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        _slice_axes(ax, image, window)
+        ax.imshow(tint(labels), interpolation="nearest")
         if i > 0:
             _contours(ax, reference, "dashed", 0.9, "white")
         _contours(ax, labels)

@@ -109,7 +109,8 @@ def _run_config(comparison: Comparison, variant: Variant, seed: int, folder: Pat
 
 
 def plan_runs(comparison: Comparison) -> tuple[list[Variant], list[PlannedRun]]:
-    """The variants and every (variant, seed) run, seed by seed (all variants of seed 0 come first)."""
+    """The variants and every (variant, seed) run, seed by seed (all variants of seed 0 come first); two variants
+    that would be the same run (values equal once validated) are an error."""
     load_config(comparison.config, list(comparison.overrides))  # errors in the fixed part name --set, not a variant
     variants = make_variants(comparison.vary)
     runs = []
@@ -117,7 +118,39 @@ def plan_runs(comparison: Comparison) -> tuple[list[Variant], list[PlannedRun]]:
         for variant in variants:
             folder = run_folder(comparison.out, variant, seed)
             runs.append(PlannedRun(variant, seed, folder, _run_config(comparison, variant, seed, folder)))
+    check_distinct(comparison, runs[: len(variants)])
     return variants, runs
+
+
+def _typed_value(cfg: Config, key: str) -> Any:
+    """The value of dotted ``key`` in the validated config, as plain data."""
+    value: Any = config_to_dict(cfg)
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def check_distinct(comparison: Comparison, runs: list[PlannedRun]) -> None:
+    """Refuse two values of one varied key that the config schema reads as the same value (``0.01`` and ``1e-2``,
+    which YAML reads as a float and a string), and any two variants with equal configs: they would be one run
+    twice. ``runs``: one run per variant, all with the same seed."""
+    for key in comparison.vary:
+        written_as: dict[str, Any] = {}  # each validated value (as JSON) → the first value written for it
+        for run in runs:
+            written = dict(run.variant.values)[key]
+            value = json.dumps(_typed_value(run.config, key), default=str)
+            earlier = written_as.setdefault(value, written)
+            first, second = (json.dumps(v, default=str) for v in (earlier, written))
+            if first != second:  # the full factorial repeats each written value once per other key's value
+                raise ConfigError(f"{comparison.sources.get(key, '--vary')} {key}: {first} and {second} are the same "
+                                  f"value once validated ({value}), so two variants would be the same run; list each "
+                                  "value once")
+    seen: dict[str, Variant] = {}
+    for run in runs:
+        twin = seen.setdefault(config_digest(run.config), run.variant)
+        if twin is not run.variant:
+            raise ConfigError(f"--vary: variants {twin.label!r} and {run.variant.label!r} give the same config, so "
+                              "they would be the same run; vary values that change the config")
 
 
 def comparable_config(cfg: Config) -> dict[str, Any]:

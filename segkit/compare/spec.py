@@ -12,8 +12,10 @@ A compare spec is a YAML file with one ``compare:`` section (``configs/compare/u
       baseline: transposed
       out: runs/compare-upsampling
 
-Command-line flags override the spec: ``--vary KEY=...`` replaces that key's values (other keys stay),
-``--set`` applies after the spec's ``set``, and ``--seeds``, ``--baseline``, ``--out`` replace theirs.
+Command-line flags override the spec: ``--vary KEY=...`` replaces that key's values (other keys stay; the
+replacement is reported in :attr:`Comparison.notes`), ``--set`` applies after the spec's ``set``, and ``--seeds``,
+``--baseline``, ``--out`` replace theirs. One key given in two ``--vary`` flags is an error (the values would
+otherwise silently be the last flag's only).
 ``--config`` may also be a plain training config, with everything else from the command line.
 """
 
@@ -80,6 +82,8 @@ class Comparison:
     baseline: str | None = None
     config_name: str = ""
     spec_name: str | None = field(default=None, compare=False)
+    sources: dict[str, str] = field(default_factory=dict, compare=False)  # key → where its values came from
+    notes: tuple[str, ...] = field(default=(), compare=False)  # what the command line changed in the spec
 
 
 def schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -147,23 +151,38 @@ def _spec_from_file(name: str) -> tuple[CompareSpec | None, Path]:
     return to_config(_SpecFile, raw, sources).compare, path
 
 
+def _merge_vary(spec: CompareSpec | None, path: Path,
+                request: CompareRequest) -> tuple[dict[str, list[Any]], dict[str, str], list[str]]:
+    """The varied keys and values (the spec's, then each ``--vary`` flag replacing its key's), where each key's
+    values came from, and a note for each spec key the command line replaced; a key in two flags is an error."""
+    vary, sources, notes, given = {}, {}, [], {}
+    for key, values in (spec.vary if spec else {}).items():
+        sources[key] = f"{path}: compare.vary:"
+        vary[key] = check_values(key, values, sources[key])
+    for item in request.vary:
+        key, values = parse_vary(item)
+        text = item.partition("=")[2].strip()
+        if key in given:
+            raise ConfigError(f"--vary {key} is given twice ({given[key]!r} and {text!r}); give all its values in one "
+                              f"flag, e.g. --vary {key}={given[key]},{text}")
+        given[key] = text
+        if key in vary:
+            notes.append(f"--vary {key} replaces the spec's values {vary[key]} with {values}")
+        sources[key] = "--vary"
+        vary[key] = check_values(key, values)
+    return vary, sources, notes
+
+
 def resolve_comparison(request: CompareRequest) -> Comparison:
     """Merge a spec file (when ``--config`` is one) with the command line, and check the varied keys."""
     spec, path = _spec_from_file(request.config)
     base = str(resolve_config_path(spec.config, relative_to=path.parent)) if spec is not None else request.config
-    vary, flags = {}, {}
-    for key, values in (spec.vary if spec else {}).items():
-        flags[key] = f"{path}: compare.vary:"
-        vary[key] = check_values(key, values, flags[key])
-    for item in request.vary:
-        key, values = parse_vary(item)
-        flags[key] = "--vary"
-        vary[key] = check_values(key, values)
+    vary, sources, notes = _merge_vary(spec, path, request)
     if not vary:
         raise ConfigError("nothing to compare: pass --vary KEY=VALUE1,VALUE2 (e.g. model.upsample=transposed,nearest) "
                           "or a compare spec with a 'vary' section")
     for key in vary:
-        check_vary_key(key, flags[key])
+        check_vary_key(key, sources[key])
     out = request.out or (spec.out if spec else None)
     if out is None:
         raise ConfigError("--out DIR is required (the folder for the runs and the report), or set compare.out in the "
@@ -172,4 +191,5 @@ def resolve_comparison(request: CompareRequest) -> Comparison:
     seeds = request.seeds or (spec.seeds if spec else 3)
     baseline = request.baseline or (spec.baseline if spec else None)
     spec_name = request.config if spec is not None else None
-    return Comparison(base, vary, Path(out), fixed, seeds, baseline, spec.config if spec else request.config, spec_name)
+    return Comparison(base, vary, Path(out), fixed, seeds, baseline, spec.config if spec else request.config, spec_name,
+                      sources, tuple(notes))

@@ -48,6 +48,43 @@ def test_bad_vary_values_are_one_line(vary: str, expected: str, tmp_path: Path,
     assert expected in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("vary", "expected"), [
+    ("train.lr=0.01,1e-2", '--vary train.lr: 0.01 and "1e-2" are the same value once validated (0.01), so two '
+                           "variants would be the same run; list each value once"),
+    ("train.patch_size=[64,64,32],[64,64,32.0]", "--vary train.patch_size: [64, 64, 32] and [64, 64, 32.0] are the "
+                                                 "same value once validated ([64, 64, 32])"),
+])
+def test_values_equal_once_validated_are_refused_before_anything_runs(
+        vary: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.fusion=concat,add",
+                 "--vary", vary, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_values_equal_once_validated_in_a_spec_name_the_spec(tmp_path: Path) -> None:
+    spec = write_yaml(tmp_path / "spec.yaml", {"compare": {"config": "demo_unet_resnet34.yaml",
+                                                            "vary": {"train.lr": [0.001, "1e-3"]}}})
+    comparison = resolve_comparison(CompareRequest(str(spec), out=tmp_path / "out", seeds=1))
+    with pytest.raises(ConfigError, match=r"spec.yaml: compare.vary: train.lr: 0.001 and \"1e-3\" are the same value"):
+        plan_runs(comparison)
+    distinct = resolve_comparison(CompareRequest(str(spec), ("train.lr=0.001,0.01",), out=tmp_path / "out", seeds=1))
+    assert [r.config.train.lr for r in plan_runs(distinct)[1]] == [0.001, 0.01]
+
+
+def test_a_key_in_two_vary_flags_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsample=nearest,linear",
+                 "--vary", "model.fusion=concat,add", "--vary", "model.upsample=transposed",
+                 "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert ("--vary model.upsample is given twice ('nearest,linear' and 'transposed'); give all its values in one "
+            "flag, e.g. --vary model.upsample=nearest,linear,transposed") in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_full_factorial_with_sanitised_folders(tmp_path: Path) -> None:
     variants = make_variants({"model.upsample": ["transposed", "../../up"], "train.patch_size": [[64, 64], [96, 96]],
                               "data.window": ["a/b", "a-b"]})
@@ -84,6 +121,7 @@ def test_flags_override_the_spec(tmp_path: Path) -> None:
     comparison = resolve_comparison(CompareRequest(str(spec), ("model.fusion=add",), ("train.epochs=5",), 2,
                                                    tmp_path / "o", None))
     assert comparison.vary == {"model.upsample": ["transposed", "nearest"], "model.fusion": ["add"]}
+    assert comparison.notes == ("--vary model.fusion replaces the spec's values ['concat', 'add'] with ['add']",)
     assert comparison.seeds == 2 and comparison.out == tmp_path / "o"
     assert comparison.baseline == "upsample=nearest, fusion=add"
     _, runs = plan_runs(comparison)
