@@ -23,8 +23,12 @@ Outputs of ``run_evaluation``:
   (population std, NaN ignored) of Dice, HD95 and NSD with the count of cases where the class is absent in both,
   the overall means, the problems found and the conventions above in plain words.
 
-Problems (a reference without prediction, a grid mismatch, an unreadable file, labels out of range) are listed
-and the case is skipped; the other cases are still evaluated.
+Problems (a reference without prediction, a prediction without reference, a grid mismatch, an unreadable file,
+labels out of range) are listed and the case is skipped; the other cases are still evaluated (the CLI then exits
+with 1). ``CASE.preview.png`` beside a prediction ``CASE`` is ``segkit predict --preview``'s picture, not a case.
+
+When no case can be evaluated, nothing is written and an earlier run's CSV and summary at the same paths are
+removed (recognised by their first line), so they are not read as this run's results.
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from segkit.pipelines.evaluation_files import (
+    CSV_FIRST_LINE,
+    SUMMARY_FIRST_LINE,
+    check_report_path,
+    remove_stale,
+    write_report,
+)
 from segkit.pipelines.postprocessing_choice import (
     largest_only_dice,
     postprocessing_markdown,
@@ -49,12 +60,12 @@ from segkit.pipelines.postprocessing_choice import (
 
 from segkit.data.cases import case_id_of
 from segkit.engine.metrics import dice_per_class, mean_foreground, nan_stats_over_cases, surface_metrics_per_class
-from segkit.errors import DataError
-from segkit.io.atomic import atomic_write_text
+from segkit.errors import DataError, SegkitError
 from segkit.io.image_io import is_image_file, read_label_array
 
 AFFINE_TOLERANCE = 1e-3  # mm; predictions must lie on the reference grid
-CSV_HEADER = ("case", "class", "dice", "hd95_mm", "nsd")
+PREVIEW = ".preview.png"  # segkit predict --preview's picture beside a label map: not a prediction
+CSV_HEADER = tuple(CSV_FIRST_LINE.split(","))  # case, class, dice, hd95_mm, nsd
 CONVENTIONS = (
     "A class absent from both the prediction and the reference of a case has no score (NaN, an empty cell in "
     "the CSV) for Dice, HD95 and NSD; it is left out of every mean and standard deviation and counted under "
@@ -101,6 +112,19 @@ def _images_by_case(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: not a directory")
     return {case_id_of(p): p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)}
+
+
+def _predictions_by_case(folder: Path) -> dict[str, Path]:
+    """The label maps in ``folder`` by case id, without ``segkit predict --preview``'s ``CASE.preview.png``."""
+    found = _images_by_case(folder)
+    previews = {c for c, p in found.items() if p.name.endswith(PREVIEW) and c.removesuffix(".preview") in found}
+    return {c: p for c, p in found.items() if c not in previews}
+
+
+def _unpaired(preds: dict[str, Path], refs: dict[str, Path], ref_dir: Path) -> list[str]:
+    """A problem line for each reference without prediction and each prediction without reference."""
+    return ([f"{refs[c]}: no prediction for this case" for c in refs if c not in preds]
+            + [f"{preds[c]}: no reference for this case in {ref_dir}; not scored" for c in preds if c not in refs])
 
 
 def _declared_labels(ref_dir: Path) -> dict:
@@ -187,8 +211,8 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = No
     """
     if not (math.isfinite(tolerance_mm) and tolerance_mm > 0):
         raise DataError(f"the NSD tolerance must be a positive number of mm, got {tolerance_mm}")
-    preds, refs = _images_by_case(pred_dir), _images_by_case(ref_dir)
-    problems = [f"{refs[c]}: no prediction for this case" for c in refs if c not in preds]
+    preds, refs = _predictions_by_case(pred_dir), _images_by_case(ref_dir)
+    problems = _unpaired(preds, refs, ref_dir)
     first_case_problem = len(problems)
     case_ids, scores, top_labels = [], [], {}
     for case_id in sorted(set(preds) & set(refs)):
@@ -261,7 +285,7 @@ def _markdown_class_table(result: Evaluation) -> list[str]:
 
 def evaluation_markdown(result: Evaluation, pred_dir: Path | None = None, ref_dir: Path | None = None) -> str:
     """Markdown summary: settings, per-class mean ± std table, overall means, problems and conventions."""
-    lines = ["# Segmentation evaluation", ""]
+    lines = [SUMMARY_FIRST_LINE, ""]
     if pred_dir is not None and ref_dir is not None:
         lines += [f"- Predictions: `{pred_dir}`", f"- References: `{ref_dir}`"]
     lines += [f"- Cases evaluated: {len(result.case_ids)}",
@@ -310,27 +334,37 @@ def class_summary_table(result: Evaluation) -> Table:
     return table
 
 
-def _write_report(path: Path, text: str) -> None:
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder — give --csv / --summary a file path")
+def _evaluate_or_clear(pred_dir: Path, ref_dir: Path, outputs: list[Path], num_classes: int | None,
+                       tolerance_mm: float, postprocessing: bool) -> Evaluation:
+    """:func:`evaluate_folders`; when it fails, an earlier run's ``outputs`` are removed first (the error says so)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write the report ({exc.strerror or exc}) — choose another path") from None
+        return evaluate_folders(pred_dir, ref_dir, num_classes, tolerance_mm, postprocessing)
+    except Exception as exc:
+        removed = remove_stale(outputs)
+        if removed and isinstance(exc, SegkitError):
+            names = " and ".join(str(path) for path in removed)
+            raise type(exc)(f"{exc} (removed {names} of an earlier run, which no longer describe "
+                            f"{pred_dir})") from None
+        raise
 
 
 def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, num_classes: int | None = None,
                    console: Console | None = None, *, tolerance_mm: float = 1.0,
                    summary_path: Path | None = None, postprocessing: bool = False) -> Evaluation:
-    """Evaluate, print the tables, write the CSV and the markdown summary (atomically).
+    """Evaluate, print the tables, write the CSV and the markdown summary (atomically); when no case can be
+    evaluated, an earlier run's CSV and summary at these paths are removed and the error says so.
 
     Defaults: ``PRED_DIR/evaluation.csv`` and ``PRED_DIR/evaluation.md``; ``tolerance_mm`` is the NSD tolerance;
     ``postprocessing`` adds which labels gain from keeping only their largest connected component.
     """
     console = console or Console()
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    result = evaluate_folders(pred_dir, ref_dir, num_classes, tolerance_mm, postprocessing)
+    csv_path = Path(csv_path) if csv_path is not None else pred_dir / "evaluation.csv"
+    summary_path = Path(summary_path) if summary_path is not None else pred_dir / "evaluation.md"
+    for path in (csv_path, summary_path):
+        check_report_path(path)
+    result = _evaluate_or_clear(pred_dir, ref_dir, [csv_path, summary_path], num_classes, tolerance_mm,
+                                postprocessing)
     for problem in result.problems:
         console.print(f"[yellow]warning[/]: {escape(problem)}")
     console.print(evaluation_table(result))
@@ -338,11 +372,9 @@ def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, 
     if result.dice_largest is not None:
         console.print(postprocessing_table(result.class_names, result.dice, result.dice_largest))
         console.print(escape(suggestion_line(result.dice, result.dice_largest)), highlight=False)
-    csv_path = Path(csv_path) if csv_path is not None else pred_dir / "evaluation.csv"
-    summary_path = Path(summary_path) if summary_path is not None else pred_dir / "evaluation.md"
     for path, text in ((csv_path, evaluation_csv(result)),
                        (summary_path, evaluation_markdown(result, pred_dir, ref_dir))):
-        _write_report(path, text)
+        write_report(path, text)
     console.print(f"mean foreground Dice {result.mean:.4f} over {len(result.case_ids)} case(s); "
                   f"CSV {escape(str(csv_path))}; summary {escape(str(summary_path))}", highlight=False)
     return result

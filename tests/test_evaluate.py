@@ -223,3 +223,42 @@ def test_a_label_only_a_prediction_holds_is_a_problem_not_a_class(tmp_path: Path
     np.testing.assert_array_equal(result.dice, clean.dice)  # no Dice 0 for a class 9 in the mean
     assert result.problems == [f"{tmp_path / 'preds' / 'a.nii.gz'}: label 9 is in no reference (they hold labels "
                                "up to 3); not scored — check the model's classes, or give --num-classes"]
+
+
+def test_prediction_without_reference_is_a_problem_and_exits_1(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        save(tmp_path / "ref", name, cube((2, 2, 2)))
+        save(tmp_path / "pred", name, cube((2, 2, 2)))
+    stray = save(tmp_path / "pred", "stray", cube((3, 3, 3)))
+    (tmp_path / "pred" / "a.preview.png").write_bytes(b"not read")  # segkit predict --preview's picture of a
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "ref")
+    assert result.case_ids == ["a", "b"] and result.mean == 1.0
+    assert result.problems == [f"{stray}: no reference for this case in {tmp_path / 'ref'}; not scored"]
+    done = run_cli("evaluate", "--pred", "pred", "--ref", "ref", cwd=tmp_path)
+    assert done.returncode == 1 and "warning: pred/stray.nii.gz: no reference for this case in ref" in done.stdout
+    summary = (tmp_path / "pred" / "evaluation.md").read_text(encoding="utf-8")
+    assert "- pred/stray.nii.gz: no reference for this case in ref; not scored" in summary
+    assert [row["case"] for row in read_rows(tmp_path / "pred" / "evaluation.csv")] == ["a", "b", "mean"]
+
+
+def test_a_failed_run_removes_the_outputs_of_an_earlier_run(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    save(tmp_path / "ref", "a", cube((2, 2, 2)))
+    save(tmp_path / "pred", "a", cube((2, 2, 2)))
+    own_csv, own_md = tmp_path / "out" / "scores.csv", tmp_path / "out" / "scores.md"
+    run_evaluation(tmp_path / "pred", tmp_path / "ref", console=quiet())
+    run_evaluation(tmp_path / "pred", tmp_path / "ref", own_csv, console=quiet(), summary_path=own_md)
+    defaults = [tmp_path / "pred" / "evaluation.csv", tmp_path / "pred" / "evaluation.md"]
+    assert all(path.is_file() for path in [*defaults, own_csv, own_md])
+    (tmp_path / "pred" / "a.nii.gz").unlink()  # now nothing can be evaluated
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"no prediction in {tmp_path / 'pred'} matches a reference in {tmp_path / 'ref'} by case id (removed "
+            f"{defaults[0]} and {defaults[1]} of an earlier run, which no longer describe {tmp_path / 'pred'})") in err
+    assert not any(path.exists() for path in defaults) and own_csv.is_file() and own_md.is_file()
+    own_md.write_text("# my notes\n", encoding="utf-8")  # not evaluate's: left alone
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
+                 "--csv", str(own_csv), "--summary", str(own_md)]) == 1
+    assert f"(removed {own_csv} of an earlier run" in capsys.readouterr().err
+    assert not own_csv.exists() and own_md.read_text(encoding="utf-8") == "# my notes\n"
