@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from segkit.inference.export import (
     axis_names,
     export_onnx,
 )
+from segkit.io.atomic import temp_path_for
 from segkit.models import build_model
 
 FORMATS = ("onnx",)
@@ -36,12 +38,37 @@ class ExportOptions:
     quiet: bool = True  # hide the exporters' warnings and log lines (the CLI's --debug shows them)
 
 
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or the nearest of its parents that exists (a dangling link counts: it is in the way)."""
+    return next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), Path("."))
+
+
 def check_target(out: Path, overwrite: bool) -> None:
-    """Refuse a directory, or an existing file without ``overwrite``."""
+    """Refuse a directory, an existing file without ``overwrite``, a path through a file (``file/m.onnx``) and a
+    folder this process may not write in, before anything is loaded."""
     if out.is_dir():
         raise SegkitError(f"--out {out} is a directory; give a file name such as {out / 'model.onnx'}")
+    folder = _nearest_existing(out.parent)
+    if not folder.is_dir():
+        kind = "a file" if folder.is_file() else "not a folder"
+        raise SegkitError(f"--out {out}: {folder} is {kind}, so no file can be made below it; choose another path, "
+                          f"e.g. {folder.parent / out.name}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SegkitError(f"--out {out}: no permission to write in {folder}; choose a folder you can write to")
     if out.exists() and not overwrite:
         raise SegkitError(f"{out} exists; add --overwrite to replace it")
+
+
+def prepare_folder(out: Path) -> None:
+    """Create ``out``'s folder and make sure a file can be created there, before the export spends its time."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = temp_path_for(out)
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as exc:
+        raise SegkitError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc}); choose a folder you "
+                          "can write to") from None
 
 
 def _check_onnx(opset: int) -> None:
@@ -95,7 +122,7 @@ def run_export(checkpoint: Path, out: Path, options: ExportOptions | None = None
     cfg = ckpt.config
     model = build_model(cfg.model, initialise=False)  # the checkpoint holds every weight
     load_weights(model, ckpt)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_folder(out)
     step = ckpt.state.get("global_step")
     console.print(f"exporting {ckpt.path} (step {step}) to {out}: {cfg.model.spatial_dims}D UNet "
                   f"{cfg.model.encoder}, {options.exporter} exporter, opset {options.opset}",

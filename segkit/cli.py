@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -125,8 +126,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from segkit.pipelines.export import ExportOptions, run_export
 
+    if args.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file of the folder's name
+        raise SegkitError(f"--out {args.out}: give a file name such as {Path(args.out) / 'model.onnx'}")
     options = ExportOptions(args.format, args.opset, args.overwrite, args.exporter, quiet=not args.debug)
-    run_export(args.checkpoint, args.out, options, console)
+    run_export(args.checkpoint, Path(args.out), options, console)
     return 0
 
 
@@ -277,7 +280,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="export a trained model to ONNX (dynamic batch and spatial axes)")
     export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint or run directory")
     export.add_argument("--format", required=True, choices=("onnx",), help="file format (onnx)")
-    export.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
+    export.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
     export.add_argument("--opset", type=_positive, default=20, metavar="N", help="ONNX opset (default 20)")
     export.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
                         help="legacy (TorchScript tracing; default, 5-8x faster) or dynamo (torch.export); "

@@ -275,6 +275,9 @@ def export_onnx(model: nn.Module, cfg: Config, out: Path, settings: ExportSettin
             failures.append(f"{exporter} exporter: {exc}")
             last = exc
             continue
+        except OSError as exc:  # the file system, not the exporter: the other exporter would fail alike
+            raise SegkitError(f"{out}: cannot write the ONNX file ({exc.strerror or exc}); choose another --out "
+                              "(a folder you can write to, with free space)") from None
         return ExportResult(Path(out), exporter, settings.opset, parity, time.perf_counter() - start, metadata,
                             "; ".join(failures))
     raise SegkitError(f"{out}: ONNX export failed ({'; '.join(failures)}); rerun with --debug for the exporter's "

@@ -8,6 +8,7 @@ Two real exports with the default (legacy) exporter: a 3D model through ``python
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -147,6 +148,49 @@ def test_refuses_to_overwrite(run2d, tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert code == 1 and str(out) in err and "--overwrite" in err and "Traceback" not in err
     assert out.read_bytes() == b"keep"
+
+
+def test_out_through_a_file_or_at_a_folder_is_one_line(run2d, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "file"
+    file.write_text("keep")
+    cases = [(file / "m.onnx", f"--out {file / 'm.onnx'}: {file} is a file, so no file can be made below it; choose "
+                               f"another path, e.g. {tmp_path / 'm.onnx'}"),
+             (file / "sub" / "m.onnx", f"--out {file / 'sub' / 'm.onnx'}: {file} is a file, so no file can be made"),
+             (tmp_path, f"--out {tmp_path} is a directory; give a file name such as {tmp_path / 'model.onnx'}"),
+             (f"{tmp_path / 'exports'}/", f"--out {tmp_path / 'exports'}/: give a file name such as "
+                                         f"{tmp_path / 'exports' / 'model.onnx'}")]  # not a file named 'exports'
+    for out, expected in cases:
+        assert main(["export", "--checkpoint", str(run2d[0]), "--format", "onnx", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1 and "unexpected" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "keep"
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(run2d, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "access", lambda *_args: False)  # as for a user without write permission
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(run2d[0]), "--format", "onnx", "--out", str(out)]) == 1
+    assert f"--out {out}: no permission to write in {tmp_path}; choose a folder you can write to" in \
+        capsys.readouterr().err
+    monkeypatch.setattr(os, "access", lambda *_args: True)  # root may pass the permission check, /proc still refuses
+    if Path("/proc/self").is_dir():
+        assert main(["export", "--checkpoint", str(run2d[0]), "--format", "onnx", "--out", "/proc/segkit.onnx"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out /proc/segkit.onnx: cannot write in /proc (") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_is_one_line(run2d, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_module, "_write_checked", disk_full)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(SegkitError, match=f"^{out}: cannot write the ONNX file \\(No space left on device\\); choose "
+                                          "another --out"):
+        run_export(run2d[0], out, ExportOptions(), Console(file=StringIO()))
 
 
 def test_missing_checkpoint_bad_opset_and_unknown_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
