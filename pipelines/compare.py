@@ -106,7 +106,7 @@ def run_one(run: PlannedRun, console: Console) -> None:
     cases = held_out_cases(run)
     predict_seconds = _predict(run, cases, console)
     scores = _evaluate(run, cases)
-    device = resolve_device(run.config.train.device)
+    device = resolve_device(run.config.train.device, "train.device")
     panel_case = cases[0]
     measured, method, panel = measure_cases(load_predictor(run.folder / TRAIN_DIR, device), cases,
                                             (panel_case, foreground_centre(panel_case.label)))
