@@ -6,9 +6,9 @@ Orchestration only: the checks live in :mod:`segkit.data.check`, the statistics 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -17,7 +17,8 @@ from rich.table import Table
 
 from segkit.data.cache import default_cache_dir
 from segkit.data.cases import Case, DatasetIndex
-from segkit.data.check import CheckResult, Problem, check_cases
+from segkit.data.check import CheckResult, LabelBound, Problem, check_cases
+from segkit.data.check_2d import planar_files
 from segkit.data.fingerprint import Fingerprint, compute_fingerprint
 from segkit.data.index import load_dataset
 from segkit.errors import DataError
@@ -42,23 +43,6 @@ def _names(manifest: dict, key: str) -> dict[int, str]:
     if all(isinstance(v, int) for v in entries.values()):
         return {int(v): str(k) for k, v in entries.items()}
     return {int(k): str(v) for k, v in entries.items() if str(k).isdigit()}
-
-
-def _targets(index: DatasetIndex) -> tuple[list[Case], set[str], int | None]:
-    """What to check: every case, plus each further channel file (one file per channel) against the label.
-
-    Returns the cases, the ids whose label may be missing (test cases) and the channels per file.
-    """
-    cases, optional = [], set()
-    for case in index.training + index.test:
-        entries = [Case(case.case_id, case.image, case.label)]
-        entries += [Case(f"{case.case_id} (channel {k})", path, case.label)
-                    for k, path in enumerate(case.extra_channels, start=1)]
-        cases += entries
-        if case in index.test:
-            optional |= {entry.case_id for entry in entries}
-    one_file_per_channel = any(case.extra_channels for case in index.training + index.test)
-    return cases, optional, 1 if one_file_per_channel else index.channels
 
 
 def _shown_path(path: Path, root: Path) -> str:
@@ -88,9 +72,10 @@ def _optional(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def fingerprint_table(fingerprint: Fingerprint, channel_names: dict[int, str], class_names: dict[int, str]) -> Table:
+def fingerprint_table(fingerprint: Fingerprint, channel_names: dict[int, str], class_names: dict[int, str],
+                      title: str | None = None) -> Table:
     """The fingerprint as a rich table (per-axis values in x × y × z order)."""
-    table = Table(title=f"Fingerprint of {fingerprint.num_cases} case(s)")
+    table = Table(title=title or f"Fingerprint of {fingerprint.num_cases} case(s)")
     table.add_column("property")
     table.add_column("value", justify="right")
     table.add_row("spacing median (mm)", _axes(fingerprint.spacing_median, 3))
@@ -118,12 +103,17 @@ def _summary(result: CheckResult) -> str:
             f"{len(result.warnings)} warning(s) — {verdict}")
 
 
-def _report_json(root: Path, result: CheckResult, fingerprint: Fingerprint | None) -> str:
+def _report_json(root: Path, result: CheckResult, fingerprints: Fingerprints, image_dims: int) -> str:
     return json.dumps({
-        "dataset": str(root), "cases_checked": result.cases_checked, "ok": result.ok,
+        "dataset": str(root), "image_dims": image_dims, "cases_checked": result.cases_checked, "ok": result.ok,
         "problems": [problem.as_dict() for problem in result.problems],
-        "fingerprint": fingerprint.as_dict() if fingerprint is not None else None,
+        "fingerprint": _as_dict(fingerprints.training),  # the training cases: what training derives settings from
+        "test_fingerprint": _as_dict(fingerprints.test),  # the held-out test cases, for information only
     }, indent=2) + "\n"
+
+
+def _as_dict(fingerprint: Fingerprint | None) -> dict | None:
+    return fingerprint.as_dict() if fingerprint is not None else None
 
 
 def _write(path: Path, text: str) -> None:
@@ -134,41 +124,87 @@ def _write(path: Path, text: str) -> None:
                         "elsewhere") from None
 
 
-def check_dataset(root: Path, layout: str = "msd", index: DatasetIndex | None = None,
-                  ) -> tuple[CheckResult, Fingerprint | None]:
-    """Check every training and test case of the dataset at ``root`` (cached by file size and mtime).
+@dataclass(frozen=True)
+class Fingerprints:
+    """The fingerprint of the error-free training cases (it drives ``data.spacing: auto`` and
+    ``data.normalize: ct``, as in nnU-Net) and, kept apart for information, that of the test cases."""
 
-    Test cases without a label file are checked for the image only. The fingerprint covers the cases
-    without errors; with one file per channel, its intensities describe the first channel.
-    """
-    index = index or load_dataset(root, layout)
-    cases, optional, channels = _targets(index)
+    training: Fingerprint | None
+    test: Fingerprint | None
+
+
+def _label_bound(index: DatasetIndex, model_classes: int | None) -> LabelBound | None:
+    if index.num_classes is not None:
+        return LabelBound.from_manifest(index.num_classes)
+    return LabelBound.from_model(model_classes) if model_classes is not None else None
+
+
+def _cache_path(root: Path) -> Path:
     cache = default_cache_dir() / "checks" / f"{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.json"
     with contextlib.suppress(OSError):  # no writable cache folder: the check still runs, only uncached
         cache.parent.mkdir(parents=True, exist_ok=True)
-    result = check_cases(cases, index.num_classes, channels, cache, optional_labels=optional)
-    case_ids = {case.case_id for case in index.training + index.test}
-    result = dataclasses.replace(result, cases_checked=len(case_ids))  # cases, not channel files
-    stats = [s for s in result.stats if s.case_id in case_ids]
-    return result, compute_fingerprint(stats, index.num_classes) if stats else None
+    return cache
+
+
+def fingerprints(result: CheckResult, index: DatasetIndex, num_classes: int | None = None) -> Fingerprints:
+    """The training and the test cases' fingerprints from ``result``'s per-case statistics (None where no case of
+    that group is free of errors)."""
+    by_id = {stats.case_id: stats for stats in result.stats}
+
+    def of(cases: list[Case]) -> Fingerprint | None:
+        stats = [by_id[case.case_id] for case in cases if case.case_id in by_id]
+        return compute_fingerprint(stats, index.num_classes or num_classes) if stats else None
+
+    return Fingerprints(of(index.training), of(index.test))
+
+
+def check_dataset(root: Path, layout: str = "msd", index: DatasetIndex | None = None, *,
+                  model_classes: int | None = None, image_dims: int | None = None,
+                  ) -> tuple[CheckResult, Fingerprint | None]:
+    """Check every training and test case of the dataset at ``root`` (cached by file size and mtime); return the
+    result and the fingerprint of the error-free training cases (test cases never shape training settings).
+
+    Test cases without a label file are checked for the image only. ``model_classes`` bounds the label values
+    where the dataset declares no label set (the folder layout); ``image_dims`` 2 checks 2D image files
+    (default: 2 when every image is a PNG or TIFF file, else 3).
+    """
+    index = index or load_dataset(root, layout)
+    cases = index.training + index.test
+    dims = image_dims or (2 if planar_files(cases) else 3)
+    result = check_cases(cases, _label_bound(index, model_classes), index.channels, _cache_path(root),
+                         optional_labels={case.case_id for case in index.test}, image_dims=dims)
+    return result, fingerprints(result, index, model_classes).training
+
+
+def _print_fingerprints(console: Console, found: Fingerprints, manifest: dict) -> None:
+    channels = _names(manifest, "modality") or _names(manifest, "channel_names")
+    classes = _names(manifest, "labels")
+    if found.training is None:
+        console.print("[bold red]no training case is free of errors, so there is no fingerprint[/]")
+    else:
+        console.print(fingerprint_table(found.training, channels, classes,
+                                        f"Fingerprint of {found.training.num_cases} training case(s)"))
+    if found.test is not None:
+        console.print(fingerprint_table(found.test, channels, classes, f"Held-out test cases ({found.test.num_cases})"
+                                        " — for information only; training settings use the training cases"))
 
 
 def run_data_check(root: Path, layout: str = "msd", json_out: Path | None = None,
-                   console: Console | None = None) -> CheckResult:
-    """Check the dataset at ``root``; print the problems and the fingerprint and write both as JSON
-    to ``json_out`` (default ``ROOT/segkit_fingerprint.json``)."""
+                   console: Console | None = None, image_dims: int | None = None) -> CheckResult:
+    """Check the dataset at ``root``; print the problems and the fingerprints and write them as JSON
+    to ``json_out`` (default ``ROOT/segkit_fingerprint.json``). ``image_dims`` as in :func:`check_dataset`."""
     console = console or Console()
-    result, fingerprint = check_dataset(root, layout)
-    manifest = _manifest(root)
+    index = load_dataset(root, layout)
+    dims = image_dims or (2 if planar_files(index.training + index.test) else 3)
+    result, _ = check_dataset(root, layout, index, image_dims=dims)
     if result.problems:
         console.print(problem_table(result.problems, root))
+    if dims == 2:
+        console.print("checked as 2D image files (data.image_dims: 2)")
     console.print(_summary(result))
-    if fingerprint is not None:
-        channels = _names(manifest, "modality") or _names(manifest, "channel_names")
-        console.print(fingerprint_table(fingerprint, channels, _names(manifest, "labels")))
-    else:
-        console.print("[bold red]no case is free of errors, so there is no fingerprint[/]")
+    found = fingerprints(result, index)
+    _print_fingerprints(console, found, _manifest(root))
     json_out = json_out or root / FINGERPRINT_NAME
-    _write(json_out, _report_json(root, result, fingerprint))
+    _write(json_out, _report_json(root, result, found, dims))
     console.print(escape(f"report written to {json_out}"))
     return result

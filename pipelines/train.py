@@ -80,10 +80,8 @@ def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIn
 
 def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config:
     """Run the (cached) dataset check; stop on errors; resolve fingerprint-derived settings."""
-    if cfg.data.image_dims == 2:
-        console.print("2D image files: the volume integrity check does not apply and is skipped")
-        return cfg
-    result, fingerprint = check_dataset(cfg.data.root, cfg.data.format, index)
+    result, fingerprint = check_dataset(cfg.data.root, cfg.data.format, index, model_classes=cfg.model.num_classes,
+                                        image_dims=cfg.data.image_dims)
     if not result.ok:
         console.print(problem_table(result.errors, cfg.data.root))
         first, root = result.errors[0], cfg.data.root
@@ -250,7 +248,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     data = cfg.data
     train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,
                                                   cfg.seed)
-    device = init_distributed(env, resolve_device(cfg.train.device))
+    device = init_distributed(env, resolve_device(cfg.train.device, "train.device"))
     try:
         refuse_faulty_cpu_bf16(cfg, model, device, autocast_dtype(device, cfg.train.precision))  # before run_dir
         return _train(cfg, model, train_cases, val_cases, splits, device, env, console, overwrite, resume)

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from segkit.data.cases import Case
 from segkit.data.fingerprint import CaseStats
-from segkit.data.msd import Case
 from segkit.io.atomic import atomic_write_text
 
-CACHE_VERSION = 2  # 2: NIfTI headers whose qform and sform disagree are refused
+# 2: NIfTI headers whose qform and sform disagree are refused; 3: a multi-channel case is one entry (its channel
+# files compared with the first, statistics of every channel), 2D cases, the label bound says who declares it
+CACHE_VERSION = 3
 
 Severity = Literal["error", "warning"]
 
@@ -82,10 +84,12 @@ def _file_key(path: Path | None) -> list | None:
     return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
-def case_signature(case: Case, num_classes: int | None, channels: int | None, label_optional: bool) -> dict:
+def case_signature(case: Case, bound: dict | None, channels: int | None, label_optional: bool,
+                   image_dims: int = 3) -> dict:
     """Everything a case's result depends on; a cached result is reused only when this is unchanged."""
-    return {"case_id": case.case_id, "image": _file_key(case.image), "label": _file_key(case.label),
-            "num_classes": num_classes, "channels": channels, "label_optional": label_optional}
+    return {"case_id": case.case_id, "image": _file_key(case.image),
+            "channel_files": [_file_key(path) for path in case.extra_channels], "label": _file_key(case.label),
+            "label_bound": bound, "channels": channels, "label_optional": label_optional, "image_dims": image_dims}
 
 
 def load_cache(path: Path) -> dict[str, dict]:

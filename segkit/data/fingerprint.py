@@ -1,7 +1,10 @@
 """Dataset fingerprint (as nnU-Net computes one): spacing, shape, foreground intensities and class frequencies.
 
 Per-case statistics (:class:`CaseStats`) are gathered by :mod:`segkit.data.check` while it reads each
-file once; :func:`compute_fingerprint` only combines them. Axes are in SimpleITK order (x, y, z).
+file once; :func:`compute_fingerprint` only combines them. Axes are in SimpleITK order (x, y, z), or
+(x, y) for 2D images. nnU-Net takes its fingerprint from the training cases only, and so does segkit for
+the settings it derives (``data.spacing: auto``, ``data.normalize: ct``); held-out test cases get a
+fingerprint of their own, for information.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ class CaseStats:
     """
 
     case_id: str
-    spacing: tuple[float, float, float]
-    shape: tuple[int, int, int]
+    spacing: tuple[float, ...]  # (x, y, z), or (x, y) for 2D images
+    shape: tuple[int, ...]
     foreground_sample: list[list[float]]
     class_counts: dict[int, int]
 
@@ -47,8 +50,8 @@ class CaseStats:
 def sample_foreground(image_cf: np.ndarray, label: np.ndarray, case_id: str) -> list[list[float]]:
     """Intensities of at most :data:`MAX_FOREGROUND_SAMPLES` foreground voxels, per channel.
 
-    ``image_cf`` is channel-first (c, z, y, x) and ``label`` is (z, y, x). The voxels are drawn with an
-    RNG seeded by the case id, so the same case always gives the same sample.
+    ``image_cf`` is channel-first (c, z, y, x) and ``label`` is (z, y, x) (2D: (c, y, x) and (y, x)). The
+    voxels are drawn with an RNG seeded by the case id, so the same case always gives the same sample.
     """
     index = np.flatnonzero(label.ravel() > 0)
     if index.size > MAX_FOREGROUND_SAMPLES:
@@ -73,7 +76,7 @@ class IntensityStats:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Summary of a dataset; per-axis values are (x, y, z) lists."""
+    """Summary of a dataset; per-axis values are (x, y, z) lists ((x, y) for 2D images)."""
 
     num_cases: int
     spacing_median: list[float]
@@ -88,7 +91,7 @@ class Fingerprint:
     def as_dict(self) -> dict:
         """Plain floats, ints and lists, ready for ``json.dumps``."""
         return {
-            "num_cases": self.num_cases, "axes": ["x", "y", "z"],
+            "num_cases": self.num_cases, "axes": ["x", "y", "z"][: len(self.spacing_median)],
             "spacing": {"median": self.spacing_median, "p10": self.spacing_p10, "p90": self.spacing_p90},
             "shape": {"min": self.shape_min, "median": self.shape_median, "max": self.shape_max},
             "intensity": [vars(stats).copy() for stats in self.intensity],

@@ -57,7 +57,9 @@ def index_folder(root: Path) -> DatasetIndex:
     """Cases from ``dataset.csv`` when present, else ``images/`` + ``labels/``; no separate test set."""
     source = root / CSV_NAME
     cases = _from_csv(root, source) if source.is_file() else _from_folders(root)
+    if not cases and source.is_file():
+        raise DataError(f"{source}: no training cases: no rows below the header; add one line per case")
     if not cases:
-        raise DataError(f"{root}: no cases found")
+        raise DataError(f"{root / 'images'}: no training cases: no image files; add cases to images/ and labels/")
     check_unique(source if source.is_file() else root / "images", cases)
     return DatasetIndex(cases, [], None, len(cases[0].images))

@@ -44,6 +44,9 @@ def index_msd(root: Path) -> DatasetIndex:
         image = inside(root, item.get("image"), source, f"training[{i}].image")
         label = inside(root, item.get("label"), source, f"training[{i}].label")
         training.append(Case(case_id_of(image), image, label))
+    if not training:
+        raise DataError(f"{source}: no training cases: 'training' lists none; add cases to imagesTr/labelsTr and list "
+                        "them under 'training'")
     test = []
     for i, item in enumerate(manifest.get("test", [])):
         image = inside(root, item.get("image") if isinstance(item, dict) else item, source, f"test[{i}]")

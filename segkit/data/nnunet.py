@@ -69,7 +69,8 @@ def index_nnunet(root: Path) -> DatasetIndex:
             raise DataError(f"{label}: missing label for training case '{case_id}'; add it or remove the images")
         training.append(Case(case_id, images[0], label, images[1:]))
     if not training:
-        raise DataError(f"{root / 'imagesTr'}: no training images named CASE_0000{ending}")
+        raise DataError(f"{root / 'imagesTr'}: no training cases: no images named CASE_0000{ending}; add cases to "
+                        "imagesTr/labelsTr")
     test = []
     for case_id, images in _channel_files(root / "imagesTs", ending, channels, source).items():
         label = root / "labelsTs" / f"{case_id}{ending}"

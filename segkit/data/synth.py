@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import zoom
 
+from segkit.data.synth_files import case_files, clear_previous, planned_files, write_record
 from segkit.errors import SegkitError
 from segkit.io.atomic import atomic_write_text
 from segkit.io.image_io import write_sitk_image
@@ -198,10 +199,10 @@ def _manifest(layout: str, seed: int, channels: int, labels: dict[str, str], tra
 
 
 def _write_case(out: Path, split: str, name: str, images: list[sitk.Image], label: sitk.Image, layout: str) -> None:
-    for channel, image in enumerate(images):
-        file_name = f"{name}_{channel:04d}.nii.gz" if layout == "nnunet" else f"{name}.nii.gz"
-        write_sitk_image(image, out / f"images{split}" / file_name)
-    write_sitk_image(label, out / f"labels{split}" / f"{name}.nii.gz")
+    image_files, label_file = case_files(name, split, layout, len(images))
+    for image, file_name in zip(images, image_files, strict=True):
+        write_sitk_image(image, out / file_name)
+    write_sitk_image(label, out / label_file)
 
 
 def slice_2d(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
@@ -213,49 +214,30 @@ def slice_2d(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image, sitk.Ima
 
 
 def _write_2d(out: Path, split: str, name: str, image: sitk.Image, label: sitk.Image) -> None:
-    folder = "images" if split == "Tr" else "imagesTs"
+    (image_file,), label_file = case_files(name, split, "folder", 1)
     image_2d, label_2d = slice_2d(image, label)
-    write_sitk_image(image_2d, out / folder / f"{name}.png")
-    write_sitk_image(label_2d, out / folder.replace("images", "labels") / f"{name}.png")
+    write_sitk_image(image_2d, out / image_file)
+    write_sitk_image(label_2d, out / label_file)
 
 
-def write_2d_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int], n_test: int,
+def write_2d_dataset(out: Path, splits: list[tuple[str, str]], seed: int, size_dhw: tuple[int, int, int],
                      style: Style) -> dict:
     """2D phantoms as PNG in the folder layout (images/, labels/; held-out in imagesTs/, labelsTs/)."""
     for sub in ("images", "labels", "imagesTs", "labelsTs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for index in range(cases):
+    for index, (name, split) in enumerate(splits):
         image, label = make_case(seed, index, size_dhw, style)
-        _write_2d(out, "Ts" if index >= cases - n_test else "Tr", f"phantom_{index:03d}", image, label)
-    return {"numTraining": cases - n_test, "numTest": n_test, "labels": style.labels}
+        _write_2d(out, split, name, image, label)
+    n_test = sum(split == "Ts" for _, split in splits)
+    return {"numTraining": len(splits) - n_test, "numTest": n_test, "labels": style.labels}
 
 
-def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int] = (32, 96, 96),
-                  test_cases: int | None = None, overwrite: bool = False, layout: str = "msd",
-                  channels: int = 1, style: Style = Style(), dims: int = 3) -> dict:
-    """Write a phantom dataset in the MSD or nnU-Net v2 raw layout (held-out cases in imagesTs/labelsTs).
-
-    A non-empty ``out`` is refused unless ``overwrite``, so no user file is replaced by accident.
-    Several channels need the nnU-Net layout (one file per channel).
-    """
-    if cases < 2:
-        raise SegkitError(f"--cases {cases}: need at least 2 cases (one to train, one held out)")
-    if dims == 2 and (layout != "folder" or channels > 1):
-        raise SegkitError("--dims 2 writes single-channel PNG files in the folder layout; use --format folder")
-    if dims == 3 and layout == "folder":
-        raise SegkitError("--format folder is for --dims 2; 3D phantoms are written as msd or nnunet")
-    if channels > 1 and layout != "nnunet":
-        raise SegkitError(f"--channels {channels}: several channels need --format nnunet (one file per channel)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SegkitError(f"{out} is not empty; choose an empty --out folder or pass --overwrite")
-    n_test = min(max(test_cases if test_cases is not None else cases // 4, 1), cases - 1)
-    if dims == 2:
-        return write_2d_dataset(out, cases, seed, size_dhw, n_test, style)
+def _write_3d_dataset(out: Path, splits: list[tuple[str, str]], seed: int, size_dhw: tuple[int, int, int],
+                      layout: str, channels: int, style: Style) -> dict:
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     training, test = [], []
-    for index in range(cases):
-        name, split = f"phantom_{index:03d}", "Ts" if index >= cases - n_test else "Tr"
+    for index, (name, split) in enumerate(splits):
         image, label = make_case(seed, index, size_dhw, style)
         images = [image] + [extra_channel(image, seed, index, c) for c in range(1, channels)]
         _write_case(out, split, name, images, label, layout)
@@ -266,3 +248,44 @@ def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, in
     manifest = _manifest(layout, seed, channels, style.labels, training, test)
     atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=2) + "\n")
     return {"numTraining": len(training), "numTest": len(test), **manifest}
+
+
+def _refuse_bad_options(cases: int, layout: str, channels: int, dims: int) -> None:
+    if cases < 2:
+        raise SegkitError(f"--cases {cases}: need at least 2 cases (one to train, one held out)")
+    if dims == 2 and (layout != "folder" or channels > 1):
+        raise SegkitError("--dims 2 writes single-channel PNG files in the folder layout; use --format folder")
+    if dims == 3 and layout == "folder":
+        raise SegkitError("--format folder is for --dims 2; 3D phantoms are written as msd or nnunet")
+    if channels > 1 and layout != "nnunet":
+        raise SegkitError(f"--channels {channels}: several channels need --format nnunet (one file per channel)")
+
+
+def _prepare_out(out: Path, overwrite: bool, files: list[str]) -> None:
+    """An empty ``out`` (an earlier synth's files removed with ``overwrite``) holding the record of ``files``."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise SegkitError(f"{out} is not empty; choose an empty --out folder or pass --overwrite")
+        clear_previous(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_record(out, files)
+
+
+def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, int] = (32, 96, 96),
+                  test_cases: int | None = None, overwrite: bool = False, layout: str = "msd",
+                  channels: int = 1, style: Style = Style(), dims: int = 3) -> dict:
+    """Write a phantom dataset in the MSD or nnU-Net v2 raw layout (held-out cases in imagesTs/labelsTs), or
+    with ``dims`` 2 as PNG in the folder layout.
+
+    A non-empty ``out`` is refused unless ``overwrite``, so no user file is replaced by accident; with
+    ``overwrite`` the files an earlier synth recorded there are removed first (other files stay, and a
+    folder without synth's record is refused). Several channels need the nnU-Net layout (one file per
+    channel).
+    """
+    _refuse_bad_options(cases, layout, channels, dims)
+    n_test = min(max(test_cases if test_cases is not None else cases // 4, 1), cases - 1)
+    splits = [(f"phantom_{i:03d}", "Ts" if i >= cases - n_test else "Tr") for i in range(cases)]
+    _prepare_out(out, overwrite, planned_files(splits, layout, channels))
+    if dims == 2:
+        return write_2d_dataset(out, splits, seed, size_dhw, style)
+    return _write_3d_dataset(out, splits, seed, size_dhw, layout, channels, style)

@@ -20,6 +20,7 @@ from rich.console import Console
 from segkit.pipelines.data_check import check_dataset, run_data_check
 
 from segkit.data.check import CheckResult, Problem, check_cases
+from segkit.data.check_files import fmt
 from segkit.data.fingerprint import MAX_FOREGROUND_SAMPLES, CaseStats, compute_fingerprint, sample_foreground
 from segkit.data.msd import Case, load_msd
 from segkit.data.synth import write_dataset
@@ -312,10 +313,13 @@ def test_run_data_check_prints_and_writes_the_report(root: Path, tmp_path: Path,
     assert len(list((tmp_path / "xdg" / "segkit" / "checks").glob("*.json"))) == 1  # the cache lives outside
     assert {p.name for p in root.iterdir()} - before == {"segkit_fingerprint.json"}  # only the asked-for report
     text = out.getvalue()
-    assert "all 4 case(s) passed" in text and "Fingerprint of 4 case(s)" in text and "class 1 (organ)" in text
+    assert "all 4 case(s) passed" in text and "Fingerprint of 3 training case(s)" in text and "class 1 (organ)" in text
+    assert "Held-out test cases (1) — for information only" in text
     report = json.loads((root / "segkit_fingerprint.json").read_text())
-    assert report["ok"] and report["problems"] == [] and report["fingerprint"]["num_cases"] == 4
+    assert report["ok"] and report["problems"] == [] and report["image_dims"] == 3
+    assert report["fingerprint"]["num_cases"] == 3 and report["test_fingerprint"]["num_cases"] == 1
     assert report["fingerprint"]["intensity"][0]["samples"] > 0
+    assert report["test_fingerprint"]["intensity"][0]["samples"] == 0  # its label is gone: no foreground known
 
 
 def test_run_data_check_reports_problems_to_a_chosen_json(root: Path, tmp_path: Path) -> None:
@@ -326,10 +330,11 @@ def test_run_data_check_reports_problems_to_a_chosen_json(root: Path, tmp_path: 
     assert not result.ok and len(result.errors) == 2
     text = out.getvalue()
     assert "imagesTr/phantom_000.nii.gz" in text and "label holds values 9 outside 0..3" in text
-    assert "2 error(s), 0 warning(s)" in text and "Fingerprint of 3 case(s)" in text
+    assert "2 error(s), 0 warning(s)" in text and "Fingerprint of 2 training case(s)" in text
     report = json.loads((tmp_path / "report.json").read_text())
     assert not report["ok"] and [p["severity"] for p in report["problems"]] == ["error", "error"]
-    assert report["fingerprint"]["num_cases"] == 3 and not (root / "segkit_fingerprint.json").exists()
+    assert report["fingerprint"]["num_cases"] == 2 and report["test_fingerprint"]["num_cases"] == 1
+    assert not (root / "segkit_fingerprint.json").exists()
 
 
 def test_non_finite_and_truncation_in_other_layouts(root: Path, tmp_path: Path) -> None:
@@ -412,7 +417,7 @@ def test_qform_and_sform_describing_different_grids_are_refused(root: Path, move
 
 
 def test_nnunet_channel_files_are_counted_as_cases(tmp_path: Path) -> None:
-    """Each channel file is checked against the label, but the summary counts cases."""
+    """Each channel file is checked against the first channel, but the summary counts cases."""
     root = tmp_path / "nn"
     write_dataset(root, cases=3, seed=2, size_dhw=(8, 16, 16), test_cases=1, layout="nnunet", channels=2)
     result, fingerprint = check_dataset(root, "nnunet")
@@ -425,3 +430,60 @@ def test_an_uncompressed_nifti_named_nii_gz_is_refused_with_the_fix(root: Path) 
     (root / "plain.nii").replace(path)
     message = _only_problem(_check(root), path).message
     assert message == "image file is an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip"
+
+
+def test_the_fingerprint_comes_from_the_training_cases_only(root: Path, tmp_path: Path, monkeypatch) -> None:
+    """As in nnU-Net: the held-out test case in imagesTs is checked but does not shape the fingerprint."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    training = [sitk.ReadImage(str(p)).GetSpacing() for p in sorted((root / "imagesTr").glob("*.nii.gz"))]
+    test = [sitk.ReadImage(str(p)).GetSpacing() for p in sorted((root / "imagesTs").glob("*.nii.gz"))]
+    assert np.abs(np.median(training, axis=0) - np.median(training + test, axis=0)).max() > 0.01
+    result, fingerprint = check_dataset(root, "msd")
+    assert result.ok and result.cases_checked == 4 and fingerprint.num_cases == 3
+    assert fingerprint.spacing_median == pytest.approx(np.median(training, axis=0).tolist())
+
+
+@pytest.fixture(scope="module")
+def two_channels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """nnU-Net layout, two channel files per case: phantom_000 and _001 for training, phantom_002 held out."""
+    root = tmp_path_factory.mktemp("channels") / "nn"
+    write_dataset(root, cases=3, seed=2, size_dhw=(8, 16, 16), test_cases=1, layout="nnunet", channels=2)
+    return root
+
+
+def test_a_bad_channel_file_is_named_not_the_label(two_channels: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = Path(shutil.copytree(two_channels, tmp_path / "nn"))
+    cropped, garbage = root / "imagesTr/phantom_000_0001.nii.gz", root / "imagesTr/phantom_001_0001.nii.gz"
+    moved = root / "imagesTs/phantom_002_0001.nii.gz"
+    _rewrite(cropped, lambda im: im[:12, :, :])
+    garbage.write_text("not an image\n")
+    _rewrite(moved, lambda im: _shifted(im, spacing=(0.5, 0, 0)))
+    first = sitk.ReadImage(str(root / "imagesTs/phantom_002_0000.nii.gz")).GetSpacing()
+    result, _ = check_dataset(root, "nnunet")
+    found = [(p.case_id, p.file, p.message.split(" (")[0] if p.file == garbage else p.message)
+             for p in result.problems]
+    fix = "resample this channel onto the first channel's grid"
+    assert found == [
+        ("phantom_000", cropped, f"channel size 12×16×8 differs from first channel size 16×16×8 — {fix}"),
+        ("phantom_001", garbage, "image file is not a readable image"),
+        ("phantom_002", moved, f"channel spacing {fmt(np.add(first, (0.5, 0, 0)))} differs from first channel "
+                               f"spacing {fmt(first)} — {fix}"),
+    ]
+
+
+def test_a_multi_channel_case_reports_its_label_once_and_samples_every_channel(two_channels: Path, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = Path(shutil.copytree(two_channels, tmp_path / "nn"))
+    label = root / "labelsTr/phantom_000.nii.gz"
+    _rewrite(label, _set_voxels(np.uint8, [9]))
+    result, fingerprint = check_dataset(root, "nnunet")
+    assert [(p.file, p.message.split(" (")[0]) for p in result.problems] == [
+        (label, "label holds values 9 outside 0..3")]
+    channels = [sitk.GetArrayFromImage(sitk.ReadImage(str(root / f"imagesTr/phantom_001_000{c}.nii.gz")))
+                for c in (0, 1)]
+    foreground = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "labelsTr/phantom_001.nii.gz"))) > 0
+    assert fingerprint.num_cases == 1 and [s.samples for s in fingerprint.intensity] == [foreground.sum()] * 2
+    for stats, channel in zip(fingerprint.intensity, channels, strict=True):
+        assert stats.median == pytest.approx(np.median(channel[foreground]))

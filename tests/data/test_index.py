@@ -144,3 +144,39 @@ def test_choose_split_picks_the_fold() -> None:
     assert [c.case_id for c in val] == splits[2]["val"] and len(train) == 8
     train, val, splits = choose_split(cases, fold=None, folds=5, val_fraction=0.2, seed=0)
     assert len(val) == 2 and len(splits) == 1
+
+
+def _without_training_cases(layout: str, root: Path) -> tuple[str, str]:
+    """A dataset of ``layout`` at ``root`` whose held-out cases remain but whose training cases are gone;
+    returns the layout name and the expected error."""
+    if layout in ("msd", "nnunet"):
+        write_dataset(root, cases=2, seed=1, size_dhw=(4, 16, 16), test_cases=1, layout=layout)
+    if layout == "msd":
+        manifest = json.loads((root / "dataset.json").read_text())
+        (root / "dataset.json").write_text(json.dumps({**manifest, "training": [], "numTraining": 0}))
+        return "msd", (f"{root / 'dataset.json'}: no training cases: 'training' lists none; add cases to "
+                       "imagesTr/labelsTr and list them under 'training'")
+    if layout == "nnunet":
+        for path in [*(root / "imagesTr").iterdir(), *(root / "labelsTr").iterdir()]:
+            path.unlink()
+        return "nnunet", (f"{root / 'imagesTr'}: no training cases: no images named CASE_0000.nii.gz; add cases to "
+                          "imagesTr/labelsTr")
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    if layout == "csv":
+        (root / "dataset.csv").write_text("image,label\n")
+        return "folder", f"{root / 'dataset.csv'}: no training cases: no rows below the header; add one line per case"
+    return "folder", f"{root / 'images'}: no training cases: no image files; add cases to images/ and labels/"
+
+
+@pytest.mark.parametrize("layout", ["msd", "nnunet", "folder", "csv"])
+def test_a_dataset_without_training_cases_is_an_error(layout: str, tmp_path: Path, capsys) -> None:
+    from segkit.cli import main
+
+    root = tmp_path / "data"
+    name, expected = _without_training_cases(layout, root)
+    with pytest.raises(DataError) as caught:
+        load_dataset(root, name)
+    assert str(caught.value) == expected
+    assert main(["data", "check", str(root), "--format", name]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {expected}"

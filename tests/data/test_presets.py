@@ -12,18 +12,43 @@ from segkit.pipelines.data_check import check_dataset
 
 from segkit.config import DataCfg
 from segkit.data.presets import resolve_from_fingerprint
+from segkit.data.synth import write_dataset
 from segkit.data.transforms import prediction_transforms
 from segkit.errors import ConfigError
 
 
-def test_auto_spacing_and_ct_stats_come_from_the_fingerprint(tiny_dataset: Path) -> None:
+def _read(folder: Path) -> list[tuple[sitk.Image, np.ndarray]]:
+    """Each image of ``folder`` and its foreground intensities (from the label of the same name)."""
+    pairs = []
+    for path in sorted(folder.glob("*.nii.gz")):
+        image = sitk.ReadImage(str(path))
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder.parent / folder.name.replace("images", "labels")
+                                                          / path.name)))
+        pairs.append((image, sitk.GetArrayFromImage(image)[label > 0].astype(np.float64)))
+    return pairs
+
+
+def test_auto_spacing_and_ct_stats_come_from_the_training_cases_only(tiny_dataset: Path) -> None:
+    """As in nnU-Net: the held-out test case (imagesTs) shapes neither the target spacing nor the CT statistics."""
+    training, test = _read(tiny_dataset / "imagesTr"), _read(tiny_dataset / "imagesTs")
+    spacing = np.median([image.GetSpacing() for image, _ in training], axis=0)
+    with_test = np.median([image.GetSpacing() for image, _ in training + test], axis=0)
+    assert np.abs(spacing - with_test).max() > 0.01  # so the test case would move the result
     _, fingerprint = check_dataset(tiny_dataset, "msd")
     resolved = resolve_from_fingerprint(DataCfg(root=tiny_dataset, spacing="auto", normalize="ct"), fingerprint)
-    spacings = [sitk.ReadImage(str(p)).GetSpacing() for p in sorted((tiny_dataset / "imagesTr").glob("*.nii.gz"))]
-    spacings += [sitk.ReadImage(str(p)).GetSpacing() for p in (tiny_dataset / "imagesTs").glob("*.nii.gz")]
-    np.testing.assert_allclose(resolved.spacing, np.median(spacings, axis=0), atol=1e-4)
-    low, high, mean, std = resolved.ct_stats
-    assert low < mean < high and std > 0
+    np.testing.assert_allclose(resolved.spacing, spacing, atol=1e-4)
+    foreground = np.concatenate([values for _, values in training])  # under the sample cap: every voxel counts
+    low, high = np.percentile(foreground, [0.5, 99.5])
+    assert resolved.ct_stats == pytest.approx((low, high, foreground.mean(), foreground.std()))
+
+
+def test_2d_images_keep_their_spacing_and_get_ct_stats(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "png", cases=3, seed=3, size_dhw=(8, 32, 32), test_cases=1, layout="folder", dims=2)
+    _, fingerprint = check_dataset(tmp_path / "png", "folder")
+    resolved = resolve_from_fingerprint(DataCfg(root=tmp_path, spacing="auto", normalize="ct", image_dims=2),
+                                        fingerprint)
+    assert resolved.spacing == "auto" and fingerprint.spacing_median == [1.0, 1.0]
+    assert resolved.ct_stats[0] < resolved.ct_stats[2] < resolved.ct_stats[1] and resolved.ct_stats[3] > 0
 
 
 def test_ct_normalisation_clips_and_standardises(tiny_dataset: Path) -> None:

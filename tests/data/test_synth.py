@@ -113,3 +113,62 @@ def test_difficulty_adds_noise_and_lowers_contrast() -> None:
 
     easy, hard = contrast_and_noise(Style()), contrast_and_noise(Style(difficulty=1.0))
     assert hard[0] < easy[0] - 30 and hard[1] > easy[1] + 10
+
+
+SMALL = (4, 16, 16)
+LAYOUTS = {"msd": {}, "nnunet": {"layout": "nnunet", "channels": 2}, "folder": {"layout": "folder", "dims": 2}}
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_the_record_lists_exactly_the_files_synth_wrote(tmp_path: Path, layout: str) -> None:
+    from segkit.data.synth_files import RECORD
+
+    write_dataset(tmp_path / "d", cases=3, seed=0, size_dhw=SMALL, **LAYOUTS[layout])
+    record = json.loads((tmp_path / "d" / RECORD).read_text())
+    assert record["written_by"] == "segkit data synth" and len(record["files"]) >= 6
+    assert set(record["files"]) | {RECORD} == _files(tmp_path / "d")
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_overwrite_removes_the_earlier_cases_and_keeps_user_files(tmp_path: Path, layout: str) -> None:
+    from segkit.data.index import load_dataset
+
+    root = tmp_path / "d"
+    write_dataset(root, cases=8, seed=0, size_dhw=SMALL, **LAYOUTS[layout])
+    images = root / ("images" if layout == "folder" else "imagesTr")
+    (root / "notes.txt").write_text("mine")
+    (images / "mine.txt").write_text("mine too")
+    write_dataset(root, cases=3, seed=1, size_dhw=SMALL, overwrite=True, **LAYOUTS[layout])
+    fresh = tmp_path / "fresh"
+    write_dataset(fresh, cases=3, seed=1, size_dhw=SMALL, **LAYOUTS[layout])
+    assert _files(root) == _files(fresh) | {"notes.txt", f"{images.name}/mine.txt"}
+    assert _digest(root) == {**_digest(fresh), "notes.txt": _digest(root)["notes.txt"],
+                             f"{images.name}/mine.txt": _digest(root)[f"{images.name}/mine.txt"]}
+    index = load_dataset(root, "folder" if layout == "folder" else layout)
+    assert [case.case_id for case in index.training] == ["phantom_000", "phantom_001"]
+
+
+def test_overwrite_after_switching_layout_leaves_no_old_cases(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    write_dataset(root, cases=4, seed=0, size_dhw=SMALL, **LAYOUTS["nnunet"])
+    write_dataset(root, cases=2, seed=0, size_dhw=SMALL, overwrite=True)
+    assert sorted(p.name for p in (root / "imagesTr").iterdir()) == ["phantom_000.nii.gz"]
+
+
+def test_overwrite_refuses_a_folder_synth_did_not_write(tmp_path: Path) -> None:
+    from segkit.data.synth_files import RECORD
+
+    root = tmp_path / "own"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "imagesTr" / "phantom_000.nii.gz").write_text("a user's file with a phantom's name")
+    with pytest.raises(SegkitError, match=rf"^{root}: holds files but no {RECORD}, so not a dataset synth wrote"):
+        write_dataset(root, cases=2, seed=0, size_dhw=SMALL, overwrite=True)
+    (tmp_path / "outside.txt").write_text("keep")
+    (root / RECORD).write_text(json.dumps({"written_by": "segkit data synth", "files": ["../outside.txt"]}))
+    with pytest.raises(SegkitError, match="not a record 'segkit data synth' wrote"):
+        write_dataset(root, cases=2, seed=0, size_dhw=SMALL, overwrite=True)
+    assert (tmp_path / "outside.txt").is_file() and _files(root) == {"imagesTr/phantom_000.nii.gz", RECORD}

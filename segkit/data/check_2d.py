@@ -1,0 +1,83 @@
+"""The dataset check for 2D image files (``data.image_dims: 2``, e.g. PNG or TIFF in the folder layout).
+
+A 2D case is an image of one or more components (grey, RGB, …) and a one-component integer label map
+of the same width and height. Plain image formats carry no patient geometry, so only the size is
+compared; values are checked as for volumes (finite, whole, not negative, within the classes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from segkit.data.cases import Case
+from segkit.data.check_case import CaseCheck, Grid
+from segkit.data.check_files import size_text
+from segkit.io.atomic import full_suffix
+
+PLANAR_SUFFIXES = (".png", ".tif", ".tiff")
+_FIX = {"label": ("label", "image", "save the label with the image's width and height"),
+        "channel": ("channel", "first channel", "save every channel with the same width and height")}
+
+
+def planar_files(cases: list[Case]) -> bool:
+    """Whether every image of ``cases`` is a plain 2D format (PNG or TIFF)."""
+    return bool(cases) and all(full_suffix(path).lower() in PLANAR_SUFFIXES for case in cases for path in case.images)
+
+
+def _is_2d(image: sitk.Image) -> bool:
+    """2D, or 3D with one slice (a 2D image some writers store with a third axis of length 1)."""
+    return image.GetDimension() == 2 or (image.GetDimension() == 3 and image.GetSize()[2] == 1)
+
+
+def _array_2d(image: sitk.Image) -> np.ndarray:
+    """The pixels as (y, x) or (y, x, component)."""
+    array = sitk.GetArrayViewFromImage(image)
+    return array[0] if image.GetDimension() == 3 else array
+
+
+class PlanarCheck(CaseCheck):
+    """A 2D case: 2D images (any number of components) and a one-component 2D label map of the same size."""
+
+    formats = "a PNG or TIFF image"
+
+    def _grid(self, image: sitk.Image) -> Grid:
+        """Size, spacing and origin of the two image axes (the direction is the identity for plain images)."""
+        return (tuple(image.GetSize()[:2]), np.asarray(image.GetSpacing()[:2]), np.asarray(image.GetOrigin()[:2]),
+                np.eye(2))
+
+    def _image_channels_first(self, path: Path, image: sitk.Image) -> np.ndarray | None:
+        """The pixels as (channel, y, x), or None when the image is not 2D."""
+        components = image.GetNumberOfComponentsPerPixel()
+        if not _is_2d(image):
+            self._error(path, f"image is {image.GetDimension()}D (size {size_text(image.GetSize())}) — "
+                              "data.image_dims: 2 takes one 2D image per file (PNG or TIFF); train on volumes with "
+                              "data.image_dims: 3")
+            return None
+        if self.case.extra_channels and components != 1:
+            self._error(path, f"image file holds {components} components but this dataset has one file per channel "
+                              "— save each channel as a grey image of its own")
+        array = _array_2d(image)
+        return array[None] if components == 1 else np.moveaxis(array, -1, 0)
+
+    def _label_array(self, path: Path, label: sitk.Image) -> np.ndarray | None:
+        """The label map as (y, x), or None when it is not one 2D single-component map."""
+        components = label.GetNumberOfComponentsPerPixel()
+        if components != 1:
+            self._error(path, f"label has {components} components per pixel (a colour image) — save the label as "
+                              "one grey value per pixel, the class number 0..K")
+            return None
+        if not _is_2d(label):
+            self._error(path, f"label is {label.GetDimension()}D (size {size_text(label.GetSize())}) — save the "
+                              "label as one 2D map of the image's size")
+            return None
+        return _array_2d(label)
+
+    def _compare_grids(self, path: Path, reference: sitk.Image, other: sitk.Image, role: str) -> None:
+        """Only the size: plain 2D formats carry no patient geometry to compare."""
+        (r_size, *_), (o_size, *_) = self._grid(reference), self._grid(other)
+        what, ref, fix = _FIX[role]
+        if o_size != r_size:
+            self._error(path, f"{what} size {size_text(o_size)} differs from {ref} size {size_text(r_size)} — {fix}")
