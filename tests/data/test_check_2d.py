@@ -17,6 +17,7 @@ from segkit.pipelines.data_check import check_dataset, run_data_check
 from segkit.data.cases import Case
 from segkit.data.check import check_cases
 from segkit.data.synth import write_dataset
+from tests.cli_run import run_cli
 
 IMAGE, LABEL = "images/phantom_000.png", "labels/phantom_000.png"
 
@@ -116,3 +117,10 @@ def test_data_check_reports_a_2d_dataset_as_2d(root: Path) -> None:
     assert result.ok and "checked as 2D image files" in out.getvalue()
     report = json.loads((root / "segkit_fingerprint.json").read_text())
     assert report["image_dims"] == 2 and report["fingerprint"]["axes"] == ["x", "y"]
+
+
+def test_data_check_dims_chooses_how_the_images_are_checked(root: Path) -> None:
+    as_2d = run_cli("data", "check", str(root), "--format", "folder", "--dims", "2", cwd=root)
+    assert as_2d.returncode == 0 and "checked as 2D image files" in as_2d.stdout
+    as_3d = run_cli("data", "check", str(root), "--format", "folder", "--dims", "3", cwd=root)
+    assert as_3d.returncode == 1 and "image is 2D" in as_3d.stderr and "checked as 2D" not in as_3d.stdout
