@@ -23,7 +23,14 @@ from segkit.engine.metrics import label_volumes_ml
 from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.inference.case_loader import CaseLoader
 from segkit.inference.ensemble import Ensemble, ensemble_config
-from segkit.inference.manifest import MANIFEST, Manifest, input_signature, merge_manifests, read_all
+from segkit.inference.manifest import (
+    MANIFEST,
+    Manifest,
+    check_manifest_files,
+    input_signature,
+    merge_manifests,
+    read_all,
+)
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.postprocess import keep_largest_components
 from segkit.inference.predictor import Prediction, Predictor
@@ -89,10 +96,16 @@ def _config_for(cfg: Config, options: PredictOptions) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": options.precision})})
 
 
-def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dict, overwrite: bool
+def _side_files(target: Path, options: PredictOptions) -> list[Path]:
+    """The files beside the label map that ``options`` ask for."""
+    return ([probabilities_path(target)] if options.probabilities else []) + (
+        [preview_path(target)] if options.preview else [])
+
+
+def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dict, options: PredictOptions
           ) -> tuple[list[Job], list[CaseResult]]:
     """Jobs to run, and results for cases that are skipped (complete already) or cannot be planned."""
-    jobs, results = [], []
+    jobs, results, overwrite = [], [], options.overwrite
     for case in cases:
         try:
             target = output_path_for(case, output_dir)
@@ -100,7 +113,8 @@ def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dic
         except (SegkitError, OSError) as exc:
             results.append(CaseResult(case.case_id, case.image, None, "failed", message=str(exc)))
             continue
-        if not overwrite and manifest.is_done(case.case_id, target, signature, settings):
+        if not overwrite and manifest.is_done(case.case_id, target, signature, settings,
+                                              _side_files(target, options)):
             results.append(CaseResult(case.case_id, case.image, target, "skipped", message="complete in manifest"))
         elif not overwrite and target.exists() and not manifest.was_ours(case.case_id, target):
             results.append(CaseResult(case.case_id, case.image, target, "skipped",
@@ -196,7 +210,8 @@ def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResu
             "input_signature": job.signature, "settings": settings,
             "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()}}
     if outcome.ok:
-        record = {**base, "status": "written", "error": None, "volumes_ml": outcome.result}
+        record = {**base, "status": "written", "error": None, "volumes_ml": outcome.result,
+                  "output_signature": input_signature([job.target])[0]}  # a rerun redoes a changed label map
         return record, CaseResult(job.case.case_id, job.case.image, job.target, "written", seconds)
     message = str(outcome.error) if isinstance(outcome.error, SegkitError) else (
         f"{job.case.image}: {type(outcome.error).__name__}: {outcome.error}")
@@ -224,6 +239,7 @@ def run_prediction(checkpoint: Path | Sequence[Path], inputs: list[str], output_
     if problems and not cases:  # nothing to predict: stop before --output is created
         others = f" ({len(problems) - 1} other input(s) cannot be predicted either)" if len(problems) > 1 else ""
         raise DataError(problems[0].message + others)
+    check_manifest_files(output_dir)
     _prepare_output(output_dir)
     device = init_distributed(env, resolve_device(options.device))
     try:
@@ -269,8 +285,8 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
     settings = {**checkpoint_settings(ckpts), "tta": options.tta, "overlap": cfg.infer.overlap,
                 "probabilities": options.probabilities, "precision": cfg.train.precision}
     if cfg.infer.keep_largest:  # only when set, so that manifests of earlier versions still match
-        settings["keep_largest"] = list(cfg.infer.keep_largest)
-    jobs, results = _plan(cases, output_dir, manifest, settings, options.overwrite)
+        settings["keep_largest"] = sorted(set(cfg.infer.keep_largest))  # a set of labels: order does not matter
+    jobs, results = _plan(cases, output_dir, manifest, settings, options)
     skipped = sum(r.status == "skipped" for r in results)
     shards = f" × {env.world} processes" if env.distributed else ""
     weights = ckpts[0].path if len(ckpts) == 1 else f"an ensemble of {len(ckpts)} checkpoints"

@@ -3,13 +3,17 @@ what is complete.
 
 Before a case's output is written, a ``started`` line is appended; after the atomic rename, a
 ``written`` line (with seconds per stage and label volumes in ml) or a ``failed`` line with the
-reason. A case counts as done when its last line is ``written``, its output file exists, and the
-inputs (size, modification time) and prediction settings are unchanged. A ``started`` line without
+reason. A case counts as done when its last line is ``written``, its output file exists as written (size,
+modification time), the side files this run asks for exist, and the inputs (size, modification time)
+and prediction settings are unchanged. A ``started`` line without
 an end means the process died while writing; the case is redone. At the end of a run the manifest
 is rewritten compactly (the last line per case) with an atomic replace.
 
 In a sharded run (torchrun) each rank appends to its own ``manifest.rank<N>.jsonl``; rank 0 merges
 the parts into ``manifest.jsonl`` at the end (parts left by a killed run are merged by the next).
+
+Every line starts with ``{"case_id": ``. A manifest path that is a link, a folder, or a file with other lines
+is not segkit's: the run is refused rather than writing through or over it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,43 @@ from segkit.io.strict_json import json_safe
 
 MANIFEST = "manifest.jsonl"
 PART_GLOB = "manifest.rank*.jsonl"
+LINE_START = '{"case_id": '  # how every line segkit writes begins (a line cut by a kill: a prefix of it)
+
+
+def _line(record: dict[str, Any]) -> str:
+    """One manifest line, ``case_id`` first."""
+    return json.dumps(json_safe({"case_id": record["case_id"], **record}), allow_nan=False) + "\n"
+
+
+def check_manifest_files(output_dir: Path) -> None:
+    """Refuse to predict into ``output_dir`` when a manifest path there is not segkit's: a symbolic link (appends
+    would land wherever it points), a folder, or a file with lines segkit does not write (the user's own
+    ``manifest.jsonl``, which the run would rewrite)."""
+    fix = "move it away or choose another --output"
+    for path in [output_dir / MANIFEST, *sorted(output_dir.glob(PART_GLOB))]:
+        if path.is_symlink():
+            raise DataError(f"{path}: a symbolic link where segkit keeps its prediction manifest; it never writes "
+                            f"through a link — {fix}")
+        if not path.exists():
+            continue
+        if not path.is_file():
+            raise DataError(f"{path}: not a file, but segkit keeps its prediction manifest under this name — {fix}")
+        foreign = _first_foreign_line(path)
+        if foreign is not None:
+            raise DataError(f"{path}: not a segkit prediction manifest (line {foreign} is not one of its records), "
+                            f"and the run would rewrite it — {fix}")
+
+
+def _first_foreign_line(path: Path) -> int | None:
+    """The number of the first line segkit did not write, or None."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return 1
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line and not (line.startswith(LINE_START) or LINE_START.startswith(line)):
+            return number
+    return None
 
 
 def input_signature(paths: Sequence[Path]) -> list[list[int]]:
@@ -83,12 +124,19 @@ class Manifest:
         self._lock = threading.Lock()
         self._cut = _ends_mid_line(self.path)  # a killed run's last line: ours must not be glued onto it
 
-    def is_done(self, case_id: str, output: Path, signature: list[list[int]], settings: dict[str, Any]) -> bool:
-        """Whether an earlier run completed this case with the same inputs and settings."""
+    def is_done(self, case_id: str, output: Path, signature: list[list[int]], settings: dict[str, Any],
+                side_files: Sequence[Path] = ()) -> bool:
+        """Whether an earlier run completed this case with the same inputs and settings, its output is as that run
+        wrote it (manifests written before outputs were signed count on its existence alone) and the
+        ``side_files`` this run asks for (probabilities, preview) exist."""
         record = self.previous.get(case_id)
-        return (record is not None and record.get("status") == "written" and output.is_file()
-                and record.get("output") == str(output) and record.get("input_signature") == signature
-                and record.get("settings") == json_safe(settings))
+        if record is None or record.get("status") != "written" or not output.is_file():
+            return False
+        written = record.get("output_signature")
+        return (record.get("output") == str(output) and record.get("input_signature") == signature
+                and record.get("settings") == json_safe(settings)
+                and (written is None or written == input_signature([output])[0])
+                and all(path.is_file() for path in side_files))
 
     def was_ours(self, case_id: str, output: Path) -> bool:
         """Whether ``output`` was written (or being written) by an earlier segkit run in this folder."""
@@ -97,7 +145,7 @@ class Manifest:
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one line."""
-        line = json.dumps(json_safe(record), allow_nan=False) + "\n"
+        line = _line(record)
         try:
             with self._lock, self.path.open("a", encoding="utf-8") as handle:
                 handle.write("\n" + line if self._cut else line)
@@ -117,7 +165,7 @@ class Manifest:
 def merge_manifests(output_dir: Path) -> dict[str, dict[str, Any]]:
     """Rewrite ``manifest.jsonl`` from itself and the per-rank parts (last line per case), then delete the parts."""
     records = read_all(output_dir)
-    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records.values())
+    text = "".join(_line(r) for r in records.values())
     try:
         atomic_write_text(output_dir / MANIFEST, text)
     except OSError:  # e.g. a full disk: the appended lines (and parts) stay valid, only the compaction is lost

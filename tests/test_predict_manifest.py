@@ -1,0 +1,87 @@
+"""The prediction manifest as a rerun reads it: what counts as done, and manifest paths that are not segkit's."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from segkit.pipelines.predict import PredictOptions, run_prediction
+
+from segkit.errors import DataError
+from segkit.inference.manifest import read_manifest
+
+
+@pytest.fixture
+def scan(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """One input case."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    return Path(shutil.copy(tiny_dataset / "imagesTs" / "phantom_004.nii.gz", folder))
+
+
+def _status(checkpoint: Path, scan: Path, out: Path, **options) -> str:
+    (result,) = run_prediction(checkpoint, [str(scan)], out, PredictOptions(device="cpu", **options))
+    return result.status
+
+
+def test_a_rerun_redoes_a_case_missing_what_it_asks_for_or_changed_since(random_checkpoint: Path, scan: Path,
+                                                                        tmp_path: Path) -> None:
+    out, label_map = tmp_path / "preds", tmp_path / "preds" / "phantom_004.nii.gz"
+    assert _status(random_checkpoint, scan, out) == "written"
+    assert _status(random_checkpoint, scan, out) == "skipped"
+    assert _status(random_checkpoint, scan, out, preview=True) == "written"  # no preview yet
+    assert (out / "phantom_004.preview.png").is_file()
+    assert _status(random_checkpoint, scan, out, preview=True) == "skipped"
+    (out / "phantom_004.preview.png").unlink()
+    assert _status(random_checkpoint, scan, out, preview=True) == "written"
+    label_map.write_bytes(b"corrupt")  # replaced after the run wrote it
+    assert _status(random_checkpoint, scan, out) == "written"
+    assert read_manifest(out / "manifest.jsonl")["phantom_004"]["output_signature"][0] == label_map.stat().st_size
+    os.utime(label_map, ns=(1, 1))  # the same bytes, touched: not the file the run wrote
+    assert _status(random_checkpoint, scan, out) == "written"
+
+
+def test_the_order_of_keep_largest_labels_does_not_redo_cases(random_checkpoint: Path, scan: Path,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "preds"
+    assert _status(random_checkpoint, scan, out, keep_largest=(1, 2, 3)) == "written"
+    assert _status(random_checkpoint, scan, out, keep_largest=(3, 1, 2)) == "skipped"
+
+
+@pytest.mark.parametrize("kind", ["user's file", "symbolic link", "folder", "rank part"])
+def test_a_manifest_path_that_is_not_segkits_is_refused_and_left_alone(random_checkpoint: Path, scan: Path,
+                                                                       tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "preds"
+    out.mkdir()
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"path": "scan1.nii.gz", "label": "liver"}\n', encoding="utf-8")
+    manifest = out / ("manifest.rank1.jsonl" if kind == "rank part" else "manifest.jsonl")
+    if kind == "symbolic link":
+        manifest.symlink_to(mine)
+    elif kind == "folder":
+        manifest.mkdir()
+    else:
+        shutil.copy(mine, manifest)
+    foreign = "not a segkit prediction manifest (line 1 is not one of its records)"
+    expected = {"symbolic link": "a symbolic link where segkit keeps its prediction manifest",
+                "folder": "not a file"}.get(kind, foreign)
+    with pytest.raises(DataError, match=re.escape(f"{manifest}: {expected}")):
+        run_prediction(random_checkpoint, [str(scan)], out, PredictOptions(device="cpu"))
+    assert mine.read_text(encoding="utf-8") == '{"path": "scan1.nii.gz", "label": "liver"}\n'
+    assert not (out / "phantom_004.nii.gz").exists()
+    if kind == "user's file":
+        assert manifest.read_text(encoding="utf-8") == mine.read_text(encoding="utf-8")
+
+
+def test_a_manifest_cut_by_a_kill_is_still_segkits(random_checkpoint: Path, scan: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds"
+    assert _status(random_checkpoint, scan, out) == "written"
+    with (out / "manifest.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"case_id": "phantom_004", "out')  # a line a killed run left unfinished
+    assert _status(random_checkpoint, scan, out) == "skipped"
+    (out / "manifest.jsonl").write_text('{"ca', encoding="utf-8")  # killed within its very first line
+    (out / "phantom_004.nii.gz").unlink()
+    assert _status(random_checkpoint, scan, out) == "written"
