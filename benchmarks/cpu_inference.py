@@ -70,7 +70,7 @@ def _resampling() -> dict[str, Callable[[], object]]:
 
     def grid_sample() -> torch.Tensor:
         axes = resample._axis_for_each_output_axis
-        resample._axis_for_each_output_axis = lambda linear: None  # the general path: grid_sample
+        resample._axis_for_each_output_axis = lambda linear, shape: None  # the general path: grid_sample
         try:
             return resample.resample_to_grid(logits, src, dst, (256, 256, 120))
         finally:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+SEPARABLE_TOLERANCE = 1e-4  # voxels a neglected off-axis term may move a sample by, over the whole output grid
+
 
 def _index_to_normalised(shape: Sequence[int]) -> np.ndarray:
-    """Voxel index → grid_sample coordinate in [-1, 1] (align_corners=True), homogeneous."""
+    """Voxel index → grid_sample coordinate in [-1, 1] (align_corners=True), homogeneous. An axis of one voxel
+    has its only index at 0, where ``affine_grid`` puts a unit-size axis (and where ``grid_sample`` reads a
+    one-voxel source from any coordinate)."""
     matrix = np.eye(len(shape) + 1)
     for axis, size in enumerate(shape):
         matrix[axis, axis] = 2.0 / max(size - 1, 1)
-        matrix[axis, -1] = -1.0
+        matrix[axis, -1] = -1.0 if size > 1 else 0.0
     return matrix
 
 
@@ -36,7 +41,7 @@ def resample_to_grid(volume: torch.Tensor, src_affine: np.ndarray | torch.Tensor
     if src_shape == dst_shape and np.allclose(src_affine, dst_affine, atol=1e-6):
         return volume
     dst_to_src = np.linalg.inv(src_affine) @ dst_affine
-    source_axes = _axis_for_each_output_axis(dst_to_src[:-1, :-1])
+    source_axes = _axis_for_each_output_axis(dst_to_src[:-1, :-1], dst_shape)
     if mode == "bilinear" and volume.is_floating_point() and volume.device.type == "cpu" and source_axes is not None:
         return _separable_linear(volume, dst_to_src, source_axes, dst_shape)
     theta = _index_to_normalised(src_shape) @ dst_to_src @ np.linalg.inv(_index_to_normalised(dst_shape))
@@ -45,21 +50,26 @@ def resample_to_grid(volume: torch.Tensor, src_affine: np.ndarray | torch.Tensor
     theta = theta[np.ix_(homogeneous, homogeneous)][:-1]
     dtype = volume.dtype if volume.is_floating_point() else torch.float32
     theta_t = torch.as_tensor(theta, dtype=torch.float32, device=volume.device)[None]
-    grid = F.affine_grid(theta_t, [1, volume.shape[0], *dst_shape], align_corners=True)
+    with warnings.catch_warnings():  # unit-size axes: placed at 0 on purpose (_index_to_normalised)
+        warnings.filterwarnings("ignore", message=".*unit-size grids.*", category=UserWarning)
+        grid = F.affine_grid(theta_t, [1, volume.shape[0], *dst_shape], align_corners=True)
     out = F.grid_sample(volume[None].to(dtype), grid, mode=mode, padding_mode="border", align_corners=True)
     return out[0]
 
 
-def _axis_for_each_output_axis(linear: np.ndarray) -> list[int] | None:
+def _axis_for_each_output_axis(linear: np.ndarray, dst_shape: Sequence[int]) -> list[int] | None:
     """For a voxel-to-voxel map whose linear part scales (and flips) and permutes axes only: the source axis that
-    each output axis reads along; otherwise None."""
+    each output axis reads along; otherwise None. Off-axis terms count as zero when, over the whole output grid,
+    they move no sample by more than ``SEPARABLE_TOLERANCE`` voxels (float32 headers round an oblique direction
+    matrix to about 1e-8, which must not cost the fast path)."""
     magnitude = np.abs(linear)
     source_axes = [int(np.argmax(magnitude[:, column])) for column in range(linear.shape[1])]
     if sorted(source_axes) != list(range(linear.shape[0])):
         return None
     off_axis = magnitude.copy()
     off_axis[source_axes, range(linear.shape[1])] = 0.0
-    return source_axes if off_axis.max() <= 1e-9 * magnitude.max() else None
+    shift = off_axis @ np.maximum(np.asarray(dst_shape, dtype=np.float64) - 1, 0)  # voxels, per source axis
+    return source_axes if shift.max() <= SEPARABLE_TOLERANCE else None
 
 
 def _separable_linear(volume: torch.Tensor, dst_to_src: np.ndarray, source_axes: list[int],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -85,7 +87,7 @@ def test_axis_aligned_maps_run_separably_with_grid_samples_weights(monkeypatch) 
         used.clear()
         monkeypatch.setattr(resample, "_separable_linear", counted)
         fast = resample_to_grid(volume, src_affine, dst_affine, shape)
-        monkeypatch.setattr(resample, "_axis_for_each_output_axis", lambda linear: None)
+        monkeypatch.setattr(resample, "_axis_for_each_output_axis", lambda linear, shape: None)
         reference = resample_to_grid(volume, src_affine, dst_affine, shape)
         monkeypatch.undo()
         assert used == [1] and fast.shape == (3, *shape) and fast.is_contiguous()
@@ -95,6 +97,50 @@ def test_axis_aligned_maps_run_separably_with_grid_samples_weights(monkeypatch) 
 def test_rotated_maps_fall_back_to_grid_sample() -> None:
     from segkit.inference.resample import _axis_for_each_output_axis
 
-    assert _axis_for_each_output_axis(np.diag([2.0, -0.5, 1.0])[[2, 0, 1]]) == [1, 2, 0]
-    assert _axis_for_each_output_axis(_rotation((0.0, 0.0, 0.1))) is None
-    assert _axis_for_each_output_axis(np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])) is None
+    shape = (64, 64, 32)
+    assert _axis_for_each_output_axis(np.diag([2.0, -0.5, 1.0])[[2, 0, 1]], shape) == [1, 2, 0]
+    assert _axis_for_each_output_axis(_rotation((0.0, 0.0, 0.1)), shape) is None
+    assert _axis_for_each_output_axis(_rotation((0.0, 0.0, 1e-5)), shape) is None  # 6e-4 voxels at the far edge
+    assert _axis_for_each_output_axis(np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), shape) is None
+
+
+def test_a_header_rounded_to_float32_keeps_the_separable_path(monkeypatch) -> None:
+    """NIfTI stores the affine in float32: an oblique prediction grid and its input then differ from an exact
+    scaling by ~1e-8 off-axis, which moves no sample measurably and must not send the resampling to grid_sample."""
+    import segkit.inference.resample as resample
+
+    oblique = np.eye(4)
+    oblique[:3, :3] = _rotation((0.3, -0.2, 0.5))
+    src_affine = (oblique @ _affine((1.5, 1.5, 1.5), (2.0, -3.0, 1.0))).astype(np.float32).astype(np.float64)
+    dst_affine = (oblique @ _affine((0.8, 0.7, 2.5), (1.1, -2.6, 0.4))).astype(np.float32).astype(np.float64)
+    linear = (np.linalg.inv(src_affine) @ dst_affine)[:3, :3]
+    assert 0 < np.abs(linear - np.diag(np.diag(linear))).max() < 1e-6  # not exactly separable
+    volume = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 17, 12, 9))).float()
+    used = []
+    separable = resample._separable_linear
+    monkeypatch.setattr(resample, "_separable_linear", lambda *args: used.append(1) or separable(*args))
+    fast = resample_to_grid(volume, src_affine, dst_affine, (30, 25, 6))
+    monkeypatch.undo()
+    monkeypatch.setattr(resample, "_axis_for_each_output_axis", lambda linear, shape: None)
+    reference = resample_to_grid(volume, src_affine, dst_affine, (30, 25, 6))
+    assert used == [1]
+    np.testing.assert_allclose(fast.numpy(), reference.numpy(), atol=2e-5)
+
+
+def test_an_output_axis_of_one_voxel_is_sampled_at_its_centre() -> None:
+    """A rotated map onto a grid one voxel thick (grid_sample's path), against scipy's trilinear interpolation;
+    torch's warning about unit-size grids is not shown: index 0 of such an axis is placed where torch puts it."""
+    from scipy.ndimage import map_coordinates
+
+    source = np.random.default_rng(0).random((1, 8, 8, 8)).astype(np.float32)
+    dst_affine = np.eye(4)
+    dst_affine[:3, :3] = _rotation((np.deg2rad(30), 0.0, 0.0))
+    dst_affine[:3, 3] = [0.0, 3.0, 3.0]
+    for shape in ((8, 8, 1), (8, 1, 8), (8, 8, 2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = resample_to_grid(torch.from_numpy(source), np.eye(4), dst_affine, shape).numpy()
+        index = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), 0).reshape(3, -1)
+        points = (dst_affine @ np.vstack([index, np.ones(index.shape[1])]))[:3]
+        expected = map_coordinates(source[0], points, order=1, mode="nearest").reshape(shape)
+        np.testing.assert_allclose(out[0], expected, atol=1e-5)
