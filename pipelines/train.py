@@ -92,15 +92,16 @@ def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config
 
 
 def _check_replaceable(run_dir: Path) -> None:
-    """``--overwrite`` clears ``run_dir``: only a folder that holds a segkit run (its ``config.yaml``) and does
-    not hold the working directory."""
+    """A non-empty ``run_dir`` may only be a segkit run (its ``config.yaml``) that does not hold the working
+    directory: anything else is refused, with or without ``--overwrite``."""
     resolved, cwd = run_dir.resolve(), Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
-        raise SegkitError(f"run_dir {run_dir} is the working directory or holds it; --overwrite would delete it "
-                          "— choose a run folder with --set run_dir=runs/NAME")
+        raise SegkitError(f"run_dir {run_dir} is the working directory or holds it, not a run folder — choose a "
+                          "run folder with --set run_dir=runs/NAME")
     if run_dir.is_symlink() or not (run_dir / CONFIG_YAML).is_file():
-        raise SegkitError(f"run_dir {run_dir} is not empty and holds no segkit run (no config.yaml); --overwrite "
-                          "only replaces a run — choose a new folder with --set run_dir=... or empty this one")
+        raise SegkitError(f"run_dir {run_dir} is not empty and holds no segkit run (no config.yaml), so neither "
+                          "--overwrite nor --resume applies — choose a new folder with --set run_dir=... or empty "
+                          "this one")
 
 
 def prepare_run_dir(cfg: Config, overwrite: bool, console: Console | None = None) -> Path:
@@ -110,10 +111,12 @@ def prepare_run_dir(cfg: Config, overwrite: bool, console: Console | None = None
     if run_dir.exists() and not run_dir.is_dir():
         raise SegkitError(f"run_dir {run_dir} is a file, not a folder; choose a run folder with --set run_dir=...")
     if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise SegkitError(f"run_dir {run_dir} already holds a run; pass --overwrite to replace it, "
-                              f"--resume {run_dir} to continue it, or choose another with --set run_dir=...")
         _check_replaceable(run_dir)
+        if not overwrite:
+            resumable = (run_dir / "last" / "weights.safetensors").is_file()
+            go_on = f", --resume {run_dir} to continue it" if resumable else ""
+            raise SegkitError(f"run_dir {run_dir} already holds a run; pass --overwrite to replace it{go_on}, "
+                              "or choose another with --set run_dir=...")
         kept = clear_run(run_dir)
         if kept and console is not None:
             console.print(f"--overwrite replaced the run in {run_dir} and kept what is not part of a run: "
@@ -192,7 +195,8 @@ def _validator(cfg: Config, val_data: Dataset, device: torch.device, amp_dtype: 
 def _resume_into(trainer: Trainer, run_dir: Path, console: Console, cfg: Config, is_main: bool) -> None:
     last = run_dir / "last"
     if not (last / "weights.safetensors").is_file():
-        raise CheckpointError(f"{run_dir}: no last/ checkpoint to resume from; start the run again without --resume")
+        raise CheckpointError(f"{run_dir}: no last/ checkpoint to resume from (the run stopped before its first save); "
+                              "start it again with --overwrite instead of --resume")
     checkpoint = load_checkpoint(last)
     _same_network_and_inputs(checkpoint.config, cfg, run_dir)
     train_weights, resume = load_resume_state(checkpoint.path)
@@ -206,6 +210,13 @@ RESUME_MAY_CHANGE = {
     "model": {"encoder_weights"},  # only used to build the first step's model
     "data": {"root", "num_workers", "cache", "cache_dir"},  # where the files are and how they are loaded
 }
+
+
+def _say_complete(trainer: Trainer, run_dir: Path, console: Console) -> None:
+    """What a resume of a finished run says instead of training on."""
+    why = "train.stop_at_dice reached" if trainer.reached_target() else \
+        f"step {trainer.state.global_step} of {trainer.schedule.total_steps}"
+    console.print(f"{run_dir} is complete ({why}); nothing to train — raise train.epochs with --set to continue it")
 
 
 def _same_network_and_inputs(saved: Config, now: Config, run_dir: Path) -> None:
@@ -226,12 +237,21 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> Config:
     """The config saved in ``run_dir`` (with ``--set`` overrides), pointing at ``run_dir`` wherever it now is."""
     saved = Path(run_dir) / CONFIG_YAML
     if not Path(run_dir).is_dir():
-        raise SegkitError(f"{run_dir}: no such folder; pass the run_dir of a run started with segkit train")
+        what = "a file, not a run folder" if Path(run_dir).is_file() else "no such folder"
+        raise SegkitError(f"{run_dir}: {what}; pass the run_dir of a run started with segkit train")
     if not saved.is_file():
         raise SegkitError(f"{run_dir}: no config.yaml, so not a segkit run directory; pass the run_dir of a run "
                           "started with segkit train")
     cfg = load_config(str(saved), overrides)
     return cfg.model_copy(update={"run_dir": Path(run_dir)})
+
+
+def _absolute_paths(cfg: Config) -> Config:
+    """``data.root`` and ``data.cache_dir`` as absolute paths, so the run's config.yaml (and ``--resume``) finds the
+    dataset from any working directory."""
+    data = cfg.data
+    paths = {"root": data.root.absolute()} | ({"cache_dir": data.cache_dir.absolute()} if data.cache_dir else {})
+    return cfg.model_copy(update={"data": data.model_copy(update=paths)})
 
 
 def run_training(cfg: Config, overwrite: bool = False, console: Console | None = None,
@@ -240,6 +260,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     ``last/``, ``metrics.jsonl`` and ``curves.png`` under ``run_dir``. Under torchrun, runs DDP."""
     env = dist_env()
     console = console or Console(quiet=not env.is_main)
+    cfg = _absolute_paths(cfg)
     seed_everything(cfg.seed)
     model = build_model(cfg.model)
     index = load_dataset(cfg.data.root, cfg.data.format)
@@ -272,6 +293,9 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
         if resume:
             _resume_into(trainer, run_dir, console, cfg, env.is_main)
             log.truncate_after(trainer.state.global_step)
+            if trainer.is_finished():
+                _say_complete(trainer, run_dir, console)
+                return TrainResult(run_dir, trainer.state, opt.module)
         else:
             console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on "
                           f"{len(val_cases)} ({device}{f' × {env.world} processes' if env.distributed else ''}); "

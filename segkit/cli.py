@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -43,6 +44,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.gpus is not None:
         return launch_processes(args.gpus, sys.argv[1:] if args.argv is None else args.argv)
     if args.resume is not None:
+        if args.overwrite:
+            raise SegkitError("--overwrite replaces a run and --resume continues one; give only one of them")
         if args.config is not None:
             raise SegkitError("--resume continues a run with the config saved in it; leave out --config "
                               "(use --set to change a key, e.g. train.epochs)")
@@ -309,9 +312,17 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     compare.set_defaults(func=_cmd_compare)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage error as one line (``segkit predict: error: … — see segkit predict --help``) instead of
+    the whole usage block; subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} — see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
-    parser = argparse.ArgumentParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
+    parser = _OneLineParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_predict_evaluate(sub)

@@ -55,3 +55,22 @@ def test_patch_too_small_for_instance_norm_is_refused(tiny_dataset: Path, tmp_pa
                  "--set", "train.patch_size=[32,32,32]", "--set", "infer.roi_size=[32,32,32]"])
     assert code == 1
     assert "too few for instance norm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["predict", "--checkpoint", "c", "--input", "i", "--output", "o", "--workers", "0"],
+                                  ["bogus"], ["train", "--overlap", "0.5"]])
+def test_a_usage_error_is_one_line_pointing_at_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err
+    assert " error: " in err and err.rstrip().endswith("--help")
+
+
+def test_a_file_given_as_a_folder_says_it_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["data", "check", str(notes)]) == 1
+    assert f"data.root {notes}: a file, not a dataset folder" in capsys.readouterr().err
+    assert main(["train", "--resume", str(notes)]) == 1
+    assert f"{notes}: a file, not a run folder" in capsys.readouterr().err

@@ -58,9 +58,15 @@ def test_training_logs_metrics_and_curves(trained_run: Path) -> None:
 
 
 def test_resume_of_a_finished_run_has_nothing_left_to_do(trained_run: Path) -> None:
-    done = run_cli("train", "--resume", "run", cwd=trained_run)
+    saved = (trained_run / "run" / "config.yaml").read_text()
+    assert f"root: {trained_run / 'data'}\n" in saved  # trained with data.root=data: kept as an absolute path
+    done = run_cli("train", "--resume", str(trained_run / "run"), cwd=trained_run.parent)  # from another folder
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stdout and "at step 2" in done.stdout
+    assert "is complete (step 2 of 2); nothing to train — raise train.epochs with --set to continue it" in done.stdout
+    assert "epoch 3" not in done.stdout.split("is complete")[1]  # no progress bar of a step past the end
+    both = run_cli("train", "--resume", "run", "--overwrite", cwd=trained_run)
+    assert both.returncode == 1 and "--overwrite replaces a run and --resume continues one" in both.stderr
     refused = run_cli("train", "--resume", "run", "--config", "demo_unet_resnet34.yaml", cwd=trained_run)
     assert refused.returncode == 1 and "leave out --config" in refused.stderr
 

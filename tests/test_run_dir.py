@@ -57,6 +57,24 @@ def test_a_run_dir_that_is_or_lies_in_a_file_is_one_line(tmp_path: Path, where: 
     assert (tmp_path / "file").read_text() == "mine"
 
 
+def test_the_advice_for_an_existing_run_dir_fits_what_it_holds(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    prepare_run_dir(_cfg(run), overwrite=False)  # a run stopped before its first checkpoint
+    with pytest.raises(SegkitError) as error:
+        prepare_run_dir(_cfg(run), overwrite=False)
+    assert "pass --overwrite to replace it, or choose" in str(error.value) and "--resume" not in str(error.value)
+    (run / "checkpoints" / "last-000000002-abcdef").mkdir(parents=True)
+    (run / "checkpoints" / "last-000000002-abcdef" / "weights.safetensors").write_bytes(b"")
+    (run / "last").symlink_to("checkpoints/last-000000002-abcdef")
+    with pytest.raises(SegkitError, match=f"--overwrite to replace it, --resume {run} to continue it"):
+        prepare_run_dir(_cfg(run), overwrite=False)
+    images = tmp_path / "imagesTr"
+    images.mkdir()
+    (images / "case.nii.gz").write_bytes(b"scan")
+    with pytest.raises(SegkitError, match=r"holds no segkit run .* neither --overwrite nor --resume applies"):
+        prepare_run_dir(_cfg(images), overwrite=False)  # not "already holds a run"
+
+
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     folder = tmp_path / "papers"
     folder.mkdir()

@@ -15,6 +15,9 @@ LAYOUTS = {"msd": index_msd, "nnunet": index_nnunet, "folder": index_folder}
 
 def load_dataset(root: Path, layout: str) -> DatasetIndex:
     """Index the dataset at ``root`` in ``layout`` (msd, nnunet or folder)."""
+    if Path(root).is_file():
+        raise DataError(f"data.root {root}: a file, not a dataset folder — give the folder that holds it (for MSD, "
+                        "the one with dataset.json)")
     if not Path(root).is_dir():
         raise DataError(f"data.root {root}: no such folder (create demo data with 'segkit data synth --out DIR')")
     return LAYOUTS[layout](Path(root))

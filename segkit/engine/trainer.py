@@ -124,7 +124,7 @@ class Trainer:
             task = progress.add_task("train", total=schedule.total_steps, completed=state.global_step,
                                      epoch=state.epoch + 1, loss=float("nan"), lr=self._lr(), dice=self._last_dice())
             mark = time.perf_counter()
-            while state.global_step < schedule.total_steps and not self._reached_target():
+            while state.global_step < schedule.total_steps and not self.reached_target():
                 lr = self._lr()  # the rate this step uses: the scheduler moves on inside run_step
                 loss = self.reduce(run_step(self.opt, [next(stream) for _ in range(self.opt.accumulate)]))
                 now = time.perf_counter()
@@ -146,7 +146,11 @@ class Trainer:
         self.save("last", self.snapshot(resumable=True))
         self._saved_step = self.state.global_step
 
-    def _reached_target(self) -> bool:
+    def is_finished(self) -> bool:
+        """Whether the schedule has no step left (its last step done, or ``stop_at_dice`` reached)."""
+        return self.state.global_step >= self.schedule.total_steps or self.reached_target()
+
+    def reached_target(self) -> bool:
         """Whether ``stop_at_dice`` is set and the latest validation's mean Dice reached it (NaN never does)."""
         target, dice = self.schedule.stop_at_dice, self._latest_dice()
         return target is not None and dice is not None and dice >= target

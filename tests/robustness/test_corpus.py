@@ -373,6 +373,18 @@ def test_resume_with_other_preprocessing_is_one_line(trained: tuple[int, Path], 
                                        "— a resumed run keeps its model and preprocessing"))
 
 
+def test_resume_of_a_run_stopped_before_its_first_save_says_to_start_again(trained: tuple[int, Path], tmp_path: Path,
+                                                                          capsys) -> None:
+    _, run_dir = trained
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    for name in ("config.yaml", "splits.json"):  # what a run has written before its first checkpoint
+        shutil.copy(run_dir / name, stopped)
+    run = cli(capsys, "train", "--resume", stopped)
+    assert_errors(run, (stopped, "no last/ checkpoint to resume from (the run stopped before its first save); start "
+                                 "it again with --overwrite instead of --resume"))
+
+
 def test_resume_of_a_missing_folder_says_so(tmp_path: Path, capsys) -> None:
     run = cli(capsys, "train", "--resume", tmp_path / "nowhere")
     assert_errors(run, (tmp_path / "nowhere", "no such folder; pass the run_dir of a run started with segkit train"))
