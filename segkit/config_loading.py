@@ -7,6 +7,7 @@ value, so an error can name where the bad key came from.
 
 from __future__ import annotations
 
+import itertools
 import re
 from importlib import resources
 from pathlib import Path
@@ -215,11 +216,47 @@ def _describe(schema: type[BaseModel], error: dict[str, Any], sources: Sources) 
     return f"{source}: {key}: {message}{shown}"
 
 
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+_TYPE_NAMES = {"int", "float", "str", "bool", "none"}
+# errors that only say the value is of another kind: in a union, another branch's error says more
+_WRONG_KIND = {"literal_error", "tuple_type", "list_type", "int_type", "float_type", "string_type", "bool_type",
+               "dict_type", "model_type", "int_parsing", "float_parsing", "none_required"}
+
+
+def _is_branch(part: Any) -> bool:
+    """Whether a location part names a branch of a union (``tuple[constrained-float, …]``, ``literal['auto']``,
+    ``constrained-int``) rather than a key."""
+    return isinstance(part, str) and (not _IDENTIFIER.fullmatch(part) or part in _TYPE_NAMES)
+
+
+def _field_of(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(itertools.takewhile(lambda part: not _is_branch(part), loc))
+
+
+def _first_problem(errors: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """The first field's most telling error, with union branches left out of its location (pydantic reports one
+    error per branch of a union), and how many fields have errors."""
+    fields = list(dict.fromkeys(_field_of(tuple(e["loc"])) for e in errors))
+    mine = [e for e in errors if _field_of(tuple(e["loc"])) == fields[0]]
+    best = dict(next((e for e in mine if e["type"] not in _WRONG_KIND), mine[0]))
+    best["loc"] = tuple(part for part in best["loc"] if not _is_branch(part))
+    given = best.get("input")
+    if best["type"] == "missing" and best["loc"] and isinstance(best["loc"][-1], int) and isinstance(given, list):
+        needed = len(given) + sum(e["type"] == "missing" for e in mine)  # one error per missing item
+        best.update(loc=best["loc"][:-1], type="value_count", msg=f"has {len(given)} value(s) but needs {needed}")
+    best["msg"] = re.sub(r"Tuple should have at most (\d+) items after validation", r"should have at most \1 values",
+                         best["msg"].replace("a valid tuple", "a list"))
+    others = [e["msg"].removeprefix("Input should be ") for e in mine if e["type"] == "literal_error"]
+    if best["type"] != "literal_error" and others:
+        best["msg"] += f"; or it may be {' or '.join(others)}"
+    return best, len(fields)
+
+
 def to_config(schema: type[BaseModel], raw: dict[str, Any], sources: Sources) -> Any:
     """Validate ``raw`` against ``schema``; the first problem becomes a one-line ConfigError."""
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(_describe(schema, errors[0], sources) + more) from None
+        error, fields = _first_problem(exc.errors())
+        more = f" (and {fields - 1} more problem(s))" if fields > 1 else ""
+        raise ConfigError(_describe(schema, error, sources) + more) from None

@@ -175,3 +175,18 @@ def test_a_binary_file_as_config_is_one_line(tmp_path: Path) -> None:
     binary.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xd0\xfe\x80")
     with pytest.raises(ConfigError, match=r"model.pt: not a text file \(byte 10 is not UTF-8\); a config is a YAML"):
         load_config(binary)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.spacing=[1,1]", "data.spacing: has 2 value(s) but needs 3; or it may be 'auto' (got [1, 1])"),
+    ("data.spacing=[1,1,1,1]", "data.spacing: should have at most 3 values, not 4; or it may be 'auto' "
+                               "(got [1, 1, 1, 1])"),
+    ("data.spacing=x", "data.spacing: Input should be a list; or it may be 'auto' (got 'x')"),
+    ("data.spacing=[0,1,1]", "data.spacing.0: Input should be greater than 0; or it may be 'auto' (got 0)"),
+    ("model.strides=[[2,0],2,2,2,2]", "model.strides.0.1: Input should be greater than 0 (got 0)"),
+    ("data.window=[1]", "data.window: has 1 value(s) but needs 2 (got [1])"),
+])
+def test_errors_in_a_union_name_the_key_without_the_schemas_type_names(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config("demo_unet_resnet34.yaml", [override])
+    assert str(error.value) == f"--set: {message}"
