@@ -138,3 +138,13 @@ def test_an_uncompressed_nifti_named_nii_gz_fails_with_the_fix(
     assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
     assert "plain.nii.gz: an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip" \
         in done.stderr
+
+
+def test_a_colour_nifti_fails_alone_with_the_fix(random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    good = _copy(tiny_dataset, 0, tmp_path / "in" / "good.nii.gz")
+    rgb = np.zeros(nib.load(str(good)).shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, nib.load(str(good)).affine), tmp_path / "in" / "colour.nii.gz")
+    done = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out")
+    assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
+    assert "colour.nii.gz: image voxels are colour values (R, G, B) — segkit reads one grey value per voxel; " \
+           "convert the image to grey, or save each colour as a channel file" in done.stderr

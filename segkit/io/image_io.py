@@ -29,7 +29,12 @@ def _reason(exc: BaseException) -> str:
 def _declared_shape(path: Path) -> tuple[int, ...]:
     """The array shape in the header (voxel order i, j, k, then channels/components); reads no pixels."""
     if full_suffix(path).lower() in NIFTI_SUFFIXES:
-        return tuple(int(s) for s in nib.load(str(path)).shape)
+        image = nib.load(str(path))
+        fields = image.header.get_data_dtype().names
+        if fields:  # RGB24 / RGBA32: one record of colour components per voxel
+            raise DataError(f"{path}: image voxels are colour values ({', '.join(fields)}) — segkit reads one grey "
+                            "value per voxel; convert the image to grey, or save each colour as a channel file")
+        return tuple(int(s) for s in image.shape)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
@@ -59,6 +64,8 @@ def header_shape(path: Path) -> tuple[int, ...]:
         raise DataError(f"{path}: an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip")
     try:
         shape = _declared_shape(path)
+    except DataError:
+        raise
     except Exception as exc:  # readers raise many types for broken headers
         raise DataError(f"{path}: not a readable image ({_reason(exc)}) — check that it is a NIfTI, NRRD or MHA "
                         f"image, or {REEXPORT}") from None
@@ -96,15 +103,17 @@ def write_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_l
 
 
 def nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> nib.Nifti1Image:
-    """``array_ijk`` as a NIfTI-1 image with ``reference``'s header and geometry (qform/sform and their codes),
-    unscaled; ``path`` (the output) only names the file in the error for a shape that does not match."""
+    """``array_ijk`` as a NIfTI image of ``reference``'s version (1 or 2) with its header and geometry (qform/sform
+    and their codes), unscaled; ``path`` (the output) only names the file in the error for a shape that does not
+    match."""
     ref = nib.load(str(reference))
     if tuple(ref.shape[: array_ijk.ndim]) != array_ijk.shape:
         raise DataError(f"{path.name}: array shape {array_ijk.shape} does not match {reference} {ref.shape}")
     header = ref.header.copy()
     header.set_data_dtype(array_ijk.dtype)
     header.set_data_shape(array_ijk.shape)
-    image = nib.Nifti1Image(array_ijk, ref.affine, header)
+    image_class = nib.Nifti2Image if isinstance(ref, nib.Nifti2Image) else nib.Nifti1Image
+    image = image_class(array_ijk, ref.affine, header)
     image.header["scl_slope"], image.header["scl_inter"] = 1.0, 0.0  # labels unscaled (the image resets them)
     image.set_qform(ref.header.get_qform(), code=int(ref.header["qform_code"]))
     image.set_sform(ref.header.get_sform(), code=int(ref.header["sform_code"]))

@@ -84,3 +84,22 @@ def test_compressing_parts_gives_the_bytes_of_their_concatenation(level: int) ->
     assert gunzip(gzip_compress_parts(parts, level)) == data == gunzip(gzip_compress(data, level))
     with pytest.raises(ValueError, match="0-9"):
         gzip_compress_parts(parts, 10)
+
+
+def test_a_nifti2_reference_gives_a_nifti2_label_map(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A prediction keeps its input's NIfTI version; converting a NIfTI-2 header to NIfTI-1 also made nibabel log
+    'sizeof_hdr should be 348' on stderr."""
+    image = nib.Nifti2Image(np.zeros(SHAPE, "<i2"), OBLIQUE)
+    image.set_qform(OBLIQUE, code=1)
+    image.set_sform(OBLIQUE, code=2)
+    nib.save(image, str(tmp_path / "ref.nii.gz"))
+    labels = np.asfortranarray(np.random.default_rng(2).integers(0, 4, SHAPE).astype(np.uint8))
+    with caplog.at_level("DEBUG"):
+        write_like(labels, tmp_path / "ref.nii.gz", tmp_path / "labels.nii.gz")
+    assert not caplog.records
+    back = nib.load(str(tmp_path / "labels.nii.gz"))
+    assert isinstance(back, nib.Nifti2Image) and np.array_equal(np.asanyarray(back.dataobj), labels)
+    assert np.allclose(back.affine, OBLIQUE, atol=1e-6)
+    assert (int(back.header["qform_code"]), int(back.header["sform_code"])) == (1, 2)
+    write_like(np.ascontiguousarray(labels), tmp_path / "ref.nii.gz", tmp_path / "nibabel.nii.gz")
+    assert gunzip((tmp_path / "labels.nii.gz").read_bytes()) == gunzip((tmp_path / "nibabel.nii.gz").read_bytes())
