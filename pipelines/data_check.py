@@ -169,11 +169,18 @@ def check_dataset(root: Path, layout: str = "msd", index: DatasetIndex | None = 
     (default: 2 when every image is a PNG or TIFF file, else 3).
     """
     index = index or load_dataset(root, layout)
-    cases = index.training + index.test
-    dims = image_dims or (2 if planar_files(cases) else 3)
-    result = check_cases(cases, _label_bound(index, model_classes), index.channels, _cache_path(root),
-                         optional_labels={case.case_id for case in index.test}, image_dims=dims)
+    result = _check(root, index, model_classes, _dims_of(index, image_dims))
     return result, fingerprints(result, index, model_classes).training
+
+
+def _dims_of(index: DatasetIndex, image_dims: int | None) -> int:
+    """``image_dims``, or 2 when every image is a PNG or TIFF file, else 3."""
+    return image_dims or (2 if planar_files(index.training + index.test) else 3)
+
+
+def _check(root: Path, index: DatasetIndex, model_classes: int | None, dims: int) -> CheckResult:
+    return check_cases(index.training + index.test, _label_bound(index, model_classes), index.channels,
+                       _cache_path(root), optional_labels={case.case_id for case in index.test}, image_dims=dims)
 
 
 def _print_fingerprints(console: Console, found: Fingerprints, manifest: dict) -> None:
@@ -195,8 +202,8 @@ def run_data_check(root: Path, layout: str = "msd", json_out: Path | None = None
     to ``json_out`` (default ``ROOT/segkit_fingerprint.json``). ``image_dims`` as in :func:`check_dataset`."""
     console = console or Console()
     index = load_dataset(root, layout)
-    dims = image_dims or (2 if planar_files(index.training + index.test) else 3)
-    result, _ = check_dataset(root, layout, index, image_dims=dims)
+    dims = _dims_of(index, image_dims)
+    result = _check(root, index, None, dims)
     if result.problems:
         console.print(problem_table(result.problems, root))
     if dims == 2:

@@ -62,9 +62,9 @@ from segkit.data.cases import case_id_of
 from segkit.engine.metrics import dice_per_class, mean_foreground, nan_stats_over_cases, surface_metrics_per_class
 from segkit.errors import DataError, SegkitError
 from segkit.io.image_io import is_image_file, read_label_array
+from segkit.io.side_files import preview_path
 
 AFFINE_TOLERANCE = 1e-3  # mm; predictions must lie on the reference grid
-PREVIEW = ".preview.png"  # segkit predict --preview's picture beside a label map: not a prediction
 CSV_HEADER = tuple(CSV_FIRST_LINE.split(","))  # case, class, dice, hd95_mm, nsd
 CONVENTIONS = (
     "A class absent from both the prediction and the reference of a case has no score (NaN, an empty cell in "
@@ -117,8 +117,8 @@ def _images_by_case(folder: Path) -> dict[str, Path]:
 def _predictions_by_case(folder: Path) -> dict[str, Path]:
     """The label maps in ``folder`` by case id, without ``segkit predict --preview``'s ``CASE.preview.png``."""
     found = _images_by_case(folder)
-    previews = {c for c, p in found.items() if p.name.endswith(PREVIEW) and c.removesuffix(".preview") in found}
-    return {c: p for c, p in found.items() if c not in previews}
+    previews = {preview_path(path) for path in found.values()}
+    return {c: p for c, p in found.items() if p not in previews}
 
 
 def _unpaired(preds: dict[str, Path], refs: dict[str, Path], ref_dir: Path) -> list[str]:

@@ -34,8 +34,9 @@ from segkit.inference.manifest import (
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.postprocess import keep_largest_components
 from segkit.inference.predictor import Prediction, Predictor
-from segkit.io.atomic import full_suffix, remove_stale_temps, temp_path_for
+from segkit.io.atomic import remove_stale_temps, temp_path_for
 from segkit.io.image_io import read_image_array, write_like, write_probabilities
+from segkit.io.side_files import preview_path, probabilities_path
 from segkit.models import build_model
 from segkit.runtime import resolve_device
 
@@ -78,11 +79,6 @@ class Job:
     redo: bool = False  # the outputs there are segkit's from an earlier run (or --overwrite): side files go too
 
 
-def probabilities_path(target: Path) -> Path:
-    """``CASE.probabilities.npz`` beside the label map."""
-    return target.with_name(target.name[: len(target.name) - len(full_suffix(target))] + ".probabilities.npz")
-
-
 def _config_for(cfg: Config, options: PredictOptions) -> Config:
     infer = {k: v for k, v in {"overlap": options.overlap, "sw_batch_size": options.sw_batch_size,
                                "keep_largest": options.keep_largest}.items() if v is not None}
@@ -122,11 +118,6 @@ def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dic
         else:
             jobs.append(Job(case, target, signature, overwrite or manifest.was_ours(case.case_id, target)))
     return jobs, results
-
-
-def preview_path(target: Path) -> Path:
-    """``CASE.preview.png`` beside the label map."""
-    return target.with_name(target.name[: len(target.name) - len(full_suffix(target))] + ".preview.png")
 
 
 def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray) -> None:

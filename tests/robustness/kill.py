@@ -48,7 +48,6 @@ import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file
-from segkit.pipelines.predict import probabilities_path
 
 from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
 from segkit.data.synth import write_dataset
@@ -65,6 +64,7 @@ from segkit.engine.checkpoint import (
 from segkit.engine.run_log import read_metrics
 from segkit.errors import SegkitError
 from segkit.inference.manifest import read_all
+from segkit.io.side_files import probabilities_path
 from segkit.models import build_model
 
 POLL = 0.002  # seconds between looks at the run or output folder
