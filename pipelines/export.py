@@ -21,7 +21,7 @@ from segkit.inference.export import (
     axis_names,
     export_onnx,
 )
-from segkit.io.atomic import temp_path_for
+from segkit.io.atomic import prove_writable
 from segkit.models import build_model
 
 FORMATS = ("onnx",)
@@ -62,10 +62,7 @@ def check_target(out: Path, overwrite: bool) -> None:
 def prepare_folder(out: Path) -> None:
     """Create ``out``'s folder and make sure a file can be created there, before the export spends its time."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = temp_path_for(out)
-        probe.open("xb").close()
-        probe.unlink()
+        prove_writable(out.parent)
     except OSError as exc:
         raise SegkitError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc}); choose a folder you "
                           "can write to") from None

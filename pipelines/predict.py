@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from segkit.inference.manifest import (
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.postprocess import keep_largest_components
 from segkit.inference.predictor import Prediction, Predictor
-from segkit.io.atomic import remove_stale_temps, temp_path_for
+from segkit.io.atomic import prove_writable, remove_stale_temps
 from segkit.io.image_io import read_image_array, write_like, write_probabilities
 from segkit.io.side_files import preview_path, probabilities_path
 from segkit.models import build_model
@@ -164,22 +162,14 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Co
 
 
 def _prepare_output(output_dir: Path) -> None:
-    """Create ``output_dir`` and prove it writable the way outputs are written (a hidden temp file renamed into
-    place) before any work. Both names are temp names, so a killed run's probe is cleaned like its temps."""
+    """Create ``output_dir`` and prove it writable the way outputs are written, before any work."""
     if output_dir.exists() and not output_dir.is_dir():
         raise DataError(f"--output {output_dir}: is a file, not a folder — give a folder for the label maps")
-    first, second = (temp_path_for(output_dir / ".segkit-write-probe") for _ in range(2))
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        first.write_bytes(b"")
-        os.replace(first, second)
+        prove_writable(output_dir)
     except OSError as exc:
         raise DataError(f"--output {output_dir}: cannot write there ({exc.strerror or exc}) — choose a folder you "
                         "can write to, or fix its permissions") from None
-    finally:
-        for probe in (first, second):
-            with contextlib.suppress(OSError):  # e.g. NotADirectoryError when --output is a file
-                probe.unlink(missing_ok=True)
 
 
 def _record_problems(problems: list[InputProblem], output_dir: Path, env: DistEnv) -> list[CaseResult]:

@@ -6,6 +6,7 @@ write leaves the previous file (if any) untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -88,3 +89,18 @@ def remove_stale_temps(directory: Path) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def prove_writable(folder: Path) -> None:
+    """Create ``folder`` and show that files can be written there the way segkit writes them (a temp file renamed
+    into place), before any work; leaves nothing behind (both names are temp names, so a killed probe is cleaned
+    like other temps). Raises OSError."""
+    first, second = (temp_path_for(folder / ".segkit-write-probe") for _ in range(2))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        first.write_bytes(b"")
+        os.replace(first, second)
+    finally:
+        for probe in (first, second):
+            with contextlib.suppress(OSError):  # e.g. NotADirectoryError when the folder is a file
+                probe.unlink(missing_ok=True)
