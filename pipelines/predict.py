@@ -25,7 +25,7 @@ from segkit.inference.manifest import (
     MANIFEST,
     Manifest,
     check_manifest_files,
-    input_signature,
+    file_signature,
     merge_manifests,
     read_all,
 )
@@ -103,7 +103,7 @@ def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dic
     for case in cases:
         try:
             target = output_path_for(case, output_dir)
-            signature = input_signature(case.images)
+            signature = file_signature(case.images)
         except (SegkitError, OSError) as exc:
             results.append(CaseResult(case.case_id, case.image, None, "failed", message=str(exc)))
             continue
@@ -192,7 +192,7 @@ def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResu
             "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()}}
     if outcome.ok:
         record = {**base, "status": "written", "error": None, "volumes_ml": outcome.result,
-                  "output_signature": input_signature([job.target])[0]}  # a rerun redoes a changed label map
+                  "output_signature": file_signature([job.target])[0]}  # a rerun redoes a changed label map
         return record, CaseResult(job.case.case_id, job.case.image, job.target, "written", seconds)
     message = str(outcome.error) if isinstance(outcome.error, SegkitError) else (
         f"{job.case.image}: {type(outcome.error).__name__}: {outcome.error}")

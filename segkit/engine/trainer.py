@@ -124,7 +124,7 @@ class Trainer:
             task = progress.add_task("train", total=schedule.total_steps, completed=state.global_step,
                                      epoch=state.epoch + 1, loss=float("nan"), lr=self._lr(), dice=self._last_dice())
             mark = time.perf_counter()
-            while state.global_step < schedule.total_steps and not self.reached_target():
+            while not self.is_finished():
                 lr = self._lr()  # the rate this step uses: the scheduler moves on inside run_step
                 loss = self.reduce(run_step(self.opt, [next(stream) for _ in range(self.opt.accumulate)]))
                 now = time.perf_counter()

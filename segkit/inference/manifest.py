@@ -70,8 +70,8 @@ def _first_foreign_line(path: Path) -> int | None:
     return None
 
 
-def input_signature(paths: Sequence[Path]) -> list[list[int]]:
-    """Size and modification time of each input file: a changed input invalidates its output."""
+def file_signature(paths: Sequence[Path]) -> list[list[int]]:
+    """Size and modification time of each file: a changed input (or written output) invalidates the case."""
     return [[Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
 
 
@@ -135,7 +135,7 @@ class Manifest:
         written = record.get("output_signature")
         return (record.get("output") == str(output) and record.get("input_signature") == signature
                 and record.get("settings") == json_safe(settings)
-                and (written is None or written == input_signature([output])[0])
+                and (written is None or written == file_signature([output])[0])
                 and all(path.is_file() for path in side_files))
 
     def was_ours(self, case_id: str, output: Path) -> bool:
