@@ -13,13 +13,26 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from segkit.config_loading import Sources, load_raw_config, source_of, to_config
 from segkit.errors import ConfigError
 from segkit.limits import MAX_AXIS, MAX_VOXELS
 
-UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _refuse_bool(value: Any) -> Any:
+    # pydantic reads true as 1 for a number; a YAML true there is a mistake (`--set train.epochs=true`)
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+NOT_BOOL = BeforeValidator(_refuse_bool)
+Real = Annotated[float, NOT_BOOL]
+PositiveFloat = Annotated[float, NOT_BOOL, Field(gt=0.0)]
+PositiveInt = Annotated[int, NOT_BOOL, Field(gt=0)]
+UnitFloat = Annotated[float, NOT_BOOL, Field(ge=0.0, le=1.0)]
 
 
 class _Section(BaseModel):
@@ -34,14 +47,14 @@ class DataCfg(_Section):
     spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | Literal["auto"] | None = None
     orientation: Literal["RAS", "LPS"] = "RAS"
     normalize: Literal["ct", "mri", "window"] = "window"
-    window: tuple[float, float] = (-200.0, 300.0)
-    ct_stats: tuple[float, float, float, PositiveFloat] | None = None
-    image_dims: Literal[2, 3] = 3
-    slice_axis: Literal[0, 1, 2] = 2
-    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
-    fold: Annotated[int, Field(ge=0)] | None = None
-    num_folds: Annotated[int, Field(ge=2)] = 5
-    num_workers: Annotated[int, Field(ge=0)] = 0
+    window: tuple[Real, Real] = (-200.0, 300.0)
+    ct_stats: tuple[Real, Real, Real, PositiveFloat] | None = None
+    image_dims: Annotated[Literal[2, 3], NOT_BOOL] = 3
+    slice_axis: Annotated[Literal[0, 1, 2], NOT_BOOL] = 2
+    val_fraction: Annotated[float, NOT_BOOL, Field(gt=0.0, lt=1.0)] = 0.2
+    fold: Annotated[int, NOT_BOOL, Field(ge=0)] | None = None
+    num_folds: Annotated[int, NOT_BOOL, Field(ge=2)] = 5
+    num_workers: Annotated[int, NOT_BOOL, Field(ge=0)] = 0
     cache: Literal["none", "memory", "disk"] = "memory"
     cache_dir: Path | None = None
 
@@ -59,12 +72,12 @@ class DataCfg(_Section):
 class ModelCfg(_Section):
     """A UNet: encoder, decoder (upsampling + skip fusion) and segmentation head."""
 
-    spatial_dims: Literal[2, 3] = 3
+    spatial_dims: Annotated[Literal[2, 3], NOT_BOOL] = 3
     encoder: str = "resnet34"
     upsample: str = "transposed"
     fusion: str = "concat"
     in_channels: PositiveInt = 1
-    num_classes: Annotated[int, Field(ge=2)] = 4
+    num_classes: Annotated[int, NOT_BOOL, Field(ge=2)] = 4
     decoder_channels: tuple[PositiveInt, ...] = (256, 128, 64, 32, 16)
     norm: Literal["batch", "instance", "group"] = "instance"
     act: Literal["relu", "leakyrelu", "gelu", "silu"] = "relu"
@@ -79,8 +92,8 @@ class AugmentCfg(_Section):
     flip: UnitFloat = 0.5
     rot90: UnitFloat = 0.0
     affine: UnitFloat = 0.2
-    rotate_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 15.0
-    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    rotate_deg: Annotated[float, NOT_BOOL, Field(ge=0.0, le=180.0)] = 15.0
+    scale: Annotated[float, NOT_BOOL, Field(ge=0.0, lt=1.0)] = 0.15
     elastic: UnitFloat = 0.0
     gamma: UnitFloat = 0.3
     noise: UnitFloat = 0.1
@@ -105,17 +118,17 @@ class TrainCfg(_Section):
     patch_size: tuple[PositiveInt, ...] = (128, 128, 128)
     lr: PositiveFloat = 1e-3
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
-    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-5
+    momentum: Annotated[float, NOT_BOOL, Field(ge=0.0, lt=1.0)] = 0.99
+    weight_decay: Annotated[float, NOT_BOOL, Field(ge=0.0)] = 1e-5
     schedule: Literal["poly", "cosine", "constant"] = "poly"
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    warmup_steps: Annotated[int, NOT_BOOL, Field(ge=0)] = 0
     grad_clip: PositiveFloat | None = None
     accumulate: PositiveInt = 1
-    ema: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    ema: Annotated[float, NOT_BOOL, Field(gt=0.0, lt=1.0)] | None = None
     loss: str = "dice_ce"
     class_weights: tuple[PositiveFloat, ...] | None = None
     val_every: PositiveInt = 1
-    stop_at_dice: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    stop_at_dice: Annotated[float, NOT_BOOL, Field(gt=0.0, le=1.0)] | None = None
     pos_fraction: UnitFloat = 0.67
     sampling: Literal["class_balanced", "posneg"] = "class_balanced"
     augment: AugmentCfg = AugmentCfg()
@@ -124,7 +137,7 @@ class TrainCfg(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     compile: bool | Literal["reduce-overhead", "max-autotune"] = False  # true: torch.compile's default mode
-    checkpoint_every: Annotated[int, Field(ge=0)] = 0
+    checkpoint_every: Annotated[int, NOT_BOOL, Field(ge=0)] = 0
     surface_metrics: bool = True
     surface_tolerance: PositiveFloat = 1.0
     sync_batchnorm: bool = False
@@ -134,13 +147,13 @@ class InferCfg(_Section):
     """Sliding-window inference; ``roi_size: null`` means ``train.patch_size``."""
 
     roi_size: tuple[PositiveInt, ...] | None = None
-    overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    overlap: Annotated[float, NOT_BOOL, Field(ge=0.0, lt=1.0)] = 0.5
     sw_batch_size: PositiveInt | Literal["auto"] = 2
     blend: Literal["gaussian", "constant"] = "gaussian"
-    tta_axes: tuple[Literal[0, 1, 2], ...] = (0, 1, 2)
+    tta_axes: tuple[Annotated[Literal[0, 1, 2], NOT_BOOL], ...] = (0, 1, 2)
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     cuda_graphs: bool = True  # on a GPU, replay each window-batch shape's forward pass as a CUDA graph
-    compression_level: Annotated[int, Field(ge=0, le=9)] = 1
+    compression_level: Annotated[int, NOT_BOOL, Field(ge=0, le=9)] = 1
     keep_largest: tuple[PositiveInt, ...] = ()  # labels reduced to their largest connected component
 
 
@@ -148,7 +161,7 @@ class Config(_Section):
     """A whole segkit run: data, model, training and inference."""
 
     run_dir: Path = Path("runs/unet_resnet34")
-    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # numpy's and torch's seed range
+    seed: Annotated[int, NOT_BOOL, Field(ge=0, lt=2**32)] = 0  # numpy's and torch's seed range
     data: DataCfg = DataCfg()
     model: ModelCfg = ModelCfg()
     train: TrainCfg = TrainCfg()

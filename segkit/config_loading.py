@@ -33,7 +33,7 @@ def packaged_config_names() -> list[str]:
 
 
 def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
-    """A config path: an existing file (relative to ``relative_to`` or cwd) or a packaged name."""
+    """A config path: an existing file (relative to ``relative_to`` or cwd) or a packaged name, ``.yaml`` optional."""
     name = Path(name)
     candidates = [relative_to / name] if relative_to is not None else []
     candidates.append(name)
@@ -41,9 +41,11 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
         if candidate.is_file():
             return candidate
     if not name.is_absolute() and ".." not in name.parts:  # e.g. compare/upsampling_demo.yaml
-        packaged = resources.files("segkit.configs").joinpath(*name.parts)
-        if packaged.is_file():
-            return Path(str(packaged))
+        spellings = [name] if name.suffix in (".yaml", ".yml") else [name, name.with_name(name.name + ".yaml")]
+        for spelling in spellings:  # `--config unet_resnet34` is the packaged unet_resnet34.yaml
+            packaged = resources.files("segkit.configs").joinpath(*spelling.parts)
+            if packaged.is_file():
+                return Path(str(packaged))
     available = ", ".join(packaged_config_names())
     raise ConfigError(f"config '{name}' not found: not a file and not a packaged config ({available})")
 

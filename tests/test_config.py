@@ -24,6 +24,10 @@ def test_packaged_recipe_loads_by_bare_name() -> None:
     assert cfg.train.batch_size == 2
 
 
+def test_a_packaged_name_may_leave_out_yaml() -> None:
+    assert load_config("unet_resnet34") == load_config("unet_resnet34.yaml")
+
+
 def test_demo_config_overrides_its_base() -> None:
     base, demo = load_config("unet_resnet34.yaml"), load_config("demo_unet_resnet34.yaml")
     assert demo.train.patch_size == (64, 64, 32)
@@ -148,6 +152,10 @@ def test_set_takes_several_overrides_at_once_and_repeatedly() -> None:
                                               "voxels or 10000 per axis"),
     ("infer.roi_size=[20000,8,8]", "infer.roi_size [20000, 8, 8] is over the limit"),
     ("train.albumentations=[{name: HorizontalFlip}]", "train.albumentations is for 2D models"),
+    ("train.epochs=true", "train.epochs: must be a number, not true/false"),
+    ("train.lr=yes", "train.lr: must be a number, not true/false"),
+    ("data.slice_axis=true", "data.slice_axis: must be a number, not true/false"),
+    ("infer.tta_axes=[0, false]", "infer.tta_axes.1: must be a number, not true/false"),
 ])
 def test_values_no_run_can_use_are_refused_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
