@@ -105,8 +105,11 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
     from segkit.config import config_to_dict, load_config
+    from segkit.models import check_model_config
 
-    print(yaml.safe_dump(config_to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
+    cfg = load_config(args.config, args.overrides)
+    check_model_config(cfg.model)  # what train would refuse about the model, config show refuses too
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     return 0
 
 

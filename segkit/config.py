@@ -20,7 +20,6 @@ from segkit.errors import ConfigError
 from segkit.limits import MAX_AXIS, MAX_VOXELS
 
 
-
 def _refuse_bool(value: Any) -> Any:
     # pydantic reads true as 1 for a number; a YAML true there is a mistake (`--set train.epochs=true`)
     if isinstance(value, bool):

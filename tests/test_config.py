@@ -124,6 +124,16 @@ def test_bare_name_resolves_from_another_working_directory(tmp_path: Path) -> No
     assert shown["model"]["encoder"] == "resnet34" and shown["train"]["epochs"] == 3
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.decoder_channels=[64,32]", "model.decoder_channels: encoder 'resnet34' has 5 stages, so give 5 values"),
+    ("model.strides=[2,2]", "model.strides:"),
+])
+def test_config_show_refuses_a_model_train_could_not_build(override: str, message: str, tmp_path: Path) -> None:
+    result = run_cli("config", "show", "--config", "unet_resnet34", "--set", override, cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
 def test_config_error_via_cli_is_one_line_without_traceback(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "segkit", "config", "show", "--config", "unet_resnet34.yaml",
                              "--set", "train.epoch=3"], cwd=tmp_path, capture_output=True, encoding="utf-8",

@@ -19,6 +19,7 @@ from typing import Any
 from segkit.compare.spec import Comparison
 from segkit.config import Config, config_to_dict, load_config
 from segkit.errors import ConfigError
+from segkit.models import check_model_config
 
 RESULT, RUN_SPEC, TRAIN_DIR, PREDICTIONS = "result.json", "run.json", "train", "predictions"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -119,6 +120,11 @@ def plan_runs(comparison: Comparison) -> tuple[list[Variant], list[PlannedRun]]:
             folder = run_folder(comparison.out, variant, seed)
             runs.append(PlannedRun(variant, seed, folder, _run_config(comparison, variant, seed, folder)))
     check_distinct(comparison, runs[: len(variants)])
+    for run in runs[: len(variants)]:  # seeds share the model; a model the encoder can't build fails here, not mid-way
+        try:
+            check_model_config(run.config.model)
+        except ConfigError as exc:
+            raise ConfigError(f"--vary {run.variant.label}: {exc}") from None
     return variants, runs
 
 

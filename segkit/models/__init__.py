@@ -1,5 +1,5 @@
 """Models: registered encoders, upsampling modes and skip fusions assembled into a UNet."""
 
-from segkit.models.unet import UNet, build_model
+from segkit.models.unet import UNet, build_model, check_model_config
 
-__all__ = ["UNet", "build_model"]
+__all__ = ["UNet", "build_model", "check_model_config"]

@@ -93,6 +93,13 @@ def build_model(cfg: ModelCfg, initialise: bool = True) -> UNet:
     return _build(cfg, load_pretrained=True)
 
 
+def check_model_config(cfg: ModelCfg) -> None:
+    """Raise the :class:`ConfigError` that :func:`build_model` would (strides, decoder_channels against the
+    encoder's stages) without allocating a weight: the model is built on the meta device."""
+    with torch.device("meta"), _without_initialisation():
+        _build(cfg, load_pretrained=False)
+
+
 def _build(cfg: ModelCfg, load_pretrained: bool) -> UNet:
     try:
         encoder = ENCODERS.get(cfg.encoder)(encoder_args(cfg))

@@ -40,6 +40,8 @@ def test_unknown_vary_key_is_one_line_naming_it(tmp_path: Path, capsys: pytest.C
     ("seed=1,2", "use --seeds"),
     ("model.upsample=nearest,nearest", "listed twice"),
     ("model.upsample", "expected KEY=VALUE1,VALUE2"),
+    ("model.decoder_channels=[64,32,16,8,4],[32,16]", "--vary [32,16]: model.decoder_channels: encoder 'resnet34' "
+                                                      "has 5 stages, so give 5 values (got 2)"),
 ])
 def test_bad_vary_values_are_one_line(vary: str, expected: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
