@@ -36,7 +36,7 @@ from segkit.io.atomic import prove_writable, remove_stale_temps
 from segkit.io.image_io import read_image_array, write_like, write_probabilities
 from segkit.io.side_files import preview_path, probabilities_path
 from segkit.models import build_model
-from segkit.runtime import resolve_device
+from segkit.runtime import arithmetic_name, resolve_device
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,8 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
     barrier()
     manifest = Manifest(output_dir, part=env.rank if env.distributed else None)
     settings = {**checkpoint_settings(ckpts), "tta": options.tta, "overlap": cfg.infer.overlap,
-                "probabilities": options.probabilities, "precision": cfg.train.precision}
+                "probabilities": options.probabilities,
+                "precision": arithmetic_name(device, cfg.train.precision)}  # auto and fp32 on a CPU are one run
     if cfg.infer.keep_largest:  # only when set, so that manifests of earlier versions still match
         settings["keep_largest"] = sorted(set(cfg.infer.keep_largest))  # a set of labels: order does not matter
     jobs, results = _plan(cases, output_dir, manifest, settings, options)

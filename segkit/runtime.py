@@ -46,6 +46,11 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def arithmetic_name(device: torch.device, precision: str) -> str:
+    """What ``precision`` computes in on ``device``: ``fp32``, ``bf16`` or ``fp16`` (``auto`` resolved)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16), where bf16 prediction beats fp32."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")

@@ -51,6 +51,14 @@ def test_the_order_of_keep_largest_labels_does_not_redo_cases(random_checkpoint:
     assert _status(random_checkpoint, scan, out, keep_largest=(3, 1, 2)) == "skipped"
 
 
+def test_precision_counts_by_the_arithmetic_it_picks(random_checkpoint: Path, scan: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds"
+    assert _status(random_checkpoint, scan, out, precision="auto") == "written"
+    assert _status(random_checkpoint, scan, out, precision="fp32") == "skipped"  # auto is fp32 on a CPU
+    assert _status(random_checkpoint, scan, out, precision="bf16") == "written"
+    assert read_manifest(out / "manifest.jsonl")["phantom_004"]["settings"]["precision"] == "bf16"
+
+
 @pytest.mark.parametrize("kind", ["user's file", "symbolic link", "folder", "rank part"])
 def test_a_manifest_path_that_is_not_segkits_is_refused_and_left_alone(random_checkpoint: Path, scan: Path,
                                                                        tmp_path: Path, kind: str) -> None:
