@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
@@ -148,3 +149,14 @@ def test_a_colour_nifti_fails_alone_with_the_fix(random_checkpoint: Path, tiny_d
     assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
     assert "colour.nii.gz: image voxels are colour values (R, G, B) — segkit reads one grey value per voxel; " \
            "convert the image to grey, or save each colour as a channel file" in done.stderr
+
+
+def test_a_file_of_a_format_segkit_does_not_read_fails_alone_with_the_fix(random_checkpoint: Path, tiny_dataset: Path,
+                                                                          tmp_path: Path) -> None:
+    good = _copy(tiny_dataset, 0, tmp_path / "in" / "good.nii.gz")
+    analyze = tmp_path / "in" / "old.hdr"  # Analyze 7.5: nibabel and ITK know it; segkit's readers do not
+    sitk.WriteImage(sitk.ReadImage(str(good)), str(analyze))
+    done = _predict(random_checkpoint, tmp_path, "--input", "in/good.nii.gz", str(analyze), "--output", "out")
+    assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
+    assert f"{analyze}: not an image format segkit reads; it reads NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) and " \
+           "MetaImage (.mha, .mhd) — convert the file to NIfTI, e.g. with SimpleITK" in done.stderr

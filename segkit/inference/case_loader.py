@@ -91,6 +91,8 @@ def _apply(step: Callable, image, path: Path) -> torch.Tensor:
         cause = exc
         while cause.__cause__ is not None or (cause.__context__ is not None and not cause.__suppress_context__):
             cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, DataError):  # already one line naming the file and the fix
+            raise DataError(str(cause)) from None
         text = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
         reason = f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
         if isinstance(cause, EOFError | OSError | zlib.error):
