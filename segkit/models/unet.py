@@ -48,14 +48,24 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         spatial = x.shape[2:]
         padding = [(-s) % d for s, d in zip(spatial, self.size_divisor, strict=True)]
+        if all(s + p == d for s, p, d in zip(spatial, padding, self.size_divisor, strict=True)):
+            padding[-1] += self.size_divisor[-1]  # the deepest stage needs 2 voxels: instance norm refuses one
         if any(padding):
             x = F.pad(x, [p for pad in reversed(padding) for p in (0, pad)])
         outputs = self.decoder(self.encoder(x))
         logits = self.head(outputs[-1])[(..., *(slice(0, s) for s in spatial))]
         if not (self.deep_supervision and self.training):
             return logits
-        aux = [head(out) for head, out in zip(self.aux_heads, outputs[:-1], strict=True)]
+        aux = [self._crop(head(out), spatial, x.shape[2:]) for head, out in zip(self.aux_heads, outputs[:-1],
+                                                                                    strict=True)]
         return [logits, *reversed(aux)]
+
+    @staticmethod
+    def _crop(aux: torch.Tensor, spatial: torch.Size, padded: torch.Size) -> torch.Tensor:
+        """An auxiliary output without the voxels that see only the padding: ``ceil(size / reduction)`` per axis,
+        so that the label resized to it (``DeepSupervisionLoss``) lines up with what the head saw."""
+        keep = [-(-size // (full // low)) for size, full, low in zip(spatial, padded, aux.shape[2:], strict=True)]
+        return aux[(..., *(slice(0, k) for k in keep))]
 
 
 def encoder_args(cfg: ModelCfg) -> EncoderArgs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from segkit.config import ModelCfg
 from segkit.errors import ConfigError
@@ -80,6 +81,32 @@ def test_deep_supervision_outputs_in_training_only() -> None:
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 1, 64, 64, 32)).shape == (1, 4, 64, 64, 32)
+
+
+def test_deep_supervision_outputs_of_a_padded_input_cover_only_the_input() -> None:
+    """A patch that is not a multiple of 32 is padded; each auxiliary output keeps ceil(size / reduction) voxels
+    per axis, so its voxels line up with the label resized to it (the padding's would take real labels' places)."""
+    model = build_model(ModelCfg(spatial_dims=3, encoder="resnet18", decoder_channels=TINY_DECODER,
+                                 deep_supervision=True, strides=((2, 2, 1), 2, 2, 2, 2), norm="batch"))
+    torch.manual_seed(0)
+    patch = torch.randn(2, 1, 64, 40, 20)  # padded to 64×64×32 (z reduces by 16 only)
+    outputs = model(patch)
+    assert [tuple(o.shape[2:]) for o in outputs] == [(64, 40, 20), (32, 20, 20), (16, 10, 10), (8, 5, 5), (4, 3, 3)]
+    padded = model(F.pad(patch, (0, 12, 0, 24)))  # the same content, padded by hand: crops of its outputs
+    for cropped, full in zip(outputs[1:], padded[1:], strict=True):
+        torch.testing.assert_close(cropped, full[(..., *(slice(0, s) for s in cropped.shape[2:]))])
+
+
+@pytest.mark.parametrize(("dims", "size", "strides"), [(3, (20, 20, 20), None), (2, (28, 28), None),
+                                                       (3, (33, 47, 13), (3, 2, 2, 2, 2))])
+def test_an_input_within_one_stride_on_every_axis_is_predicted(dims: int, size: tuple[int, ...],
+                                                               strides: tuple[int, ...] | None) -> None:
+    """Padded to one stride, the deepest stage would hold one voxel, which instance norm refuses even in eval."""
+    model = build_model(ModelCfg(spatial_dims=dims, encoder="resnet18", decoder_channels=TINY_DECODER,
+                                 strides=strides)).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 1, *size))
+    assert logits.shape == (1, 4, *size) and torch.isfinite(logits).all()
 
 
 def test_deep_supervision_heads_always_exist_so_checkpoints_load() -> None:
