@@ -32,6 +32,8 @@ SUFFIXES = (".pth", ".pt", ".safetensors")
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 NESTED_KEYS = ("state_dict", "model")
+# DDP's module., Lightning's model., a segkit UNet's (or a detector's) encoder./backbone. around the encoder's keys
+WRAPPER_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
 SHOWN_KEYS = 5
 # the pattern torchvision's densenet._load_state_dict uses for its pre-0.4 key names
 _LEGACY_DENSENET = re.compile(
@@ -44,14 +46,15 @@ StateDict = dict[str, torch.Tensor]
 def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     """Load encoder weights from a local ``.pth``/``.pt``/``.safetensors`` file into ``encoder``.
 
-    Classifier keys are dropped, legacy DenseNet names renamed, the first convolution
+    Wrapper prefixes (``module.``, ``model.``, ``encoder.``, ``backbone.``) are stripped, classifier keys
+    dropped, legacy DenseNet names renamed, the first convolution
     adapted to the encoder's input channels and 2D kernels inflated to 3D along the last
     (depth, z) kernel axis. Raises :class:`CheckpointError` (one line naming the file)
     when the file cannot be read or does not match the encoder.
     """
     path = Path(path)
     target = encoder.state_dict()
-    state = _read_state_dict(path)
+    state = _strip_wrapper_prefixes(_read_state_dict(path), target)
     state = _rename_legacy_densenet(_drop_classifier(state, target))
     state = _adapt_first_conv(state, target, _first_conv_key(encoder))
     state = _drop_absent_running_stats(_inflate_to_3d(state, target), target)
@@ -111,6 +114,20 @@ def _unwrap(loaded: object, path: Path) -> StateDict:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
         raise _error(path, "does not hold a state dict (a mapping of parameter names to tensors)")
     return dict(loaded)
+
+
+def _strip_wrapper_prefixes(state: StateDict, target: StateDict) -> StateDict:
+    """While no key is one of the encoder's, the keys under the wrapper prefix that names most of them, stripped
+    (others, such as a UNet's ``decoder.``, dropped); ``module.model.`` takes two rounds."""
+    for _ in WRAPPER_PREFIXES:
+        if any(key in target for key in state):
+            return state
+        present = [p for p in WRAPPER_PREFIXES if any(key.startswith(p) for key in state)]
+        if not present:
+            return state
+        prefix = max(present, key=lambda p: sum(key[len(p):] in target for key in state if key.startswith(p)))
+        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return state
 
 
 def _drop_classifier(state: StateDict, target: StateDict) -> StateDict:

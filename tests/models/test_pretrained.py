@@ -90,6 +90,29 @@ def test_nested_training_checkpoint(nesting: str, tmp_path: Path) -> None:
     assert torch.equal(encoder.state_dict()["layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
 
 
+@pytest.mark.parametrize("prefix", ["module.", "model.", "model.module.", "backbone."])
+def test_keys_under_a_wrappers_prefix_load(prefix: str, tmp_path: Path) -> None:
+    """DDP saves ``module.*``, Lightning ``model.*``, detectors ``backbone.*``."""
+    state = torchvision_state("resnet18")
+    encoder = build("resnet18", spatial_dims=2, in_channels=3)
+    load_encoder_weights(encoder, save({prefix + k: v for k, v in state.items()}, tmp_path / "wrapped.pth"))
+    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in encoder_keys(state).items())
+
+
+def test_the_encoder_of_a_segkit_checkpoint_loads(tmp_path: Path) -> None:
+    from segkit.config import ModelCfg
+    from segkit.models import build_model
+
+    cfg = ModelCfg(encoder="resnet18", decoder_channels=(16, 8, 8, 4, 4), norm="batch")
+    torch.manual_seed(3)
+    trained = build_model(cfg)
+    weights = save(trained.state_dict(), tmp_path / "weights.safetensors")  # encoder.*, decoder.*, head.*, …
+    torch.manual_seed(4)
+    model = build_model(cfg.model_copy(update={"encoder_weights": weights}))
+    assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in trained.encoder.state_dict().items())
+    assert not torch.equal(model.head.weight, trained.head.weight)  # only the encoder is taken
+
+
 def test_legacy_torchvision_densenet_names_and_missing_batch_counters(tmp_path: Path) -> None:
     """torchvision's published DenseNet files say ``norm.1``/``conv.2`` and predate ``num_batches_tracked``."""
     state = torchvision_state("densenet121")
