@@ -43,7 +43,7 @@ def summarize(cfg: ModelCfg, spatial_size: tuple[int, ...] | None = None) -> Mod
             model(torch.empty(shape))
     return ModelSummary(
         encoder=cfg.encoder, spatial_dims=cfg.spatial_dims,
-        parameters=sum(p.numel() for p in model.parameters()),
+        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),  # not unused supervision heads
         encoder_parameters=sum(p.numel() for p in model.encoder.parameters()),
         gflops=counter.get_total_flops() / 1e9, input_shape=shape,
     )

@@ -47,6 +47,9 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         spatial = x.shape[2:]
+        if len(spatial) != len(self.size_divisor):
+            raise ValueError(f"a {len(self.size_divisor)}D UNet takes (batch, channels, {len(self.size_divisor)} "
+                             f"spatial axes); got a tensor of shape {tuple(x.shape)}")
         padding = [(-s) % d for s, d in zip(spatial, self.size_divisor, strict=True)]
         if all(s + p == d for s, p, d in zip(spatial, padding, self.size_divisor, strict=True)):
             padding[-1] += self.size_divisor[-1]  # the deepest stage needs 2 voxels: instance norm refuses one

@@ -20,7 +20,10 @@ def test_meta_summary_equals_a_real_model_count() -> None:
     model = build_model(cfg).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(1, 1, 64, 64, 32))
-    assert summary.parameters == sum(p.numel() for p in model.parameters())
+    heads = sum(p.numel() for p in model.aux_heads.parameters())
+    assert summary.parameters == sum(p.numel() for p in model.parameters()) - heads  # the heads are unused
+    supervised = summarize(cfg.model_copy(update={"deep_supervision": True}), spatial_size=(64, 64, 32))
+    assert supervised.parameters == summary.parameters + heads > summary.parameters
     assert summary.encoder_parameters == sum(p.numel() for p in model.encoder.parameters())
     assert summary.gflops == pytest.approx(counter.get_total_flops() / 1e9)
     assert summary.gflops > 0

@@ -109,6 +109,13 @@ def test_an_input_within_one_stride_on_every_axis_is_predicted(dims: int, size: 
     assert logits.shape == (1, 4, *size) and torch.isfinite(logits).all()
 
 
+def test_a_tensor_with_the_wrong_number_of_axes_is_named() -> None:
+    model = build_model(ModelCfg(spatial_dims=3, encoder="resnet18", decoder_channels=TINY_DECODER))
+    with pytest.raises(ValueError, match=r"a 3D UNet takes \(batch, channels, 3 spatial axes\); got a tensor of "
+                                         r"shape \(1, 64, 64, 32\)"):
+        model(torch.randn(1, 64, 64, 32))
+
+
 def test_deep_supervision_heads_always_exist_so_checkpoints_load() -> None:
     plain = build_model(ModelCfg(spatial_dims=2, encoder="resnet18", decoder_channels=TINY_DECODER))
     supervised = build_model(ModelCfg(spatial_dims=2, encoder="resnet18", decoder_channels=TINY_DECODER,
