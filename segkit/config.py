@@ -47,7 +47,8 @@ class DataCfg(_Section):
     orientation: Literal["RAS", "LPS"] = "RAS"
     normalize: Literal["ct", "mri", "window"] = "window"
     window: tuple[Real, Real] = (-200.0, 300.0)
-    ct_stats: tuple[Real, Real, Real, PositiveFloat] | None = None
+    # one [lower, upper, mean, std] for every channel, or one such list per channel
+    ct_stats: tuple[Real, Real, Real, PositiveFloat] | tuple[tuple[Real, Real, Real, PositiveFloat], ...] | None = None
     image_dims: Annotated[Literal[2, 3], NOT_BOOL] = 3
     slice_axis: Annotated[Literal[0, 1, 2], NOT_BOOL] = 2
     val_fraction: Annotated[float, NOT_BOOL, Field(gt=0.0, lt=1.0)] = 0.2
@@ -61,11 +62,19 @@ class DataCfg(_Section):
     def _window_is_increasing(self) -> DataCfg:
         if self.window[0] >= self.window[1]:
             raise ValueError("data.window must be [lower, upper] with lower < upper")
-        if self.ct_stats is not None and self.ct_stats[0] >= self.ct_stats[1]:
+        if any(stats[0] >= stats[1] for stats in self.ct_stats_per_channel or ()):
             raise ValueError("data.ct_stats must be [lower, upper, mean, std] with lower < upper")
         if self.fold is not None and self.fold >= self.num_folds:
             raise ValueError(f"data.fold must be below data.num_folds ({self.num_folds})")
         return self
+
+
+    @property
+    def ct_stats_per_channel(self) -> tuple[tuple[float, float, float, float], ...] | None:
+        """``ct_stats`` as one entry per channel (a single list is one entry, shared by every channel)."""
+        if self.ct_stats is None:
+            return None
+        return self.ct_stats if isinstance(self.ct_stats[0], tuple) else (self.ct_stats,)
 
 
 class ModelCfg(_Section):
@@ -179,6 +188,10 @@ class Config(_Section):
         if self.train.albumentations and dims != 2:
             raise ValueError("train.albumentations is for 2D models (model.spatial_dims: 2); 3D patches are "
                              "augmented by train.augment")
+        stats = self.data.ct_stats
+        if stats is not None and isinstance(stats[0], tuple) and len(stats) != self.model.in_channels:
+            raise ValueError(f"data.ct_stats lists {len(stats)} channels but model.in_channels is "
+                             f"{self.model.in_channels}; give one [lower, upper, mean, std] per channel or one for all")
         outside = [label for label in self.infer.keep_largest if label >= self.model.num_classes]
         if outside:
             raise ValueError(f"infer.keep_largest names label {outside[0]}, but model.num_classes is "

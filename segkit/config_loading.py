@@ -240,11 +240,13 @@ def _first_problem(errors: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
     error per branch of a union), and how many fields have errors."""
     fields = list(dict.fromkeys(_field_of(tuple(e["loc"])) for e in errors))
     mine = [e for e in errors if _field_of(tuple(e["loc"])) == fields[0]]
-    best = dict(next((e for e in mine if e["type"] not in _WRONG_KIND), mine[0]))
+    telling = [e for e in mine if e["type"] not in _WRONG_KIND] or mine
+    best = dict(max(telling, key=lambda e: len(e["loc"])))  # the union branch that got furthest into the value
+    siblings = [e for e in mine if tuple(e["loc"][:-1]) == tuple(best["loc"][:-1])]
     best["loc"] = tuple(part for part in best["loc"] if not _is_branch(part))
     given = best.get("input")
     if best["type"] == "missing" and best["loc"] and isinstance(best["loc"][-1], int) and isinstance(given, list):
-        needed = len(given) + sum(e["type"] == "missing" for e in mine)  # one error per missing item
+        needed = len(given) + sum(e["type"] == "missing" for e in siblings)  # one error per missing item
         best.update(loc=best["loc"][:-1], type="value_count", msg=f"has {len(given)} value(s) but needs {needed}")
     best["msg"] = re.sub(r"Tuple should have at most (\d+) items after validation", r"should have at most \1 values",
                          best["msg"].replace("a valid tuple", "a list"))

@@ -203,6 +203,8 @@ def test_a_binary_file_as_config_is_one_line(tmp_path: Path) -> None:
     ("data.spacing=[0,1,1]", "data.spacing.0: Input should be greater than 0; or it may be 'auto' (got 0)"),
     ("model.strides=[[2,0],2,2,2,2]", "model.strides.0.1: Input should be greater than 0 (got 0)"),
     ("data.window=[1]", "data.window: has 1 value(s) but needs 2 (got [1])"),
+    ("data.ct_stats=[1,2]", "data.ct_stats: has 2 value(s) but needs 4 (got [1, 2])"),
+    ("data.ct_stats=[[1,2,3,4],[1,2,3]]", "data.ct_stats.1: has 3 value(s) but needs 4 (got [1, 2, 3])"),
 ])
 def test_errors_in_a_union_name_the_key_without_the_schemas_type_names(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -24,8 +24,11 @@ def resolve_from_fingerprint(cfg: DataCfg, fingerprint: Fingerprint | None) -> D
     if needs_spacing:
         updates["spacing"] = tuple(round(float(s), 4) for s in fingerprint.spacing_median)
     if needs_stats:
-        stats = fingerprint.intensity[0]
-        if stats.p0_5 is None or not stats.std:
-            raise DataError(f"{cfg.root}: no foreground voxels to derive data.ct_stats from; give it explicitly")
-        updates["ct_stats"] = (stats.p0_5, stats.p99_5, stats.mean, stats.std)
+        per_channel = []
+        for channel, stats in enumerate(fingerprint.intensity):  # nnU-Net: each channel its own statistics
+            if stats.p0_5 is None or not stats.std:
+                raise DataError(f"{cfg.root}: no foreground voxels in channel {channel} to derive data.ct_stats "
+                                "from; give it explicitly")
+            per_channel.append((stats.p0_5, stats.p99_5, stats.mean, stats.std))
+        updates["ct_stats"] = per_channel[0] if len(per_channel) == 1 else tuple(per_channel)
     return cfg.model_copy(update=updates) if updates else cfg

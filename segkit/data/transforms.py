@@ -20,6 +20,7 @@ from monai import transforms as mt
 from segkit.config import AugmentCfg, Config, DataCfg
 from segkit.data.cache import DiskCached
 from segkit.data.host_loading import ToDeviceAsFloatd, load_channel_first
+from segkit.data.intensity import PerChannelClipZScored
 from segkit.errors import ConfigError
 from segkit.io.nifti_reader import NiftiReader
 from segkit.io.sitk_reader import SimpleITKReader
@@ -32,7 +33,8 @@ MAX_INDICES_PER_CLASS = 50_000  # bounds cached sampling indices per class (dete
 def _intensity(cfg: DataCfg) -> mt.MapTransform:
     """``window``: clip to the window, scale to [0, 1]; ``ct`` (nnU-Net): clip to the dataset's foreground
     0.5–99.5 percentiles, then z-score with its foreground mean and std (one linear map with clipping);
-    ``mri``: z-score each channel over its non-zero voxels."""
+    ``mri``: z-score each channel over its non-zero voxels. ``ct`` with statistics per channel clips and z-scores
+    each channel with its own."""
     if cfg.normalize == "window":
         low, high = cfg.window
         return mt.ScaleIntensityRanged(IMAGE, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
@@ -40,7 +42,9 @@ def _intensity(cfg: DataCfg) -> mt.MapTransform:
         if cfg.ct_stats is None:
             raise ConfigError("data.ct_stats: needed for data.normalize: ct; training fills it from the dataset "
                               "fingerprint, or give [lower, upper, mean, std]")
-        low, high, mean, std = cfg.ct_stats
+        if len(cfg.ct_stats_per_channel) > 1:
+            return PerChannelClipZScored(IMAGE, cfg.ct_stats_per_channel)
+        low, high, mean, std = cfg.ct_stats_per_channel[0]
         return mt.ScaleIntensityRanged(IMAGE, a_min=low, a_max=high, b_min=(low - mean) / std,
                                        b_max=(high - mean) / std, clip=True)
     return mt.NormalizeIntensityd(IMAGE, nonzero=True, channel_wise=True)

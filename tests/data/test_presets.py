@@ -65,3 +65,32 @@ def test_ct_normalisation_clips_and_standardises(tiny_dataset: Path) -> None:
 def test_ct_without_stats_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"data\.ct_stats"):
         prediction_transforms(DataCfg(normalize="ct"))
+
+
+def test_ct_stats_are_derived_and_applied_per_channel(tmp_path: Path) -> None:
+    """nnU-Net normalises each channel with its own statistics: the second channel's intensities differ, and
+    channel 0's range would clip it to a constant."""
+    root = tmp_path / "two"
+    write_dataset(root, cases=4, seed=2, size_dhw=(8, 24, 24), test_cases=1, layout="nnunet", channels=2)
+    _, fingerprint = check_dataset(root, "nnunet")
+    resolved = resolve_from_fingerprint(DataCfg(root=root, spacing=None, normalize="ct"), fingerprint)
+    assert len(resolved.ct_stats) == 2 and resolved.ct_stats[0] != resolved.ct_stats[1]
+    channels = sorted((root / "imagesTr").glob("*_000[01].nii.gz"))[:2]
+    image = prediction_transforms(resolved)({"image": [str(p) for p in channels]})["image"]
+    for channel, (path, (low, high, mean, std)) in enumerate(zip(channels, resolved.ct_stats, strict=True)):
+        raw = torch.as_tensor(sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32))
+        expected = ((raw.clamp(low, high) - mean) / std).flatten().sort().values
+        torch.testing.assert_close(image[channel].as_tensor().flatten().sort().values, expected)
+        assert float(image[channel].std()) > 0.5  # not clipped flat by another channel's range
+
+
+def test_per_channel_ct_stats_must_list_every_channel() -> None:
+    from segkit.config import load_config
+
+    two = "data.ct_stats=[[0, 100, 50, 10], [200, 400, 300, 20]]"
+    assert load_config("demo_unet_resnet34", [two, "model.in_channels=2"]).data.ct_stats[1] == (200, 400, 300, 20)
+    with pytest.raises(ConfigError, match=r"data.ct_stats lists 2 channels but model.in_channels is 1"):
+        load_config("demo_unet_resnet34", [two])
+    with pytest.raises(ConfigError, match=r"lower < upper"):
+        load_config("demo_unet_resnet34", ["data.ct_stats=[[0, 100, 50, 10], [400, 200, 300, 20]]",
+                                           "model.in_channels=2"])
