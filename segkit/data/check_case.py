@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -20,6 +21,16 @@ from segkit.data.check_results import CaseReport, Problem
 from segkit.data.fingerprint import CaseStats, sample_foreground
 
 Grid = tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]  # size, spacing, origin, direction
+
+
+def world_axis_order(direction: np.ndarray) -> tuple[int, ...]:
+    """For each world axis (x, y, z), the array axis closest to it: the order of the array's axes once it is
+    reoriented (``data.orientation`` RAS or LPS; nibabel's ``io_orientation``, which MONAI's Orientation uses)."""
+    dims = direction.shape[0]
+    affine = np.eye(dims + 1)
+    affine[:dims, :dims] = direction
+    world_of_array_axis = nib.orientations.io_orientation(affine)[:, 0].astype(int)
+    return tuple(int(np.flatnonzero(world_of_array_axis == w)[0]) for w in range(dims))
 
 
 @dataclass(frozen=True)
@@ -160,7 +171,9 @@ class CaseCheck(FileChecks, ABC):
 
     def _stats(self, image: sitk.Image, channels: list[tuple[sitk.Image, np.ndarray]], label: np.ndarray | None,
                counts: dict[int, int]) -> CaseStats:
-        size, spacing, _, _ = self._grid(image)
+        size, spacing, _, direction = self._grid(image)
+        order = world_axis_order(direction)  # as training sees the image: reoriented, axes in x, y, z order
+        size, spacing = tuple(size[a] for a in order), spacing[list(order)]
         sample: list[list[float]] = []
         for _, array in channels:  # the same voxels of every channel file: the draw is seeded by the case id
             sample += [[] for _ in range(array.shape[0])] if label is None else sample_foreground(array, label,

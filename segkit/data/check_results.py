@@ -14,8 +14,9 @@ from segkit.data.fingerprint import CaseStats
 from segkit.io.atomic import atomic_write_text
 
 # 2: NIfTI headers whose qform and sform disagree are refused; 3: a multi-channel case is one entry (its channel
-# files compared with the first, statistics of every channel), 2D cases, the label bound says who declares it
-CACHE_VERSION = 3
+# files compared with the first, statistics of every channel), 2D cases, the label bound says who declares it;
+# 4: spacing and shape statistics in the reoriented x, y, z order (were the file's array-axis order)
+CACHE_VERSION = 4
 
 Severity = Literal["error", "warning"]
 

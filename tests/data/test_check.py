@@ -487,3 +487,19 @@ def test_a_multi_channel_case_reports_its_label_once_and_samples_every_channel(t
     assert fingerprint.num_cases == 1 and [s.samples for s in fingerprint.intensity] == [foreground.sum()] * 2
     for stats, channel in zip(fingerprint.intensity, channels, strict=True):
         assert stats.median == pytest.approx(np.median(channel[foreground]))
+
+
+def test_spacing_and_shape_statistics_are_in_the_reoriented_axis_order(root: Path) -> None:
+    """A case stored z-first (its affine saying so) is the same volume to training, which reorients it: the
+    fingerprint behind ``spacing: auto`` must see x, y, z spacings, not the file's array order."""
+    before = compute_fingerprint(_check(root).stats, NUM_CLASSES).as_dict()
+    for relative in TR:
+        path = root / relative
+        stored = nib.load(str(path))
+        swapped = stored.as_reoriented(np.array([[2, 1], [1, 1], [0, 1]]))  # array axes z, y, x
+        assert swapped.shape == stored.shape[::-1]
+        nib.save(swapped, str(path))
+    after = compute_fingerprint(_check(root).stats, NUM_CLASSES).as_dict()
+    assert all(after["spacing"][k] == pytest.approx(before["spacing"][k]) for k in ("median", "p10", "p90"))
+    assert after["shape"] == before["shape"]
+    assert before["spacing"]["median"][2] > 2 * before["spacing"]["median"][0]  # anisotropic, so order matters
