@@ -44,6 +44,10 @@ def _declared(manifest: dict, source: Path) -> tuple[int, int, str]:
         raise DataError(f"{source}: 'labels' must map names to values, e.g. {{\"background\": 0, \"organ\": 1}}")
     if not isinstance(ending, str) or not ending.startswith("."):
         raise DataError(f"{source}: 'file_ending' must be a suffix such as \".nii.gz\"")
+    if "ignore" in labels:  # nnU-Net v2 leaves these voxels out of the loss; segkit would train them as a class
+        raise DataError(f"{source}: label 'ignore' ({labels['ignore']!r}) marks voxels nnU-Net leaves out of "
+                        "training, which segkit does not support — set those voxels to a class (e.g. background 0) "
+                        "in the label maps and remove 'ignore' from 'labels'")
     values = sorted(v for v in labels.values() if isinstance(v, int) and not isinstance(v, bool))
     if len(values) != len(labels):
         region = next(name for name, v in labels.items() if not isinstance(v, int) or isinstance(v, bool))

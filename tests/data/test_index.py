@@ -64,6 +64,8 @@ def test_nnunet_missing_label_is_an_error(nnunet_dataset: Path, tmp_path: Path) 
     ({"background": 0, "organ": 1, "whole": [1, 2]}, r"label 'whole' is \[1, 2\], not one integer — segkit trains one "
                                                       r"class per label value, not nnU-Net regions"),
     ({"background": 0, "organ": 2}, r"'labels' values are \[0, 2\]; they must be 0, 1, … 1 \(background 0\)"),
+    ({"background": 0, "organ": 1, "ignore": 2}, r"label 'ignore' \(2\) marks voxels nnU-Net leaves out of training, "
+                                                  r"which segkit does not support — set those voxels to a class"),
 ])
 def test_nnunet_labels_must_be_one_value_each_from_zero(nnunet_dataset: Path, tmp_path: Path, labels: dict,
                                                         message: str) -> None:
