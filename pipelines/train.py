@@ -265,6 +265,10 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     model = build_model(cfg.model)
     index = load_dataset(cfg.data.root, cfg.data.format)
     check_trainable(cfg, model.size_divisor, index, env.world)
+    if cfg.train.albumentations:  # imported only then: albumentations takes a second to import
+        from segkit.data.albu import check_on_a_patch
+
+        check_on_a_patch(list(cfg.train.albumentations), cfg.model.in_channels, cfg.train.patch_size, cfg.seed)
     cfg = checked_config(cfg, index, console)
     data = cfg.data
     train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,

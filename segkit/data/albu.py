@@ -63,3 +63,28 @@ class Albumentationsd(MapTransform, Randomizable):
         out[self.image_key] = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result["image"], -1, 0)))
         out[self.label_key] = torch.from_numpy(np.ascontiguousarray(result["mask"]))[None]
         return out
+
+
+def check_on_a_patch(specs: list[Any], channels: int, patch_size: tuple[int, ...], seed: int = 0) -> None:
+    """Apply each transform (always) to a random float32 patch of the model's channels holding negative values,
+    as normalised images do (``data.normalize`` ct/mri, or window after ``train.augment.noise``). A transform that
+    fails there, or returns NaN or infinite values, is a :class:`ConfigError` naming its entry — before training
+    starts, not mid-run."""
+    build_pipeline(specs)  # names and parameters first, each error naming its entry
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal((*patch_size, channels)).astype(np.float32)
+    mask = (rng.random(patch_size) > 0.5).astype(np.uint8)
+    for index, spec in enumerate(specs):
+        key = f"train.albumentations[{index}] ({spec.name})"
+        transform = A.Compose([getattr(A, spec.name)(p=1.0, **spec.params)])
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = transform(image=image.copy(), mask=mask.copy())["image"]
+        except Exception as exc:  # albumentations raises many types; the reason is reported, not lost
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"{key}: fails on a {channels}-channel float32 patch ({reason[:160]}); remove it or "
+                              "use a transform that takes such images") from None
+        if not np.isfinite(result).all():
+            raise ConfigError(f"{key}: gives NaN or infinite values on negative intensities, which normalised images "
+                              "hold; remove it (for gamma, use train.augment.gamma, which rescales first)")
