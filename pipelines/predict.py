@@ -270,7 +270,7 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
         settings["keep_largest"] = sorted(set(cfg.infer.keep_largest))  # a set of labels: order does not matter
     jobs, results = _plan(cases, output_dir, manifest, settings, options)
     skipped = sum(r.status == "skipped" for r in results)
-    shards = f" × {env.world} processes" if env.distributed else ""
+    shards = f" (rank 0's share; {env.world} processes in all)" if env.distributed else ""
     weights = ckpts[0].path if len(ckpts) == 1 else f"an ensemble of {len(ckpts)} checkpoints"
     console.print(escape(f"predicting {len(jobs)} case(s) with {weights} on {device}{shards}")
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))

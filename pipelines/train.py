@@ -259,7 +259,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     """Train the configured model (or continue the run in ``run_dir`` with ``resume``); writes ``best/``,
     ``last/``, ``metrics.jsonl`` and ``curves.png`` under ``run_dir``. Under torchrun, runs DDP."""
     env = dist_env()
-    console = console or Console(quiet=not env.is_main)
+    console = (console or Console()) if env.is_main else Console(quiet=True)  # under torchrun rank 0 speaks
     cfg = _absolute_paths(cfg)
     seed_everything(cfg.seed)
     model = build_model(cfg.model)

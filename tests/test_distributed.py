@@ -79,6 +79,7 @@ def test_gpus_flag_launches_torchrun_with_the_same_command(tiny_dataset: Path, t
     out, err = capfd.readouterr()  # the launcher's line and the ranks' output (file descriptors)
     assert code == 0, out[-2000:] + err[-2000:]
     assert "training on CPU with gloo" in out
+    assert out.count("training resnet18 UNet on") == 1  # rank 0 speaks; rank 1 is quiet
     assert (tmp_path / "run" / "last" / "resume.pt").is_file()
     steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "step"]
     assert steps == [1, 2]

@@ -163,6 +163,8 @@ def test_two_processes_shard_the_cases_and_write_each_exactly_once(checkpoint: P
     assert {r["rank"] for r in lines} == {0, 1} and all(r["status"] == "written" for r in lines)
     assert not list(out.glob("manifest.rank*.jsonl"))  # parts merged
     assert run.stdout.count("4 written, 0 skipped, 0 failed") == 1  # one table, from rank 0
+    flat = " ".join(run.stdout.split())  # rich wraps lines at 80 columns
+    assert flat.count("predicting 2 case(s)") == 1 and "(rank 0's share; 2 processes in all)" in flat
     for path in inputs.iterdir():
         assert nib.load(str(out / path.name)).shape == nib.load(str(path)).shape
 
