@@ -101,7 +101,8 @@ class Predictor:
             out, self.settings = logits_with_fallbacks(self.model, volume, self.settings, self.amp_dtype)
             return out
 
-        axes = [a for a in self.cfg.infer.tta_axes if a < batch.ndim - 2]
+        axes = [a for a in self.cfg.infer.tta_axes if a < batch.ndim - 2  # slices are predicted apart, so
+                and not (self.cfg.slices_volumes and a == self.cfg.data.slice_axis)]  # flipping their order is moot
         return (mirrored_logits(window, batch, axes) if self.tta else window(batch))[0]
 
     @torch.no_grad()

@@ -68,3 +68,27 @@ def test_out_of_memory_halves_the_batch_then_stitches_on_the_host(monkeypatch: p
     cpu_image = SimpleNamespace(device=SimpleNamespace(type="cpu"))
     with pytest.raises(torch.OutOfMemoryError):  # nothing to fall back to on the host
         logits_with_fallbacks(nn.Identity(), cpu_image, WindowSettings((8, 8, 8), 0.5, 8))
+
+
+@pytest.mark.parametrize(("dims", "expected"), [(2, [0, 1]), (3, [0, 1, 2])])
+def test_tta_of_a_slice_wise_model_leaves_out_the_slice_axis(dims: int, expected: list[int],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slices are predicted one by one, so mirroring their order gives the same logits at twice the cost."""
+    import segkit.inference.predictor as predictor_module
+    from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
+    from segkit.inference.predictor import Predictor
+    from segkit.models import build_model
+
+    window = (32,) * dims
+    cfg = Config(data=DataCfg(slice_axis=2), train=TrainCfg(patch_size=window), infer=InferCfg(roi_size=window),
+                 model=ModelCfg(spatial_dims=dims, encoder="resnet18", decoder_channels=(16, 8, 8, 4, 4)))
+    mirrored: list[list[int]] = []
+
+    def recording(predict, image, axes):
+        mirrored.append(list(axes))
+        return mirrored_logits(predict, image, axes)
+
+    monkeypatch.setattr(predictor_module, "mirrored_logits", recording)
+    predictor = Predictor(build_model(cfg.model).eval(), cfg, torch.device("cpu"), tta=True)
+    assert predictor.logits(torch.randn(1, 24, 20, 4)).shape == (4, 24, 20, 4)
+    assert mirrored == [expected]
