@@ -93,9 +93,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from segkit.data.index import detect_layout
     from segkit.pipelines.data_check import run_data_check
 
-    result = run_data_check(args.dataset, args.format, args.json, console, args.dims)
+    layout = args.format or detect_layout(args.dataset)
+    result = run_data_check(args.dataset, layout, args.json, console, args.dims)
     for problem in result.problems:  # the table above wraps; here each problem is one line on stderr
         _print_error(f"{problem.file}: {problem.message}", problem.severity)
     return 0 if result.ok else 1
@@ -265,7 +267,9 @@ def _add_data_config_models(sub: argparse._SubParsersAction) -> None:
     _add_synth(data)
     check = data.add_parser("check", help="check a dataset's files and print its fingerprint")
     check.add_argument("dataset", type=Path, help="dataset folder")
-    check.add_argument("--format", choices=("msd", "nnunet", "folder"), default="msd", help="layout (default msd)")
+    check.add_argument("--format", choices=("msd", "nnunet", "folder"),
+                       help="layout (default: detected — nnunet or msd by dataset.json, folder by dataset.csv or "
+                            "images/)")
     check.add_argument("--json", type=Path, help="report path (default DATASET/segkit_fingerprint.json)")
     check.add_argument("--dims", type=int, choices=(2, 3),
                        help="check as 2D image files or 3D volumes (default: 2 when every image is PNG or TIFF)")

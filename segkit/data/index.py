@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from segkit.data.cases import DatasetIndex
@@ -21,3 +22,20 @@ def load_dataset(root: Path, layout: str) -> DatasetIndex:
     if not Path(root).is_dir():
         raise DataError(f"data.root {root}: no such folder (create demo data with 'segkit data synth --out DIR')")
     return LAYOUTS[layout](Path(root))
+
+
+def detect_layout(root: Path) -> str:
+    """The layout of the dataset at ``root``: ``nnunet`` for a dataset.json with ``channel_names`` or
+    ``file_ending``, ``msd`` for another dataset.json, ``folder`` for a ``dataset.csv`` or an ``images/`` folder;
+    ``msd`` when nothing tells (its error then says what is missing)."""
+    root = Path(root)
+    manifest = root / "dataset.json"
+    if manifest.is_file():
+        try:
+            declared = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return "msd"  # reading it as MSD reports the problem with the file
+        return "nnunet" if isinstance(declared, dict) and {"channel_names", "file_ending"} & declared.keys() else "msd"
+    if (root / "dataset.csv").is_file() or (root / "images").is_dir():
+        return "folder"
+    return "msd"

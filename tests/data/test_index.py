@@ -182,3 +182,19 @@ def test_a_dataset_without_training_cases_is_an_error(layout: str, tmp_path: Pat
     assert str(caught.value) == expected
     assert main(["data", "check", str(root), "--format", name]) == 1
     assert capsys.readouterr().err.strip() == f"error: {expected}"
+
+
+def test_data_check_detects_the_layout(tiny_dataset: Path, nnunet_dataset: Path, tmp_path: Path) -> None:
+    from segkit.cli import main
+    from segkit.data.index import detect_layout
+
+    folder = tmp_path / "png"
+    write_dataset(folder, cases=4, seed=0, size_dhw=(4, 32, 32), test_cases=1, layout="folder", dims=2)
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "dataset.csv").write_text("image,label\n")
+    assert [detect_layout(p) for p in (tiny_dataset, nnunet_dataset, folder, csv, tmp_path / "none")] == [
+        "msd", "nnunet", "folder", "folder", "msd"]
+    report = tmp_path / "report.json"
+    assert main(["data", "check", str(folder), "--json", str(report)]) == 0  # no --format: was read as MSD
+    assert json.loads(report.read_text())["fingerprint"]["num_cases"] == 3
