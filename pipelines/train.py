@@ -212,6 +212,14 @@ RESUME_MAY_CHANGE = {
 }
 
 
+def _warn_on_other_processes(saved: int, now: int, batch_size: int, console: Console) -> None:
+    """A run resumed on another number of processes goes on with another global batch and sample streams."""
+    if saved != now:
+        console.print(f"warning: this run trained on {saved} process(es) (global batch {saved * batch_size}); "
+                      f"resumed on {now}, it goes on with a global batch of {now * batch_size} and other sample "
+                      f"streams — resume with --gpus {saved} (torchrun) to continue it exactly", style="yellow")
+
+
 def _say_complete(trainer: Trainer, run_dir: Path, console: Console) -> None:
     """What a resume of a finished run says instead of training on."""
     why = "train.stop_at_dice reached" if trainer.reached_target() else \
@@ -296,6 +304,7 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
                           sync=lambda: broadcast_buffers(opt.module, opt.ema))
         if resume:
             _resume_into(trainer, run_dir, console, cfg, env.is_main)
+            _warn_on_other_processes(trainer.state.processes, env.world, cfg.train.batch_size, console)
             log.truncate_after(trainer.state.global_step)
             if trainer.is_finished():
                 _say_complete(trainer, run_dir, console)
@@ -304,6 +313,7 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
             console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on "
                           f"{len(val_cases)} ({device}{f' × {env.world} processes' if env.distributed else ''}); "
                           f"run dir {run_dir}")
+        trainer.state.processes = env.world
         loader = training_loader(cfg, train_cases, trainer.state.global_step, env.rank, env.world)
         state = trainer.fit(loader)
     barrier()

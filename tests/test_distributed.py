@@ -83,3 +83,9 @@ def test_gpus_flag_launches_torchrun_with_the_same_command(tiny_dataset: Path, t
     assert (tmp_path / "run" / "last" / "resume.pt").is_file()
     steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "step"]
     assert steps == [1, 2]
+    # resumed as one process: it goes on, and says the global batch and sample streams change
+    assert main(["train", "--resume", str(tmp_path / "run"), "--set", "train.epochs=2"]) == 0
+    said = " ".join(capfd.readouterr().out.split())
+    assert "warning: this run trained on 2 process(es) (global batch 4); resumed on 1, it goes on with a global " \
+           "batch of 2" in said
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "step"] == [1, 2, 3, 4]

@@ -39,6 +39,7 @@ class TrainState:
     epoch_loss_sum: float = 0.0
     epoch_steps: int = 0
     epoch_seconds: float = 0.0
+    processes: int = 1  # ranks the run trains on: the global batch and the sample streams depend on it
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
