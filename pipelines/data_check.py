@@ -18,7 +18,7 @@ from rich.table import Table
 from segkit.data.cache import default_cache_dir
 from segkit.data.cases import Case, DatasetIndex
 from segkit.data.check import CheckResult, LabelBound, Problem, check_cases
-from segkit.data.check_2d import planar_files
+from segkit.data.check_2d import image_channels, planar_files
 from segkit.data.fingerprint import Fingerprint, compute_fingerprint
 from segkit.data.index import load_dataset
 from segkit.errors import DataError
@@ -179,7 +179,7 @@ def _dims_of(index: DatasetIndex, image_dims: int | None) -> int:
 
 
 def _check(root: Path, index: DatasetIndex, model_classes: int | None, dims: int) -> CheckResult:
-    return check_cases(index.training + index.test, _label_bound(index, model_classes), index.channels,
+    return check_cases(index.training + index.test, _label_bound(index, model_classes), image_channels(index, dims),
                        _cache_path(root), optional_labels={case.case_id for case in index.test}, image_dims=dims)
 
 

@@ -15,6 +15,7 @@ from segkit.pipelines.predict_inputs import InputProblem, collect_inputs, group_
 
 from segkit.config import Config
 from segkit.data.cases import Case
+from segkit.data.check_2d import PLANAR_SUFFIXES
 from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_weights
 from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
 from segkit.engine.metrics import label_volumes_ml
@@ -32,7 +33,7 @@ from segkit.inference.manifest import (
 from segkit.inference.pipeline import Outcome, Stages, run_pipeline
 from segkit.inference.postprocess import keep_largest_components
 from segkit.inference.predictor import Prediction, Predictor
-from segkit.io.atomic import prove_writable, remove_stale_temps
+from segkit.io.atomic import full_suffix, prove_writable, remove_stale_temps
 from segkit.io.image_io import read_image_array, write_like, write_probabilities
 from segkit.io.side_files import preview_path, probabilities_path
 from segkit.models import build_model
@@ -119,12 +120,32 @@ def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dic
 
 
 def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray) -> None:
-    """Three orthogonal slices through the largest predicted structure, with the overlay (``--preview``)."""
+    """Three orthogonal slices through the largest predicted structure (one panel for a 2D image), with the
+    overlay (``--preview``). Any failure becomes one line naming the preview (a DataError: it fails this case
+    only, never the batch)."""
     from segkit.report.preview import write_preview
 
-    image, _ = read_image_array(job.case.image)
-    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-    write_preview(preview_path(job.target), image, labels, spacing, title=job.case.case_id)
+    target = preview_path(job.target)
+    try:
+        image, _ = read_image_array(job.case.image)
+        spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:-1, :-1], axis=0)  # 4×4 in 3D, 3×3 in 2D
+        write_preview(target, image, labels, spacing, title=job.case.case_id)
+    except (SegkitError, OSError):
+        raise
+    except Exception as exc:  # matplotlib and numpy raise many types
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(f"{target}: cannot draw the preview ({type(exc).__name__}: {reason}); the label map "
+                        f"{job.target.name} was written — run again without --preview to record it as written"
+                        ) from None
+
+
+def _stored_order(job: Job, probabilities: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and affine as saved: voxel order (i, j, k) for volumes; for a PNG or TIFF input (rows,
+    columns), as imaging libraries (PIL, imageio, scikit-image) read the file, and the affine's index columns
+    swapped to match."""
+    if probabilities.ndim != 3 or full_suffix(job.case.image).lower() not in PLANAR_SUFFIXES:
+        return probabilities, affine
+    return probabilities.transpose(0, 2, 1), np.asarray(affine)[:, [1, 0, *range(2, np.asarray(affine).shape[1])]]
 
 
 def _remove_stale_side_files(job: Job, probabilities: bool, preview: bool) -> None:
@@ -148,7 +169,8 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Co
         try:  # every file is written atomically: a failed write leaves no partial file under a final name
             write_like(prediction.labels, job.case.image, job.target, level)
             if prediction.probabilities is not None:
-                write_probabilities(probabilities_path(job.target), prediction.probabilities, affine)
+                write_probabilities(probabilities_path(job.target), *_stored_order(job, prediction.probabilities,
+                                                                                   affine))
             if options.preview:
                 write_case_preview(job, prediction.labels, affine)
             if job.redo:  # an earlier run's probabilities or preview would no longer match the label map
@@ -216,7 +238,7 @@ def run_prediction(checkpoint: Path | Sequence[Path], inputs: list[str], output_
         raise DataError(f"--output {output_dir} is an input folder; write predictions to another folder")
     ckpts, cfg, model = load_models([checkpoint] if isinstance(checkpoint, Path | str) else list(checkpoint))
     cfg = _config_for(cfg, options)
-    cases, problems = group_channels(sources, cfg.model.in_channels)
+    cases, problems = group_channels(sources, cfg.model.in_channels, cfg.data.image_dims)
     if problems and not cases:  # nothing to predict: stop before --output is created
         others = f" ({len(problems) - 1} other input(s) cannot be predicted either)" if len(problems) > 1 else ""
         raise DataError(problems[0].message + others)

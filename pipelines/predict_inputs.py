@@ -16,7 +16,7 @@ from pathlib import Path
 from segkit.data.cases import Case, case_id_of
 from segkit.data.nnunet import CHANNEL_FILE
 from segkit.errors import DataError
-from segkit.io.atomic import full_suffix
+from segkit.io.atomic import IMAGE_SUFFIXES, full_suffix
 from segkit.io.image_io import header_shape, is_image_file
 
 
@@ -47,7 +47,7 @@ def collect_inputs(items: list[str]) -> list[Path]:
             found += matches
     unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in found))
     if not unique:
-        raise DataError(f"no image files (.nii.gz, .nii, .nrrd, .mha) found in {', '.join(items)}")
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(items)}")
     return unique
 
 
@@ -59,10 +59,11 @@ def single_channel_id(path: Path) -> str:
     return match["case"] if match is not None and match["channel"] == "0000" else name
 
 
-def group_channels(files: list[Path], channels: int) -> tuple[list[Case], list[InputProblem]]:
+def group_channels(files: list[Path], channels: int, image_dims: int = 3) -> tuple[list[Case], list[InputProblem]]:
     """The cases, and the inputs that cannot be predicted. One file per case for one-channel models; for
-    multi-channel models nnU-Net style ``CASE_XXXX`` files grouped per case, or one 4D file holding every channel
-    (MSD style). Broken links and case ids that more than one input would produce are problems too."""
+    multi-channel models nnU-Net style ``CASE_XXXX`` files grouped per case, or one file holding every channel
+    on a last axis (a 4D volume, MSD style; for ``image_dims`` 2, a colour image such as an RGB PNG). Broken
+    links and case ids that more than one input would produce are problems too."""
     cases, problems, grouped = [], [], {}
     for path in files:
         if path.is_symlink() and not path.exists():
@@ -73,7 +74,7 @@ def group_channels(files: list[Path], channels: int) -> tuple[list[Case], list[I
         elif (match := CHANNEL_FILE.match(case_id_of(path))) is not None:
             grouped.setdefault(match["case"], {})[int(match["channel"])] = path
         else:
-            case, problem = _all_channels_in_one_file(path, channels)
+            case, problem = _all_channels_in_one_file(path, channels, image_dims)
             cases += [case] if case else []
             problems += [problem] if problem else []
     for case_id, by_channel in grouped.items():
@@ -88,15 +89,17 @@ def group_channels(files: list[Path], channels: int) -> tuple[list[Case], list[I
     return kept, problems + clashes
 
 
-def _all_channels_in_one_file(path: Path, channels: int) -> tuple[Case | None, InputProblem | None]:
+def _all_channels_in_one_file(path: Path, channels: int, image_dims: int = 3
+                              ) -> tuple[Case | None, InputProblem | None]:
     try:
         shape = header_shape(path)
     except DataError as exc:
         return None, InputProblem(case_id_of(path), path, str(exc))
-    if len(shape) == 4 and shape[3] == channels:
+    if len(shape) == image_dims + 1 and shape[image_dims] == channels:
         return Case(case_id_of(path), path), None
+    one_file = f"one {image_dims + 1}D file" if image_dims == 3 else "one image with that many components (RGB: 3)"
     return None, InputProblem(case_id_of(path), path, f"{path}: the model takes {channels} channels — name inputs "
-                              f"CASE_0000 … CASE_{channels - 1:04d}, one file per channel, or give one 4D file with "
+                              f"CASE_0000 … CASE_{channels - 1:04d}, one file per channel, or give {one_file} with "
                               f"{channels} channels (this one is {'×'.join(map(str, shape))})")
 
 

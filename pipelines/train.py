@@ -17,6 +17,7 @@ from torch.utils.data import Subset
 
 from segkit.config import Config, config_to_dict, load_config
 from segkit.data.cases import DatasetIndex
+from segkit.data.check_2d import image_channels
 from segkit.data.index import load_dataset
 from segkit.data.loaders import training_loader, validation_dataset
 from segkit.data.presets import resolve_from_fingerprint
@@ -73,9 +74,10 @@ def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIn
     if index.num_classes is not None and index.num_classes != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but the dataset at {cfg.data.root} "
                           f"declares {index.num_classes} labels; set model.num_classes: {index.num_classes}")
-    if index.channels is not None and index.channels != cfg.model.in_channels:
+    channels = image_channels(index, cfg.data.image_dims)  # 2D colour images: their components (RGB: 3)
+    if channels is not None and channels != cfg.model.in_channels:
         raise ConfigError(f"model.in_channels is {cfg.model.in_channels} but the dataset at {cfg.data.root} "
-                          f"has {index.channels} channel(s); set model.in_channels: {index.channels}")
+                          f"has {channels} channel(s); set model.in_channels: {channels}")
 
 
 def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config:

@@ -158,5 +158,5 @@ def test_a_file_of_a_format_segkit_does_not_read_fails_alone_with_the_fix(random
     sitk.WriteImage(sitk.ReadImage(str(good)), str(analyze))
     done = _predict(random_checkpoint, tmp_path, "--input", "in/good.nii.gz", str(analyze), "--output", "out")
     assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
-    assert f"{analyze}: not an image format segkit reads; it reads NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) and " \
-           "MetaImage (.mha, .mhd) — convert the file to NIfTI, e.g. with SimpleITK" in done.stderr
+    assert f"{analyze}: not an image format segkit reads (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd, .png, .tif, " \
+           ".tiff) — convert the file to NIfTI, e.g. with SimpleITK" in done.stderr

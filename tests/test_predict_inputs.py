@@ -100,3 +100,24 @@ def test_output_path_stays_inside_and_never_overwrites_an_input(tmp_path: Path) 
     (tmp_path / "link.nii.gz").symlink_to(tmp_path / "x.nii.gz")  # through a link, still the input's file
     with pytest.raises(DataError, match="would overwrite the input"):
         output_path_for(Case("x", tmp_path / "link.nii.gz"), tmp_path)
+
+
+def test_no_image_files_names_every_suffix_segkit_reads(tmp_path: Path) -> None:
+    from segkit.io.atomic import IMAGE_SUFFIXES
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError) as raised:
+        collect_inputs([str(tmp_path)])
+    assert str(raised.value) == f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {tmp_path}"
+    assert ".png" in str(raised.value) and ".tiff" in str(raised.value)
+
+
+def test_a_colour_png_is_one_case_for_a_three_channel_2d_model(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    path = tmp_path / "rgb.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 7, 3), np.uint8), isVector=True), str(path))
+    cases, problems = group_channels([path], channels=3, image_dims=2)
+    assert [c.case_id for c in cases] == ["rgb"] and problems == []
+    cases, problems = group_channels([path], channels=3)  # a 3D model wants 4D files
+    assert cases == [] and "this one is 7×5×3" in problems[0].message

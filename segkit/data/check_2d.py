@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from segkit.data.cases import Case
+from segkit.data.cases import Case, DatasetIndex
 from segkit.data.check_case import CaseCheck, Grid
 from segkit.data.check_files import size_text
 from segkit.io.atomic import full_suffix
@@ -20,6 +20,22 @@ from segkit.io.atomic import full_suffix
 PLANAR_SUFFIXES = (".png", ".tif", ".tiff")
 _FIX = {"label": ("label", "image", "save the label with the image's width and height"),
         "channel": ("channel", "first channel", "save every channel with the same width and height")}
+
+
+def image_channels(index: DatasetIndex, image_dims: int) -> int | None:
+    """The image channels of a dataset: as declared (or one file per channel) or, for 2D images stored one file per
+    case, the components per pixel of the first training image (RGB: 3), which every image must then have."""
+    first = index.training[0] if index.training else None
+    if image_dims != 2 or first is None or first.extra_channels:
+        return index.channels
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(first.image))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:  # unreadable: the dataset check reports it
+        return index.channels
+    components = reader.GetNumberOfComponents()
+    return components if components > 1 else index.channels
 
 
 def planar_files(cases: list[Case]) -> bool:
@@ -59,6 +75,10 @@ class PlanarCheck(CaseCheck):
         if self.case.extra_channels and components != 1:
             self._error(path, f"image file holds {components} components but this dataset has one file per channel "
                               "— save each channel as a grey image of its own")
+        elif self.channels is not None and components != self.channels:
+            self._error(path, f"image has {components} component(s) per pixel but the dataset's images have "
+                              f"{self.channels} (as its first training image) — save every image alike: all grey, "
+                              "or all colour (RGB: model.in_channels 3)")
         array = _array_2d(image)
         return array[None] if components == 1 else np.moveaxis(array, -1, 0)
 

@@ -19,6 +19,7 @@ from monai.transforms.io.array import switch_endianness
 from monai.utils import ImageMetaKey, MetaKeys
 
 from segkit.errors import DataError
+from segkit.io.atomic import IMAGE_SUFFIXES
 
 TORCH_SAFE_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
                      torch.float16, torch.float32, torch.float64)
@@ -30,8 +31,8 @@ def load_channel_first(names: str | Sequence[str], readers: Sequence[ImageReader
     names = [names] if isinstance(names, str) else list(names)
     reader = next((r for r in readers if r.verify_suffix(names)), None)
     if reader is None:
-        raise DataError(f"{names[0]}: not an image format segkit reads; it reads NIfTI (.nii, .nii.gz), NRRD "
-                        "(.nrrd, .nhdr) and MetaImage (.mha, .mhd) — convert the file to NIfTI, e.g. with SimpleITK")
+        raise DataError(f"{names[0]}: not an image format segkit reads ({', '.join(IMAGE_SUFFIXES)}) — convert the "
+                        "file to NIfTI, e.g. with SimpleITK")
     array, meta = reader.get_data(reader.read(names))
     meta = switch_endianness(meta, "<")
     meta[ImageMetaKey.FILENAME_OR_OBJ] = names[0]

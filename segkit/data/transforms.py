@@ -58,7 +58,9 @@ def preprocessing(cfg: DataCfg, with_label: bool) -> list[mt.Transform]:
         mt.EnsureChannelFirstd(keys),
     ]
     if cfg.image_dims == 2:  # 2D image files: no patient frame to reorient or resample in
-        return [*chain, _intensity(cfg), mt.EnsureTyped(IMAGE, dtype=torch.float32),
+        from segkit.data.planar import DropUnitDepthd  # (X, Y, 1) files: 2D for the network
+
+        return [*chain, DropUnitDepthd(keys), _intensity(cfg), mt.EnsureTyped(IMAGE, dtype=torch.float32),
                 *([mt.EnsureTyped(LABEL, dtype=torch.uint8)] if with_label else [])]
     chain.append(mt.Orientationd(keys, axcodes=cfg.orientation, labels=None))
     if cfg.spacing == "auto":

@@ -51,7 +51,8 @@ class CaseLoader:
         if not self.device_preprocessing:
             image = _prepare(image, chains[1:], paths[0])
         expected, dims = self.cfg.model.in_channels, self.cfg.data.image_dims
-        if image.shape[0] != expected or image.ndim != dims + 1:
+        stored_flat = dims == 2 and self.device_preprocessing and image.ndim == 4 and image.shape[3] == 1
+        if image.shape[0] != expected or (image.ndim != dims + 1 and not stored_flat):  # (X, Y, 1): squeezed later
             raise DataError(f"{paths[0]}: image has shape {tuple(image.shape)} (channels first) but the model "
                             f"expects {expected} channel(s) and a {dims}D image")
         return image
@@ -67,6 +68,11 @@ class CaseLoader:
         if len(shape) >= dims and (extra in ((), (1,)) or (holds_every_channel and extra == (channels,))):
             return
         size = "×".join(map(str, shape))
+        if dims == 2 and len(shape) == 3 and holds_every_channel:  # e.g. an RGB PNG for a model of other channels
+            raise DataError(f"{path}: image has {shape[2]} components per pixel (size {size}; colour, e.g. RGB) but "
+                            f"the model takes {channels} channel(s) — convert it to "
+                            + ("grey" if channels == 1 else f"{channels} components, or one grey file per channel "
+                               f"(CASE_0000 … CASE_{channels - 1:04d})"))
         if channels > 1:
             raise DataError(f"{path}: image is {len(shape)}D (size {size}) but the model takes {channels} channels of "
                             f"a {dims}D image — one file per channel (CASE_0000, CASE_0001, …) or one file with "

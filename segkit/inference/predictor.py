@@ -110,7 +110,10 @@ class Predictor:
         """The label map (and probabilities if asked) of a loaded image on its original grid."""
         image = self.finish_preprocessing(image)
         logits = self.logits(image).to(self.device)
-        logits = resample_to_grid(logits, image.affine, image.meta["original_affine"], image.meta["spatial_shape"])
+        shape = [int(s) for s in image.meta["spatial_shape"]]
+        if self.cfg.data.image_dims == 2 and len(shape) == 3 and shape[2] == 1 and logits.ndim == 3:
+            logits = logits[..., None]  # a 2D image stored as (X, Y, 1): its prediction keeps that shape
+        logits = resample_to_grid(logits, image.affine, image.meta["original_affine"], shape)
         probabilities = None
         if self.probabilities:
             probabilities = torch.softmax(logits, 0).to(torch.float16).cpu().numpy()

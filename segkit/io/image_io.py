@@ -67,8 +67,8 @@ def header_shape(path: Path) -> tuple[int, ...]:
     except DataError:
         raise
     except Exception as exc:  # readers raise many types for broken headers
-        raise DataError(f"{path}: not a readable image ({_reason(exc)}) — check that it is a NIfTI, NRRD or MHA "
-                        f"image, or {REEXPORT}") from None
+        raise DataError(f"{path}: not a readable image ({_reason(exc)}) — check that it is an image segkit reads "
+                        f"({', '.join(IMAGE_SUFFIXES)}), or {REEXPORT}") from None
     if math.prod(shape) > MAX_VOXELS or max(shape, default=0) > MAX_AXIS:
         size = "×".join(map(str, shape))
         raise DataError(f"{path}: header declares size {size} ({math.prod(shape):.3g} voxels), over the limit of "
@@ -150,7 +150,9 @@ def read_image_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
             array, affine = nifti_array(image).astype(np.float32), np.asarray(image.affine, dtype=np.float64)
         else:
             image = sitk.ReadImage(str(path))
-            array, affine = sitk.GetArrayFromImage(image).T.astype(np.float32), ras_affine(image)
+            array = sitk.GetArrayViewFromImage(image)
+            array = array[..., 0] if image.GetNumberOfComponentsPerPixel() > 1 else array  # e.g. RGB: the first
+            array, affine = array.T.astype(np.float32), ras_affine(image)
     except Exception as exc:  # readers raise many types for broken files
         raise DataError(f"{path}: cannot read image ({_reason(exc)}) — {REEXPORT}") from None
     while array.ndim > 3:

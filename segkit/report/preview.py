@@ -3,6 +3,7 @@
 The slices pass through a voxel of the largest connected foreground structure (any label > 0), so a
 preview shows the prediction, not empty background. Rendering uses ``matplotlib.figure.Figure`` with
 the Agg canvas only — never ``pyplot`` — so it keeps no global state and is safe in writer threads.
+A 2D image (PNG or TIFF, ``data.image_dims: 2``) gets one panel instead, shown as image viewers show the file.
 
 Display orientation (all panels): each slice is turned with ``np.rot90``, so the *first* remaining
 array axis runs left → right and the *second* runs bottom → top (higher index up):
@@ -159,19 +160,31 @@ def _panels_to_show(shape: Sequence[int]) -> list[tuple[int, str]]:
     return proper or list(PANELS)
 
 
-def _check_inputs(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float]) -> tuple[float, float, float]:
-    if image.ndim != 3 or labels.shape != image.shape:
-        raise ValueError(f"image and labels must be 3D of equal shape, got {image.shape} and {labels.shape}")
+def _check_inputs(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float]) -> tuple[float, ...]:
+    if image.ndim not in (2, 3) or labels.shape != image.shape:
+        raise ValueError(f"image and labels must be 2D or 3D of equal shape, got {image.shape} and {labels.shape}")
     if image.size == 0:
-        raise ValueError("cannot preview an empty volume")
+        raise ValueError("cannot preview an empty image")
     spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
+    if len(spacing) != image.ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be {image.ndim} positive sizes in mm, got {spacing}")
     return spacing
 
 
-def _add_legend(fig: Figure, volumes: dict[int, float], class_names: Sequence[str] | None) -> None:
-    texts = legend_labels(volumes, class_names)
+def pixel_counts(labels: np.ndarray) -> dict[int, int]:
+    """Pixels of every class > 0 present in a 2D label map (the legend of a 2D preview: plain 2D formats carry no
+    physical pixel size)."""
+    labels = _as_label_map(labels)
+    foreground = labels[labels > 0].astype(np.int64)
+    counts = np.bincount(foreground) if foreground.size else np.zeros(1, np.int64)
+    return {int(k): int(n) for k, n in enumerate(counts) if k > 0 and n > 0}
+
+
+def _add_legend(fig: Figure, volumes: dict[int, float], class_names: Sequence[str] | None,
+                planar: bool = False) -> None:
+    names = list(class_names) if class_names is not None else []
+    texts = ({k: f"{names[k] if k < len(names) else f'class {k}'}: {int(n)} px" for k, n in sorted(volumes.items())}
+             if planar else legend_labels(volumes, class_names))
     handles = [Patch(facecolor=class_colour(k), edgecolor="black", linewidth=0.5, label=t) for k, t in texts.items()]
     fig.legend(handles=handles, loc="outside right upper", ncols=1 if len(handles) <= 14 else 2, fontsize=9,
                frameon=False, handlelength=1.2)
@@ -183,6 +196,8 @@ def build_preview_figure(image: np.ndarray, labels: np.ndarray, spacing: Sequenc
     image = np.asarray(image, dtype=np.float32)
     labels = _as_label_map(labels)
     spacing = _check_inputs(image, labels, spacing)
+    if image.ndim == 2:
+        return _planar_figure(image, labels, spacing, class_names, title)
     centre = preview_centre(labels)
     volumes = class_volumes_ml(labels, spacing)
     classes = sorted(volumes)
@@ -196,11 +211,31 @@ def build_preview_figure(image: np.ndarray, labels: np.ndarray, spacing: Sequenc
         lab = _oriented_slice(labels, axis, centre[axis])
         _draw_panel(ax, grey, lab, window, spacing[up] / spacing[across], classes)
         ax.set_title(f"{name} · axis {axis}, slice {centre[axis]}/{image.shape[axis] - 1}", fontsize=10)
+    _finish_figure(fig, volumes, class_names, title)
+    return fig
+
+
+def _finish_figure(fig: Figure, volumes: dict[int, float], class_names: Sequence[str] | None, title: str,
+                   planar: bool = False) -> None:
+    """The legend (when anything is predicted) and the title."""
     if volumes:
-        _add_legend(fig, volumes, class_names)
+        _add_legend(fig, volumes, class_names, planar)
     suptitle = title if volumes else " — ".join(t for t in (title, NO_STRUCTURE) if t)
     if suptitle:
         fig.suptitle(suptitle, fontsize=12)
+
+
+def _planar_figure(image: np.ndarray, labels: np.ndarray, spacing: tuple[float, ...],
+                   class_names: Sequence[str] | None, title: str) -> Figure:
+    """One panel for a 2D image in voxel order (x, y): shown as image viewers show the file, x (axis 0) left →
+    right and y (axis 1) top → bottom, i.e. the array's transpose (rows, columns) with row 0 at the top."""
+    counts = pixel_counts(labels)
+    fig = Figure(figsize=(FIG_WIDTH_IN[1], FIG_HEIGHT_IN), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots(1, 1)
+    _draw_panel(ax, image.T, labels.T, _grey_window(image), spacing[1] / spacing[0], sorted(counts))
+    ax.set_title(f"2D image · {image.shape[0]}×{image.shape[1]} px", fontsize=10)
+    _finish_figure(fig, counts, class_names, title, planar=True)
     return fig
 
 
@@ -209,9 +244,10 @@ def render_preview(image: np.ndarray, labels: np.ndarray, spacing: Sequence[floa
     """Render one case's preview and return it as PNG bytes.
 
     Args:
-        image: 3D grey volume (first input channel) in the same voxel order (i, j, k) as ``labels``.
-        labels: 3D integer label map of the same shape; 0 is background.
-        spacing: voxel size in mm along each of the three axes (sets the panels' aspect ratios).
+        image: 3D grey volume (first input channel) in the same voxel order (i, j, k) as ``labels``, or a 2D
+            grey image in voxel order (x, y) (as SimpleITK's array of a PNG, transposed).
+        labels: integer label map of the same shape; 0 is background.
+        spacing: voxel size in mm along each axis (sets the panels' aspect ratios).
         class_names: names by class index, background at index 0; missing names read ``"class k"``.
         title: figure title; ``"no structure predicted"`` is appended when ``labels`` has no foreground.
 
@@ -219,7 +255,8 @@ def render_preview(image: np.ndarray, labels: np.ndarray, spacing: Sequence[floa
     ``preview_centre(labels)``, titled ``"axial · axis 2, slice k/last"`` (0-based index), grey
     windowed at the volume's 1st–99th percentile, each class as a 45 % opaque ``class_colour`` fill
     with a contour line; a legend lists each class present with its volume in ml. A volume with a
-    size-1 axis shows only its single slice plane. About 1200×450 px.
+    size-1 axis shows only its single slice plane. About 1200×450 px. A 2D image gets one panel (x left → right,
+    y top → bottom, as viewers show the file) whose legend gives each class's pixel count; about 600×450 px.
     """
     fig = build_preview_figure(image, labels, spacing, class_names, title)
     buffer = io.BytesIO()

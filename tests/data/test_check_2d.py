@@ -124,3 +124,44 @@ def test_data_check_dims_chooses_how_the_images_are_checked(root: Path) -> None:
     assert as_2d.returncode == 0 and "checked as 2D image files" in as_2d.stdout
     as_3d = run_cli("data", "check", str(root), "--format", "folder", "--dims", "3", cwd=root)
     assert as_3d.returncode == 1 and "image is 2D" in as_3d.stderr and "checked as 2D" not in as_3d.stdout
+
+
+def _to_rgb(root: Path, relative: str) -> Path:
+    """Replace a grey image by an RGB image of the same size (three different channels)."""
+    grey = sitk.GetArrayFromImage(sitk.ReadImage(str(root / relative)))
+    _write(root / relative, np.stack([grey, 255 - grey, grey // 2], axis=-1).astype(np.uint8), vector=True)
+    return root / relative
+
+
+def test_rgb_images_are_three_channels_for_the_check_and_for_training(root: Path, tmp_path: Path) -> None:
+    from segkit.pipelines.train import check_trainable
+
+    from segkit.config import Config, DataCfg, ModelCfg, TrainCfg
+    from segkit.data.index import load_dataset
+    from segkit.errors import ConfigError
+
+    for image in sorted((root / "images").glob("*.png")):
+        _to_rgb(root, f"images/{image.name}")
+    result, fingerprint = check_dataset(root, "folder")
+    assert result.ok and len(fingerprint.as_dict()["intensity"]) == 3  # one intensity entry per colour channel
+
+    def config(channels: int) -> Config:
+        return Config(data=DataCfg(root=root, format="folder", image_dims=2, spacing=None),
+                      model=ModelCfg(encoder="resnet18", spatial_dims=2, in_channels=channels),
+                      train=TrainCfg(patch_size=(32, 32)), run_dir=tmp_path / "never")
+
+    index = load_dataset(root, "folder")
+    check_trainable(config(3), (16, 16), index)  # before run_dir exists
+    with pytest.raises(ConfigError, match=r"model\.in_channels is 1 but the dataset at .* has 3 channel\(s\); set "
+                                          r"model\.in_channels: 3"):
+        check_trainable(config(1), (16, 16), index)
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_grey_image_among_rgb_images_is_an_error(root: Path) -> None:
+    for image in sorted((root / "images").glob("*.png"))[:2]:  # phantom_000 (the first) and 001 RGB, 002 grey
+        _to_rgb(root, f"images/{image.name}")
+    result, _ = check_dataset(root, "folder")
+    assert [(p.case_id, p.message) for p in result.problems] == [
+        ("phantom_002", "image has 1 component(s) per pixel but the dataset's images have 3 (as its first training "
+                        "image) — save every image alike: all grey, or all colour (RGB: model.in_channels 3)")]

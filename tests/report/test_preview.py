@@ -173,3 +173,19 @@ def test_renders_concurrently_from_threads(case):
         results = list(pool.map(lambda t: render_preview(image, labels, SPACING, title=t), ["a", "a"]))
     assert results[0] == results[1]
     assert _decode(results[0]).shape[1] > 0
+
+
+def test_a_2d_image_gets_one_panel_shown_as_viewers_show_the_file_with_pixel_counts() -> None:
+    rng = np.random.default_rng(4)
+    image = rng.normal(100.0, 10.0, (30, 20)).astype(np.float32)  # voxel order (x, y): 30 wide, 20 high
+    labels = np.zeros((30, 20), np.uint8)
+    labels[2:8, 1:4] = 1  # near the top left corner of the picture
+    labels[20:25, 15:19] = 2
+    fig = build_preview_figure(image, labels, (1.0, 1.0), class_names=["background", "cell"], title="slide")
+    (ax,) = fig.axes
+    grey, overlay = ax.images
+    np.testing.assert_array_equal(grey.get_array(), image.T)  # rows = y (top → bottom), columns = x
+    assert overlay.get_array()[2, 5, 3] > 0 and overlay.get_array()[5, 2, 3] == 0
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cell: 18 px", "class 2: 20 px"]
+    png = render_preview(image, labels, (1.0, 1.0), title="slide")
+    assert _decode(png).shape[:2] == (450, 600)
