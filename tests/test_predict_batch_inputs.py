@@ -119,6 +119,21 @@ def test_multi_channel_cases_as_one_4d_file_or_channel_files(
     assert records["split"]["inputs"] == [str(first), str(second)]
 
 
+def test_a_channel_file_on_another_grid_is_named_with_the_fix(two_channel_checkpoint: Path, tiny_dataset: Path,
+                                                                tmp_path: Path) -> None:
+    first = _copy(tiny_dataset, 0, tmp_path / "in" / "moved_0000.nii.gz")
+    image = nib.load(str(first))
+    shifted = image.affine.copy()
+    shifted[0, 3] += 5.0  # 5 mm off: MONAI refuses to stack it, and said so naming the first channel file
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), shifted, image.header), tmp_path / "in" / "moved_0001.nii.gz")
+    done = _predict(two_channel_checkpoint, tmp_path, "--input", "in", "--output", "out")
+    assert done.returncode == 1 and "0 written, 0 skipped, 1 failed" in done.stdout
+    assert "moved_0001.nii.gz: channel file with origin [" in done.stderr
+    assert "but the first channel moved_0000.nii.gz has [" in done.stderr
+    assert "— save every channel file of a case on the first channel's grid (resample it, e.g. with SimpleITK)" \
+        in done.stderr
+
+
 def test_a_5d_image_fails_alone_with_its_shape(random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     good = _copy(tiny_dataset, 0, tmp_path / "in" / "good.nii.gz")
     image = nib.load(str(good))

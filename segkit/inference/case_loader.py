@@ -17,6 +17,7 @@ from monai.utils import ImageMetaKey
 from segkit.config import Config
 from segkit.data.transforms import IMAGE, split_prediction_transforms
 from segkit.errors import DataError
+from segkit.io.channel_grids import channel_grid_mismatch
 from segkit.io.image_io import REEXPORT, header_shape
 
 
@@ -47,7 +48,13 @@ class CaseLoader:
         if chains is None:  # the host part (read, channel first), then the rest on the host or the device
             rest_device = self.device if self.device_preprocessing else torch.device("cpu")
             chains = self._local.chains = split_prediction_transforms(self.cfg.data, rest_device)
-        image = _apply(chains[0], [str(p) for p in paths] if len(paths) > 1 else str(paths[0]), paths[0])
+        try:
+            image = _apply(chains[0], [str(p) for p in paths] if len(paths) > 1 else str(paths[0]), paths[0])
+        except DataError:
+            mismatch = channel_grid_mismatch(paths) if len(paths) > 1 else None  # name the channel at fault
+            if mismatch is not None:
+                raise DataError(mismatch) from None
+            raise
         if not self.device_preprocessing:
             image = _prepare(image, chains[1:], paths[0])
         expected, dims = self.cfg.model.in_channels, self.cfg.data.image_dims
