@@ -21,6 +21,7 @@ from segkit.config import AugmentCfg, Config, DataCfg
 from segkit.data.cache import DiskCached
 from segkit.data.host_loading import ToDeviceAsFloatd, load_channel_first
 from segkit.data.intensity import PerChannelClipZScored
+from segkit.data.sampling import ForegroundShareCropd
 from segkit.errors import ConfigError
 from segkit.io.nifti_reader import NiftiReader
 from segkit.io.sitk_reader import SimpleITKReader
@@ -73,12 +74,6 @@ def preprocessing(cfg: DataCfg, with_label: bool) -> list[mt.Transform]:
     if with_label:
         chain.append(mt.EnsureTyped(LABEL, dtype=torch.uint8))
     return chain
-
-
-def class_ratios(num_classes: int, pos_fraction: float) -> list[float]:
-    """Patch-centre probabilities: background gets ``1 - pos_fraction``, classes share the rest."""
-    foreground = pos_fraction / (num_classes - 1)
-    return [1.0 - pos_fraction] + [foreground] * (num_classes - 1)
 
 
 def training_transforms(cfg: Config) -> mt.Compose:
@@ -142,7 +137,8 @@ def preprocessing_settings(cfg: DataCfg) -> str:
 
 
 def _patch_crop(cfg: Config, patch: list[int]) -> list[mt.Transform]:
-    """Patch centres: per class (rare classes oversampled) or foreground/background (``train.sampling``)."""
+    """Patch centres: per class (rare classes oversampled; the classes a case holds share ``pos_fraction``) or
+    foreground/background (``train.sampling``)."""
     keys, pos = [IMAGE, LABEL], cfg.train.pos_fraction
     if cfg.train.sampling == "posneg":
         return [
@@ -151,10 +147,7 @@ def _patch_crop(cfg: Config, patch: list[int]) -> list[mt.Transform]:
             mt.DeleteItemsd([f"{LABEL}_fg", f"{LABEL}_bg"]),
         ]
     return [
-        mt.RandCropByLabelClassesd(
-            keys, label_key=LABEL, spatial_size=patch, num_classes=cfg.model.num_classes, num_samples=1,
-            ratios=class_ratios(cfg.model.num_classes, pos), indices_key=CLASS_INDICES, warn=False,
-        ),
+        ForegroundShareCropd(keys, LABEL, patch, cfg.model.num_classes, pos, CLASS_INDICES),
         mt.DeleteItemsd(CLASS_INDICES),
     ]
 

@@ -74,3 +74,32 @@ def test_seed_everything_repeats_draws_and_leaves_cudnn_choices_free() -> None:
         assert (cudnn.deterministic, cudnn.benchmark) == (False, True)  # MONAI's set_determinism would flip both
     finally:
         cudnn.deterministic, cudnn.benchmark = saved
+
+
+@pytest.mark.parametrize("absent", [(), (3,), (2, 3)])
+def test_foreground_centres_keep_pos_fraction_whichever_classes_a_case_holds(absent: tuple[int, ...]) -> None:
+    """nnU-Net's rule: a foreground patch is centred on a class the case holds. MONAI renormalised the ratios
+    over the present classes, so with two of three classes absent only ~0.43 of the centres were foreground."""
+    from monai import transforms as mt
+    from monai.data import MetaTensor
+
+    from segkit.data.transforms import patch_drawing, sampling_preparation
+
+    off = "{flip: 0, rot90: 0, affine: 0, elastic: 0, gamma: 0, noise: 0, contrast: 0, bias_field: 0}"
+    cfg = load_config("demo_unet_resnet34.yaml", ["train.pos_fraction=0.67", "train.patch_size=[16,16,8]",
+                                                  f"train.augment={off}"])
+    label = np.zeros((1, 64, 64, 32), np.uint8)
+    label[0, 16:48, 16:48, 8:24] = 1
+    if 2 not in absent:
+        label[0, 30:33, 30:33, 14:17] = 2
+    if 3 not in absent:
+        label[0, 40:42, 20:22, 10:12] = 3
+    prepared = mt.Compose(sampling_preparation(cfg))({"image": MetaTensor(torch.zeros(label.shape)),
+                                                      "label": MetaTensor(torch.as_tensor(label))})
+    draw = mt.Compose(patch_drawing(cfg))
+    draw.set_random_state(seed=0)
+    centres = np.array([int(draw(dict(prepared))[0]["label"][0, 8, 8, 4]) for _ in range(600)])
+    assert abs(np.mean(centres > 0) - 0.67) < 0.06  # binomial sd at n=600: 0.019
+    present = [c for c in (1, 2, 3) if c not in absent]
+    shares = [np.mean(centres == c) for c in present]
+    assert max(shares) - min(shares) < 0.09  # the classes present share the foreground alike
