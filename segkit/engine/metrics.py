@@ -89,7 +89,7 @@ def nan_stats_over_cases(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mean_foreground(scores: np.ndarray) -> float:
-    """Mean over classes and cases, ignoring NaN (classes absent in both)."""
+    """Mean of ``scores`` ignoring NaN (classes absent in both prediction and reference); NaN when none is finite."""
     finite = np.asarray(scores, dtype=float)
     return float(np.nanmean(finite)) if np.isfinite(finite).any() else float("nan")
 

@@ -112,8 +112,9 @@ def summarise(scores: Sequence[CaseScores]) -> dict:
     """Means over cases of per-case scores.
 
     Keys: ``dice_per_class``, ``hd95_per_class``, ``nsd_per_class`` (per foreground class, mean over the cases
-    where it is not NaN; NaN where it is NaN in every case), ``mean_dice``, ``mean_hd95``, ``mean_nsd`` (mean
-    over the whole case × class table, NaN entries skipped; NaN when none is finite) and ``cases`` (count).
+    where it is not NaN; NaN where it is NaN in every case), ``mean_dice``, ``mean_hd95``, ``mean_nsd`` (the mean
+    of the per-class values, NaN skipped — a class found in few cases weighs as much as one found in all; NaN when
+    none is finite) and ``cases`` (count). ``mean_dice`` picks the best checkpoint and stops at ``stop_at_dice``.
     """
     result: dict = {}
     for name in ("dice", "hd95", "nsd"):
@@ -122,7 +123,7 @@ def summarise(scores: Sequence[CaseScores]) -> dict:
             warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every case stays NaN
             per_class = np.nanmean(table, axis=0)
         result[f"{name}_per_class"] = [float(v) for v in per_class]
-        result[f"mean_{name}"] = mean_foreground(table)
+        result[f"mean_{name}"] = mean_foreground(per_class)  # nnU-Net's foreground mean: every class counts alike
     result["cases"] = len(scores)
     return result
 

@@ -111,6 +111,18 @@ def test_summary_averages_cases_per_class_skipping_nan_without_warnings() -> Non
     assert empty["cases"] == 0 and math.isnan(empty["mean_dice"]) and empty["dice_per_class"] == []
 
 
+def test_the_mean_weighs_every_class_alike_however_many_cases_hold_it() -> None:
+    """nnU-Net's foreground mean: the mean of the per-class means. Over the case × class table a class found in
+    one case of three (Dice 0.1) counted a third as much: 0.633 where the per-class means [0.9, 0.5, 0.1] give 0.5."""
+    nan = float("nan")
+    scores = [CaseScores("a", [0.9, 0.5, 0.1], [nan] * 3, [nan] * 3),
+              CaseScores("b", [0.9, 0.5, nan], [nan] * 3, [nan] * 3),
+              CaseScores("c", [0.9, 0.5, nan], [nan] * 3, [nan] * 3)]
+    summary = summarise(scores)
+    assert summary["dice_per_class"] == pytest.approx([0.9, 0.5, 0.1])
+    assert summary["mean_dice"] == pytest.approx(0.5) and math.isnan(summary["mean_hd95"])
+
+
 def test_evaluate_volumes_reports_the_summary_of_the_scores() -> None:
     model = FixedLogits(_cubes(2), 4)
     volumes = _volumes(torch.diag(torch.tensor([3.0, 1.0, 1.0, 1.0])))
