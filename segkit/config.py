@@ -188,6 +188,11 @@ class Config(_Section):
         if self.train.albumentations and dims != 2:
             raise ValueError("train.albumentations is for 2D models (model.spatial_dims: 2); 3D patches are "
                              "augmented by train.augment")
+        patch = self.train.patch_size
+        if self.train.augment.rot90 > 0 and len(patch) >= 2 and patch[0] != patch[1]:
+            raise ValueError(f"train.augment.rot90 turns the patch's first two axes, which differ in train.patch_size "
+                             f"({patch[0]} and {patch[1]}), so patches of two shapes would meet in one batch; make "
+                             "them equal or set train.augment.rot90: 0")
         stats = self.data.ct_stats
         if stats is not None and isinstance(stats[0], tuple) and len(stats) != self.model.in_channels:
             raise ValueError(f"data.ct_stats lists {len(stats)} channels but model.in_channels is "
