@@ -85,7 +85,7 @@ class ModelCfg(_Section):
     upsample: str = "transposed"
     fusion: str = "concat"
     in_channels: PositiveInt = 1
-    num_classes: Annotated[int, NOT_BOOL, Field(ge=2)] = 4
+    num_classes: Annotated[int, NOT_BOOL, Field(ge=2, le=256)] = 4  # labels are read as 8-bit for training
     decoder_channels: tuple[PositiveInt, ...] = (256, 128, 64, 32, 16)
     norm: Literal["batch", "instance", "group"] = "instance"
     act: Literal["relu", "leakyrelu", "gelu", "silu"] = "relu"

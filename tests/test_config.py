@@ -164,6 +164,7 @@ def test_set_takes_several_overrides_at_once_and_repeatedly() -> None:
     ("train.albumentations=[{name: HorizontalFlip}]", "train.albumentations is for 2D models"),
     ("train={patch_size: [64, 32, 32], augment: {rot90: 0.5}}", "train.augment.rot90 turns the patch's first two "
                                                                "axes, which differ in train.patch_size (64 and 32)"),
+    ("model.num_classes=300", "model.num_classes: Input should be less than or equal to 256 (got 300)"),
     ("train.epochs=true", "train.epochs: must be a number, not true/false"),
     ("train.lr=yes", "train.lr: must be a number, not true/false"),
     ("data.slice_axis=true", "data.slice_axis: must be a number, not true/false"),
