@@ -28,6 +28,7 @@ from segkit.io.sitk_reader import SimpleITKReader
 
 IMAGE, LABEL = "image", "label"
 CLASS_INDICES = "label_cls_indices"
+ANISOTROPY = 3.0  # largest over smallest target spacing beyond which 3D patches rotate in-plane only (nnU-Net)
 MAX_INDICES_PER_CLASS = 50_000  # bounds cached sampling indices per class (deterministic subsample)
 
 
@@ -105,7 +106,7 @@ def patch_drawing(cfg: Config) -> list[mt.Transform]:
     chain = _patch_crop(cfg, patch)
     if cfg.slices_volumes:
         chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
-    chain += augmentations(cfg.train.augment, cfg.model.spatial_dims)
+    chain += augmentations(cfg.train.augment, cfg.model.spatial_dims, rotation_axes(cfg))
     if cfg.train.albumentations:  # imported here: albumentations takes a second to import and most runs don't use it
         from segkit.data.albu import Albumentationsd, build_pipeline
 
@@ -152,14 +153,26 @@ def _patch_crop(cfg: Config, patch: list[int]) -> list[mt.Transform]:
     ]
 
 
-def augmentations(aug: AugmentCfg, spatial_dims: int) -> list[mt.Transform]:
-    """Random spatial (image + label) then intensity (image only) augmentations; zero probability = absent."""
+def rotation_axes(cfg: Config) -> tuple[int, ...]:
+    """The axes a 3D patch is rotated about: all three, or — when ``data.spacing`` is anisotropic (largest over
+    smallest > 3, nnU-Net's threshold) — only the coarse axis, i.e. in-plane: about another axis a rotation of
+    thick-slice voxels is a shear in millimetres."""
+    spacing = cfg.data.spacing
+    if cfg.model.spatial_dims != 3 or not isinstance(spacing, tuple) or max(spacing) <= ANISOTROPY * min(spacing):
+        return (0, 1, 2)
+    return (int(np.argmax(spacing)),)
+
+
+def augmentations(aug: AugmentCfg, spatial_dims: int, rotation: tuple[int, ...] = (0, 1, 2)) -> list[mt.Transform]:
+    """Random spatial (image + label) then intensity (image only) augmentations; zero probability = absent.
+    ``rotation``: the axes a 3D patch is rotated about."""
     keys, nearest = [IMAGE, LABEL], ["bilinear", "nearest"]
     angle = math.radians(aug.rotate_deg)
+    angles = [angle] if spatial_dims == 2 else [angle if axis in rotation else 0.0 for axis in range(3)]
     spatial = [
         *(mt.RandFlipd(keys, prob=aug.flip, spatial_axis=axis) for axis in range(spatial_dims)),
         mt.RandRotate90d(keys, prob=aug.rot90, spatial_axes=(0, 1)),
-        mt.RandAffined(keys, prob=aug.affine, rotate_range=[angle] * (1 if spatial_dims == 2 else 3),
+        mt.RandAffined(keys, prob=aug.affine, rotate_range=angles,
                        scale_range=[aug.scale] * spatial_dims, mode=nearest, padding_mode="border"),
     ]
     if spatial_dims == 3:
