@@ -19,6 +19,7 @@ from monai import transforms as mt
 
 from segkit.config import AugmentCfg, Config, DataCfg
 from segkit.data.cache import DiskCached
+from segkit.data.context import ContextCropd, ContextSpatiald, context_margin
 from segkit.data.host_loading import ToDeviceAsFloatd, load_channel_first
 from segkit.data.intensity import PerChannelClipZScored
 from segkit.data.sampling import ForegroundShareCropd
@@ -99,14 +100,35 @@ def sampling_preparation(cfg: Config) -> list[mt.Transform]:
     return [mt.SpatialPadd(keys, spatial_size=patch), indices]
 
 
+def patch_margin(cfg: Config) -> list[int] | None:
+    """Voxels of context on each side of a training patch for its affine/elastic augmentation, per patch axis;
+    None when neither is on."""
+    aug, dims = cfg.train.augment, cfg.model.spatial_dims
+    elastic = aug.elastic > 0 and dims == 3
+    if aug.affine == 0 and not elastic:
+        return None
+    return list(context_margin(cfg.train.patch_size, aug.affine > 0, aug.rotate_deg, aug.scale, rotation_axes(cfg),
+                               elastic))
+
+
+def volume_margin(cfg: Config) -> tuple[int, ...]:
+    """:func:`patch_margin` per volume axis (0 across a 2D model's slices; 0 everywhere when it is None)."""
+    margin = patch_margin(cfg) or [0] * cfg.model.spatial_dims
+    if cfg.slices_volumes:
+        margin.insert(cfg.data.slice_axis, 0)
+    return tuple(margin)
+
+
 def patch_drawing(cfg: Config) -> list[mt.Transform]:
-    """Random: a class-balanced (or pos/neg) patch, then augmentation."""
+    """Random: a class-balanced (or pos/neg) crop with context, its augmentation, then the patch at its centre."""
     keys = [IMAGE, LABEL]
     patch = list(cfg.on_volume(cfg.train.patch_size))
-    chain = _patch_crop(cfg, patch)
+    chain = _patch_crop(cfg, patch, volume_margin(cfg))
     if cfg.slices_volumes:
         chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
-    chain += augmentations(cfg.train.augment, cfg.model.spatial_dims, rotation_axes(cfg))
+    within = patch_margin(cfg)
+    context = (list(cfg.train.patch_size), within) if within is not None else None
+    chain += augmentations(cfg.train.augment, cfg.model.spatial_dims, rotation_axes(cfg), context)
     if cfg.train.albumentations:  # imported here: albumentations takes a second to import and most runs don't use it
         from segkit.data.albu import Albumentationsd, build_pipeline
 
@@ -137,20 +159,22 @@ def preprocessing_settings(cfg: DataCfg) -> str:
     return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
 
 
-def _patch_crop(cfg: Config, patch: list[int]) -> list[mt.Transform]:
+def _patch_crop(cfg: Config, patch: list[int], margin: tuple[int, ...]) -> list[mt.Transform]:
     """Patch centres: per class (rare classes oversampled; the classes a case holds share ``pos_fraction``) or
     foreground/background (``train.sampling``)."""
     keys, pos = [IMAGE, LABEL], cfg.train.pos_fraction
     if cfg.train.sampling == "posneg":
-        return [
-            mt.RandCropByPosNegLabeld(keys, label_key=LABEL, spatial_size=patch, pos=pos, neg=1.0 - pos,
-                                      num_samples=1, fg_indices_key=f"{LABEL}_fg", bg_indices_key=f"{LABEL}_bg"),
-            mt.DeleteItemsd([f"{LABEL}_fg", f"{LABEL}_bg"]),
-        ]
-    return [
-        ForegroundShareCropd(keys, LABEL, patch, cfg.model.num_classes, pos, CLASS_INDICES),
-        mt.DeleteItemsd(CLASS_INDICES),
-    ]
+        index_keys = [f"{LABEL}_fg", f"{LABEL}_bg"]
+        crop = mt.RandCropByPosNegLabeld(keys, label_key=LABEL, spatial_size=patch, pos=pos, neg=1.0 - pos,
+                                         num_samples=1, fg_indices_key=index_keys[0], bg_indices_key=index_keys[1])
+    else:
+        index_keys = [CLASS_INDICES]
+        crop = ForegroundShareCropd(keys, LABEL, patch, cfg.model.num_classes, pos, CLASS_INDICES)
+    aug = cfg.train.augment
+    if patch_margin(cfg) is not None:  # a larger cut for patches that get affine/elastic augmentation (data.context)
+        elastic = aug.elastic if cfg.model.spatial_dims == 3 else 0.0
+        crop = ContextCropd(keys, crop, LABEL, index_keys, margin, aug.affine, elastic)
+    return [crop, mt.DeleteItemsd(index_keys)]
 
 
 def rotation_axes(cfg: Config) -> tuple[int, ...]:
@@ -163,28 +187,38 @@ def rotation_axes(cfg: Config) -> tuple[int, ...]:
     return (int(np.argmax(spacing)),)
 
 
-def augmentations(aug: AugmentCfg, spatial_dims: int, rotation: tuple[int, ...] = (0, 1, 2)) -> list[mt.Transform]:
+def augmentations(aug: AugmentCfg, spatial_dims: int, rotation: tuple[int, ...] = (0, 1, 2),
+                  context: tuple[list[int], list[int]] | None = None) -> list[mt.Transform]:
     """Random spatial (image + label) then intensity (image only) augmentations; zero probability = absent.
-    ``rotation``: the axes a 3D patch is rotated about."""
-    keys, nearest = [IMAGE, LABEL], ["bilinear", "nearest"]
-    angle = math.radians(aug.rotate_deg)
-    angles = [angle] if spatial_dims == 2 else [angle if axis in rotation else 0.0 for axis in range(3)]
-    spatial = [
+    ``rotation``: the axes a 3D patch is rotated about. ``context``: (patch, margin) when the input is a crop
+    with ``margin`` voxels around the patch: the affine and elastic transforms use it, then the patch is cut
+    from its centre (``segkit.data.context``), then flips and quarter turns."""
+    keys = [IMAGE, LABEL]
+    chain = [_context_spatial(aug, spatial_dims, rotation, *context)] if context is not None else []
+    chain += [
         *(mt.RandFlipd(keys, prob=aug.flip, spatial_axis=axis) for axis in range(spatial_dims)),
         mt.RandRotate90d(keys, prob=aug.rot90, spatial_axes=(0, 1)),
-        mt.RandAffined(keys, prob=aug.affine, rotate_range=angles,
-                       scale_range=[aug.scale] * spatial_dims, mode=nearest, padding_mode="border"),
-    ]
-    if spatial_dims == 3:
-        spatial.append(mt.Rand3DElasticd(keys, prob=aug.elastic, sigma_range=(5, 8), magnitude_range=(50, 150),
-                                         mode=nearest, padding_mode="border"))
-    intensity = [
         mt.RandAdjustContrastd(IMAGE, prob=aug.gamma, gamma=(0.7, 1.5)),
         mt.RandGaussianNoised(IMAGE, prob=aug.noise, std=0.05),
         mt.RandScaleIntensityFixedMeand(IMAGE, prob=aug.contrast, factors=0.25, preserve_range=True),
         mt.RandBiasFieldd(IMAGE, prob=aug.bias_field, coeff_range=(0.0, 0.1)),
     ]
-    return [t for t in spatial + intensity if t.prob > 0]
+    return [t for t in chain if getattr(t, "prob", 1.0) > 0]
+
+
+def _context_spatial(aug: AugmentCfg, spatial_dims: int, rotation: tuple[int, ...], patch: list[int],
+                     margin: list[int]) -> ContextSpatiald:
+    """Affine (rotation, scaling) and, in 3D, elastic deformation of a crop with context, then its centre."""
+    keys, modes = [IMAGE, LABEL], ["bilinear", "nearest"]
+    elastic = spatial_dims == 3 and aug.elastic > 0
+    context = [p + 2 * m for p, m in zip(patch, margin, strict=True)]
+    angle = math.radians(aug.rotate_deg)
+    angles = [angle] if spatial_dims == 2 else [angle if axis in rotation else 0.0 for axis in range(3)]
+    affine = mt.RandAffined(keys, spatial_size=context if elastic else patch, prob=1.0, rotate_range=angles,
+                            scale_range=[aug.scale] * spatial_dims, mode=modes, padding_mode="border")
+    deform = mt.Rand3DElasticd(keys, sigma_range=(5, 8), magnitude_range=(50, 150), spatial_size=patch, prob=1.0,
+                               mode=modes, padding_mode="border") if elastic else None
+    return ContextSpatiald(keys, patch, affine if aug.affine > 0 else None, deform)
 
 
 def validation_transforms(cfg: DataCfg, cache_dir: Path | None = None) -> mt.Compose:
