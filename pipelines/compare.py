@@ -179,9 +179,10 @@ def run_compare(request: CompareRequest, gpus: str = "auto", console: Console | 
     baseline = find_variant(variants, comparison.baseline)
     devices = gpu_ids(gpus)
     held_out = sorted(case.case_id for case in held_out_cases(runs[0]))  # data.* is the same in every run
-    _prepare_out(comparison.out)
-    write_json(comparison.out / PLAN, plan_record(comparison, variants, runs, baseline))
-    todo = [run for run in runs if not is_finished(run, held_out)]
+    _check_out(comparison.out)
+    todo = [run for run in runs if not is_finished(run, held_out)]  # refuses finished runs made otherwise
+    _create_out(comparison.out)
+    write_json(comparison.out / PLAN, plan_record(comparison, variants, runs, baseline))  # only once all checks passed
     console.print(escape(f"{len(runs)} runs ({len(variants)} variants × {comparison.seeds} seeds) in "
                          f"{comparison.out}: {len(runs) - len(todo)} finished already (skipped), {len(todo)} to run"
                          + (f" on {len(devices)} GPUs" if devices and todo else "")))
@@ -195,12 +196,15 @@ def run_compare(request: CompareRequest, gpus: str = "auto", console: Console | 
     return files
 
 
-def _prepare_out(out: Path) -> None:
-    """Create ``--out``; a folder that holds other things but no comparison is refused (its files would be
-    replaced by the report's)."""
+def _check_out(out: Path) -> None:
+    """A folder that holds other things but no comparison is refused (its files would be replaced by the
+    report's)."""
     if out.is_dir() and any(out.iterdir()) and not (out / PLAN).is_file():
         raise DataError(f"--out {out}: a folder with other files and no {PLAN}, so not a segkit comparison; "
                         "choose a new or empty folder")
+
+
+def _create_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,7 +1,10 @@
 """A small document model (headings, paragraphs, lists, tables, figures) rendered as markdown and as one
 self-contained HTML page (inline CSS, PNG figures embedded as base64 data URIs, no scripts, no links out).
 
-Text may hold `code` spans (backticks); everything else is literal and escaped for each format.
+Headings, paragraphs, list items and captions may hold `code` spans (backticks) and ``\\` `` for a literal
+backtick; put values into them with :func:`literal` or :func:`code`. Table cells are literal text. Everything else
+is escaped for each format: ``& < >`` (and ``|`` and backticks in table cells) in markdown, HTML's own escaping in
+HTML.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import re
 from dataclasses import dataclass
 
 FIGURES = "figures"
-_CODE = re.compile(r"`([^`]+)`")
+_TOKEN = re.compile(r"\\`|`([^`]+)`")  # an escaped backtick, or a code span
+_MD_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1300px; margin: 2em auto; padding: 0 1em; color: #222;
        line-height: 1.45; }
@@ -69,8 +73,32 @@ class Image:
 Block = Heading | Paragraph | Bullets | Table | Image
 
 
+def literal(value: str) -> str:
+    """``value`` as literal text inside a heading, paragraph, list item or caption (its backticks escaped)."""
+    return str(value).replace("`", "\\`")
+
+
+def code(value: str) -> str:
+    """``value`` as a code span, or as literal text when it holds a backtick itself."""
+    value = str(value)
+    return f"`{value}`" if "`" not in value else literal(value)
+
+
+def _tokens(text: str, plain, escaped: str, span) -> str:
+    """``text`` with its plain runs, escaped backticks and code spans each rendered by the given format."""
+    out, end = [], 0
+    for match in _TOKEN.finditer(text):
+        out += [plain(text[end:match.start()]), escaped if match.group(1) is None else span(match.group(1))]
+        end = match.end()
+    return "".join([*out, plain(text[end:])])
+
+
+def _md_text(text: str) -> str:
+    return _tokens(text, lambda t: t.translate(_MD_ESCAPES), "\\`", lambda c: f"`{c}`")
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.translate(_MD_ESCAPES).replace("`", "\\`").replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -78,22 +106,23 @@ def to_markdown(blocks: list[Block]) -> str:
     lines: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            lines += ["#" * block.level + " " + block.text, ""]
+            lines += ["#" * block.level + " " + _md_text(block.text), ""]
         elif isinstance(block, Paragraph):
-            lines += [block.text, ""]
+            lines += [_md_text(block.text), ""]
         elif isinstance(block, Bullets):
-            lines += [f"- {item}" for item in block.items] + [""]
+            lines += [f"- {_md_text(item)}" for item in block.items] + [""]
         elif isinstance(block, Table):
             lines.append("| " + " | ".join(map(_md_cell, block.header)) + " |")
             lines.append("|" + "|".join(["---"] + ["---:"] * (len(block.header) - 1)) + "|")
             lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block.rows] + [""]
         else:
-            lines += [f"![{block.alt}]({FIGURES}/{block.name})", "", f"*{block.caption}*", ""]
+            lines += [f"![{_md_cell(block.alt)}]({FIGURES}/{block.name})", "", f"*{_md_text(block.caption)}*", ""]
     return "\n".join(lines)
 
 
 def _inline(text: str) -> str:
-    return _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=True))
+    return _tokens(text, lambda t: html.escape(t, quote=True), "`",
+                   lambda c: f"<code>{html.escape(c, quote=True)}</code>")
 
 
 def _html_block(block: Block) -> str:
@@ -104,8 +133,9 @@ def _html_block(block: Block) -> str:
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Table):
-        head = "".join(f"<th>{_inline(cell)}</th>" for cell in block.header)
-        body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in block.rows)
+        head = "".join(f"<th>{html.escape(cell, quote=True)}</th>" for cell in block.header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell, quote=True)}</td>" for cell in row) + "</tr>"
+                       for row in block.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     data = base64.b64encode(block.png).decode("ascii")
     return (f'<figure><img alt="{html.escape(block.alt, quote=True)}" src="data:image/png;base64,{data}">'

@@ -92,12 +92,13 @@ def _show_map(figure: Figure, position: int, columns: int, values: np.ndarray, t
         ax.set_ylabel(row_label, fontsize="small")
 
 
-def artefact_figure(maps: dict[str, np.ndarray], titles: dict[str, str], window: tuple[slice, slice]) -> bytes:
-    """Top row: each variant's foreground margin (logits, same slice and window); bottom row: the same minus its
-    3×3 local mean (high-pass), where a checkerboard shows as a regular ± texture."""
+def artefact_figure(maps: dict[str, np.ndarray], titles: dict[str, str],
+                    windows: dict[str, tuple[slice, slice]]) -> bytes:
+    """Top row: each variant's foreground margin (logits of one slice, in its window); bottom row: the same minus
+    its 3×3 local mean (high-pass), where a checkerboard shows as a regular ± texture."""
     figure = Figure(figsize=(3.2 * len(maps), 6.0))
     for i, (label, logits) in enumerate(maps.items()):
-        margin = foreground_margin(logits)[window]
+        margin = foreground_margin(logits)[windows[label]]
         first = i == 0
         _show_map(figure, i + 1, len(maps), margin, titles.get(label, label), "logit margin" if first else None)
         _show_map(figure, len(maps) + i + 1, len(maps), margin - ndimage.uniform_filter(margin, 3, mode="nearest"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segkit.compare.spec import Comparison
+from segkit.compare.spec import Comparison, value_text
 from segkit.config import Config, config_to_dict, load_config
 from segkit.errors import ConfigError
 from segkit.models import check_model_config
@@ -26,9 +26,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _SLUG_PART = 40  # characters per key-value part of a folder name
 
 
-def value_text(value: Any) -> str:
-    """How a varied value is shown: strings as they are, anything else as compact JSON."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's shortest suffix (whole dot-separated parts) that no other key ends with:
+    ``train.memory_format`` and ``infer.memory_format`` stay whole, ``model.upsample`` alone is ``upsample``."""
+    def shortest(key: str) -> str:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if not any(other == suffix or other.endswith("." + suffix) for other in keys if other != key):
+                return suffix
+        return key
+    return {key: shortest(key) for key in keys}
 
 
 def sanitise(text: str) -> str:
@@ -45,10 +53,17 @@ class Variant:
 
     @property
     def label(self) -> str:
-        """The value itself for one varied key, else ``key=value`` pairs (last part of each key)."""
+        """The value itself for one varied key, else ``key=value`` pairs, each key shortened to its shortest suffix
+        that tells it from the other varied keys (``upsample``, but ``train.memory_format``)."""
         if len(self.values) == 1:
             return value_text(self.values[0][1])
-        return ", ".join(f"{key.rsplit('.', 1)[-1]}={value_text(value)}" for key, value in self.values)
+        names = short_keys([key for key, _ in self.values])
+        return ", ".join(f"{names[key]}={value_text(value)}" for key, value in self.values)
+
+    @property
+    def assignments(self) -> str:
+        """``key=value`` for every varied key, keys in full (for error messages)."""
+        return ", ".join(f"{key}={value_text(value)}" for key, value in self.values)
 
     def overrides(self) -> list[str]:
         """The variant's values as ``--set`` strings."""
@@ -106,7 +121,7 @@ def _run_config(comparison: Comparison, variant: Variant, seed: int, folder: Pat
     try:
         return load_config(comparison.config, [*comparison.overrides, *variant.overrides(), *own])
     except ConfigError as exc:
-        raise ConfigError(f"--vary {variant.label}: {str(exc).removeprefix('--set: ')}") from None
+        raise ConfigError(f"--vary {variant.assignments}: {str(exc).removeprefix('--set: ')}") from None
 
 
 def plan_runs(comparison: Comparison) -> tuple[list[Variant], list[PlannedRun]]:
@@ -124,7 +139,7 @@ def plan_runs(comparison: Comparison) -> tuple[list[Variant], list[PlannedRun]]:
         try:
             check_model_config(run.config.model)
         except ConfigError as exc:
-            raise ConfigError(f"--vary {run.variant.label}: {exc}") from None
+            raise ConfigError(f"--vary {run.variant.assignments}: {exc}") from None
     return variants, runs
 
 
@@ -175,10 +190,10 @@ def _flat(tree: Any, key: str = "") -> dict[str, Any]:
     return {k: v for name, sub in tree.items() for k, v in _flat(sub, f"{key}.{name}" if key else name).items()}
 
 
-def _first_difference(old: dict, new: dict) -> str:
+def _first_difference(old: dict, new: dict, names: tuple[str, str] = ("then", "now")) -> str:
     before, after = _flat(old), _flat(new)
     key = next((k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)), "?")
-    return f"{key}: {before.get(key)!r} then, {after.get(key)!r} now"
+    return f"{key}: {before.get(key)!r} {names[0]}, {after.get(key)!r} {names[1]}"
 
 
 def is_finished(run: PlannedRun, held_out: list[str]) -> bool:
@@ -204,8 +219,20 @@ def is_finished(run: PlannedRun, held_out: list[str]) -> bool:
 
 def plan_record(comparison: Comparison, variants: list[Variant], runs: list[PlannedRun], baseline: Variant) -> dict:
     """``OUT/compare.json``: what the report needs to find and label the runs (folders relative to ``OUT``)."""
-    return {"format": 1, "config": comparison.config_name, "spec": comparison.spec_name, "vary": comparison.vary,
+    return {"format": 2, "config": comparison.config_name, "spec": comparison.spec_name, "vary": comparison.vary,
             "overrides": list(comparison.overrides), "seeds": comparison.seeds, "baseline": baseline.label,
             "variants": [{"label": v.label, "slug": v.slug, "values": dict(v.values)} for v in variants],
-            "runs": [{"label": r.variant.label, "seed": r.seed, "folder": str(r.folder.relative_to(comparison.out))}
-                     for r in runs]}
+            "runs": [{"label": r.variant.label, "seed": r.seed, "folder": str(r.folder.relative_to(comparison.out)),
+                      "config_digest": config_digest(r.config), "config": comparable_config(r.config)} for r in runs]}
+
+
+def check_planned(folder: Path, entry: dict, stored: dict) -> None:
+    """Refuse a stored result whose config is not the one the plan (``compare.json``) records for its run (a plan
+    written by a later command with other settings): the report would describe a config no run used. Plans
+    written before format 2 record no config and are not checked."""
+    planned = entry.get("config_digest")
+    if planned is None or stored.get("config_digest") == planned:
+        return
+    change = _first_difference(stored.get("config") or {}, entry.get("config") or {}, ("in the result", "in the plan"))
+    raise ConfigError(f"{folder / RESULT}: made with another config than compare.json plans for it ({change}); "
+                      f"rerun segkit compare with the settings it was made with, or delete that folder")

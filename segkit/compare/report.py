@@ -14,6 +14,7 @@ from segkit.compare import document as doc
 from segkit.compare.figures import curves_figure, dice_bars_figure, scatter_figure
 from segkit.compare.panel_data import artefact_blocks, qualitative_blocks
 from segkit.compare.results import RunResult
+from segkit.compare.spec import value_text
 from segkit.compare.stats import CONFIDENCE, RESAMPLES
 from segkit.compare.tables import (
     Summary,
@@ -33,7 +34,8 @@ SUMMARY_TEXT = (
     "Mean ± standard deviation over seeds (sample std; a single number when a variant has one seed). Dice, HD95 "
     "and NSD are each run's means over held-out cases and foreground classes; best val Dice is the run's highest "
     "validation Dice during training; params M are millions of parameters; GFLOPs are for one training patch; "
-    "train s/epoch is training wall time (validation and checkpoints included) divided by the epochs; infer "
+    "train s/epoch is training wall time (validation and checkpoints included) divided by the epochs the run "
+    "trained (fewer than train.epochs when train.stop_at_dice ended it early); infer "
     "s/volume is the forward pass (sliding window) of one held-out volume; peak MiB/volume is the largest "
     "per-volume peak memory (see the notes below); checkerboard is the share of the logits' spectral energy at "
     "the period-2 frequency (lower is smoother).")
@@ -50,17 +52,18 @@ class ReportFiles:
 
 
 def _setup(plan: dict[str, Any], runs: list[RunResult]) -> list[doc.Block]:
-    vary = "; ".join(f"`{key}` = {', '.join(map(str, values))}" for key, values in plan["vary"].items())
+    vary = "; ".join(f"{doc.code(key)} = {', '.join(doc.literal(value_text(v)) for v in values)}"
+                     for key, values in plan["vary"].items())
     cases = runs[0].data["cases"] if runs else []
     devices = sorted({str(r.data.get("device", "?")) for r in runs})
-    spec = f" (from the spec `{plan['spec']}`)" if plan.get("spec") else ""
-    items = [f"Base config: `{plan['config']}`{spec}", f"Varied: {vary}",
-             "Fixed overrides: " + (", ".join(f"`{o}`" for o in plan["overrides"]) or "none"),
+    spec = f" (from the spec {doc.code(plan['spec'])})" if plan.get("spec") else ""
+    items = [f"Base config: {doc.code(plan['config'])}{spec}", f"Varied: {vary}",
+             "Fixed overrides: " + (", ".join(doc.code(o) for o in plan["overrides"]) or "none"),
              f"Seeds: {plan['seeds']}; seed k gives every variant the same data split, patch stream and schedule",
              f"Finished runs: {len(runs)} of {len(plan['runs'])}",
-             f"Held-out cases: {len(cases)} ({', '.join(cases)})",
-             f"Baseline: {plan['baseline']}", f"Device: {', '.join(devices) or '–'}"]
-    return [doc.Heading(f"Comparison: {', '.join(plan['vary'])}", 1), doc.Bullets(items)]
+             f"Held-out cases: {len(cases)} ({doc.literal(', '.join(cases))})",
+             f"Baseline: {doc.literal(plan['baseline'])}", f"Device: {doc.literal(', '.join(devices)) or '–'}"]
+    return [doc.Heading(f"Comparison: {doc.literal(', '.join(plan['vary']))}", 1), doc.Bullets(items)]
 
 
 def _tables(groups: dict[str, list[RunResult]], summary: Summary, class_names: list[str],
@@ -71,15 +74,18 @@ def _tables(groups: dict[str, list[RunResult]], summary: Summary, class_names: l
         doc.Paragraph("Dice, HD95 (mm) and NSD of each foreground class: each run's mean over held-out cases, then "
                       "mean ± std over seeds."),
         class_table(groups, class_names),
-        doc.Heading(f"Paired differences against {baseline}")]
+        doc.Heading(f"Paired differences against {doc.literal(baseline)}")]
     if baseline not in groups or len(groups) < 2:
         return [*blocks, doc.Paragraph("Not available yet: the baseline and another variant need finished runs.")]
-    text = (f"Each held-out case's score is averaged over foreground classes and seeds; the difference is the "
-            f"variant's score minus the baseline's (positive Dice/NSD and negative HD95 differences favour the "
-            f"variant). Mean difference over cases, its {CONFIDENCE:.0%} percentile bootstrap interval ({RESAMPLES} "
-            "resamples of the cases, fixed seed), the two-sided Wilcoxon signed-rank p-value and the number of "
-            "cases where the variant is better / worse. With n cases the smallest possible p is 2/2^n (6 cases: "
-            "0.031), and several variants mean several tests: read p-values as a guide, not a verdict.")
+    text = (f"Paired by seed and case over the seeds both the variant and the baseline finished: each (seed, case) "
+            "difference is the variant's score minus the baseline's, each averaged over foreground classes "
+            "(positive Dice/NSD and negative HD95 differences favour the variant). Mean difference over those "
+            f"cells; its {CONFIDENCE:.0%} interval is a two-way percentile bootstrap ({RESAMPLES} resamples, fixed "
+            "seed) drawing the seeds with replacement and, independently, the cases with replacement, so it holds "
+            "both the seed-to-seed (training) and the case-to-case variation; with one seed it covers the cases "
+            "only, and says so. The two-sided Wilcoxon signed-rank p-value and better / worse are over the per-case "
+            "differences averaged over seeds. With n cases the smallest possible p is 2/2^n (6 cases: 0.031), and "
+            "several variants mean several tests: read p-values as a guide, not a verdict.")
     return [*blocks, doc.Paragraph(text), paired_table(paired_results(groups, baseline))]
 
 

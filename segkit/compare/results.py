@@ -9,7 +9,6 @@ and a ``summary`` of run-level numbers (see :data:`METRICS`). The report adds ``
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from segkit.compare.measure import CaseMeasurement
-from segkit.compare.plan import RESULT, TRAIN_DIR, PlannedRun, comparable_config, config_digest
+from segkit.compare.plan import RESULT, TRAIN_DIR, PlannedRun, check_planned, comparable_config, config_digest
 from segkit.engine.run_log import read_metrics
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
@@ -78,21 +77,29 @@ def _nanmean(values: Any) -> float:
         return float(np.nanmean(array))
 
 
-def _step_seconds_per_epoch(run: PlannedRun) -> float:
-    steps = [r for r in read_metrics(run.folder / TRAIN_DIR / "metrics.jsonl") if r.get("kind") == "step"]
-    return sum(float(r.get("seconds") or 0.0) for r in steps) / run.config.train.epochs
+def _training_steps(run: PlannedRun) -> list[dict[str, Any]]:
+    return [r for r in read_metrics(run.folder / TRAIN_DIR / "metrics.jsonl") if r.get("kind") == "step"]
+
+
+def epochs_run(steps: list[dict[str, Any]], planned: int) -> int:
+    """The epochs the run actually trained (the last step's epoch: fewer than ``planned`` when
+    ``train.stop_at_dice`` ended it early); ``planned`` when the log has no step."""
+    epochs = [int(r["epoch"]) for r in steps if isinstance(r.get("epoch"), int | float)]
+    return max(epochs) if epochs else planned
 
 
 def build_result(run: PlannedRun, scores: Scores, measured: list[CaseMeasurement], memory_method: str,
                  cost: ModelSummary, train_seconds: float, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``result.json`` content of a finished run (``extra``: device, end-to-end predict seconds, ...)."""
     peaks = [m.peak_mib for m in measured]
+    steps = _training_steps(run)
+    epochs = epochs_run(steps, run.config.train.epochs)
     summary = {
         "mean_dice": _nanmean(scores.dice), "mean_hd95_mm": _nanmean(scores.hd95), "mean_nsd": _nanmean(scores.nsd),
         "parameters": cost.parameters, "gflops_per_patch": cost.gflops, "patch_size": list(cost.input_shape[2:]),
-        "train_seconds": train_seconds, "epochs": run.config.train.epochs,
-        "train_seconds_per_epoch": train_seconds / run.config.train.epochs,
-        "step_seconds_per_epoch": _step_seconds_per_epoch(run),
+        "train_seconds": train_seconds, "epochs": epochs, "epochs_planned": run.config.train.epochs,
+        "train_seconds_per_epoch": train_seconds / epochs,
+        "step_seconds_per_epoch": sum(float(r.get("seconds") or 0.0) for r in steps) / epochs,
         "infer_seconds_per_volume": _nanmean([m.seconds for m in measured]),
         "peak_memory_mib": max(peaks) if peaks else float("nan"),
         "checkerboard_index": _nanmean([m.checkerboard for m in measured]),
@@ -150,7 +157,8 @@ def load_plan(out: Path) -> dict[str, Any]:
 
 
 def load_results(out: Path, plan: dict[str, Any]) -> list[RunResult]:
-    """The finished runs of the plan, in plan order; a run without a readable ``result.json`` is left out."""
+    """The finished runs of the plan, in plan order; a run without a readable ``result.json`` is left out, one made
+    with another config than the plan records for it is an error."""
     found = []
     for entry in plan["runs"]:
         folder = Path(out) / entry["folder"]
@@ -158,17 +166,14 @@ def load_results(out: Path, plan: dict[str, Any]) -> list[RunResult]:
             data = json.loads((folder / RESULT).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+        check_planned(folder, entry, data)
         steps, dice = validation_curve(folder)
         data["summary"]["best_val_dice"] = max(dice) if dice else None
         found.append(RunResult(entry["label"], int(entry["seed"]), folder, data, (steps, dice)))
     return found
 
 
-def per_case(runs: list[RunResult], metric: str) -> dict[str, float]:
-    """Per held-out case: the metric's mean over foreground classes, then over seeds (NaN ignored)."""
-    by_case: dict[str, list[float]] = {}
-    for run in runs:
-        values = np.asarray(run.data["per_case"][metric], dtype=np.float64)  # JSON null → NaN
-        for case_id, row in zip(run.data["cases"], values, strict=True):
-            by_case.setdefault(case_id, []).append(_nanmean(row))
-    return {case_id: _nanmean(values) if values else math.nan for case_id, values in by_case.items()}
+def per_case(run: RunResult, metric: str) -> dict[str, float]:
+    """Per held-out case of one run: the metric's mean over foreground classes (NaN when none has a value)."""
+    values = np.asarray(run.data["per_case"][metric], dtype=np.float64)  # JSON null → NaN
+    return {case_id: _nanmean(row) for case_id, row in zip(run.data["cases"], values, strict=True)}

@@ -86,6 +86,11 @@ class Comparison:
     notes: tuple[str, ...] = field(default=(), compare=False)  # what the command line changed in the spec
 
 
+def value_text(value: Any) -> str:
+    """How a varied value is shown (labels, tables): strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+
+
 def schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     """Every dotted key of the config schema, sections included (``train``, ``train.augment.flip``, ...)."""
     keys = []
@@ -134,6 +139,13 @@ def check_values(key: str, values: Any, flag: str = "--vary") -> list[Any]:
     repeated = next((values[i] for i, t in enumerate(texts) if texts.index(t) != i), None)
     if len(set(texts)) != len(texts):
         raise ConfigError(f"{flag} {key}: value {repeated!r} is listed twice; list each value once")
+    shown = [value_text(v) for v in values]  # the report groups runs by these labels
+    twin = next((i for i, t in enumerate(shown) if shown.index(t) != i), None)
+    if twin is not None:
+        first = values[shown.index(shown[twin])]
+        raise ConfigError(f"{flag} {key}: values {json.dumps(first)} and {json.dumps(values[twin])} are both shown as "
+                          f"{shown[twin]!r}, and the report groups runs by that label; list values that read "
+                          "differently")
     return values
 
 
@@ -173,6 +185,23 @@ def _merge_vary(spec: CompareSpec | None, path: Path,
     return vary, sources, notes
 
 
+def _overlaps(a: str, b: str) -> bool:
+    """Whether dotted keys ``a`` and ``b`` are the same key or one is a section holding the other."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def check_fixed_not_varied(fixed: list[tuple[str, str]], vary: dict[str, list[Any]], sources: dict[str, str]) -> None:
+    """Refuse a fixed override (``(flag, KEY=VALUE)``) of a key that is also varied: every run would take the
+    variant's value, while the report would list the fixed one."""
+    for flag, item in fixed:
+        key = item.partition("=")[0].strip()
+        varied = next((k for k in vary if _overlaps(key, k)), None)
+        if varied is not None:
+            raise ConfigError(f"{flag} {item} and {sources[varied]} {varied}: the key is both fixed and varied, and "
+                              f"each variant's value would replace the fixed one; drop {key} from "
+                              f"{flag.rstrip(':')}, or list its value among the --vary values")
+
+
 def resolve_comparison(request: CompareRequest) -> Comparison:
     """Merge a spec file (when ``--config`` is one) with the command line, and check the varied keys."""
     spec, path = _spec_from_file(request.config)
@@ -187,7 +216,9 @@ def resolve_comparison(request: CompareRequest) -> Comparison:
     if out is None:
         raise ConfigError("--out DIR is required (the folder for the runs and the report), or set compare.out in the "
                           "spec")
-    fixed = tuple(_override(k, v) for k, v in (spec.set if spec else {}).items()) + tuple(request.overrides)
+    from_spec = [(f"{path}: compare.set:", _override(k, v)) for k, v in (spec.set if spec else {}).items()]
+    check_fixed_not_varied([*from_spec, *(("--set", item) for item in request.overrides)], vary, sources)
+    fixed = tuple(item for _, item in from_spec) + tuple(request.overrides)
     seeds = request.seeds or (spec.seeds if spec else 3)
     baseline = request.baseline or (spec.baseline if spec else None)
     spec_name = request.config if spec is not None else None

@@ -1,9 +1,11 @@
-"""Summaries over seeds and paired per-case comparisons against the baseline.
+"""Summaries over seeds and paired comparisons against the baseline.
 
 - ``mean_std``: mean and sample standard deviation (``ddof=1``) over seeds.
-- ``bootstrap_ci``: percentile bootstrap confidence interval of the mean paired difference, resampling cases
-  with replacement (``scipy.stats.bootstrap``, ``method="percentile"``, a fixed seed so reports reproduce).
-- ``wilcoxon_p``: two-sided Wilcoxon signed-rank test of the paired differences (``scipy.stats.wilcoxon``,
+- ``two_way_bootstrap_ci``: percentile bootstrap interval of the mean paired difference over a (seeds × cases)
+  table, resampling the seeds with replacement and, independently, the cases with replacement (one draw of cases
+  for every drawn seed, since every seed scored the same cases), so that both the seed-to-seed (training) and the
+  case-to-case variation are in the interval; a fixed RNG seed makes reports reproduce.
+- ``wilcoxon_p``: two-sided Wilcoxon signed-rank test of the per-case differences (``scipy.stats.wilcoxon``,
   zero differences dropped as in Wilcoxon's original method, exact distribution for small samples).
 """
 
@@ -30,18 +32,32 @@ def mean_std(values: np.ndarray | list[float]) -> tuple[float, float]:
     return float(finite.mean()), float(finite.std(ddof=1)) if len(finite) > 1 else float("nan")
 
 
-def bootstrap_ci(differences: np.ndarray, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                 confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``differences``; NaN with fewer than two values, the value itself
-    when all are equal (every resample has the same mean)."""
-    d = np.asarray(differences, dtype=np.float64)
-    if len(d) < 2:
+def _resample_counts(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each resample of ``n`` draws with replacement: (resamples, n)."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+
+
+def two_way_bootstrap_ci(differences: np.ndarray, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                         confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile interval of the mean of a (seeds, cases) table of paired differences (NaN cells left out), over
+    ``resamples`` draws of the seeds with replacement and, independently, of the cases with replacement; each
+    resample's statistic is the mean over the drawn (seed, case) cells. With one seed only the cases vary.
+    NaN with fewer than two finite cells; the value itself when all finite cells are equal."""
+    d = np.atleast_2d(np.asarray(differences, dtype=np.float64))
+    finite = np.isfinite(d)
+    if finite.sum() < 2:
         return float("nan"), float("nan")
-    if np.all(d == d[0]):
-        return float(d[0]), float(d[0])
-    result = stats.bootstrap((d,), np.mean, n_resamples=resamples, confidence_level=confidence,
-                             method="percentile", rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if np.all(d[finite] == d[finite][0]):
+        return float(d[finite][0]), float(d[finite][0])
+    rng = np.random.default_rng(seed)
+    seeds, cases = _resample_counts(rng, d.shape[0], resamples), _resample_counts(rng, d.shape[1], resamples)
+    total = np.einsum("bs,sc,bc->b", seeds, np.where(finite, d, 0.0), cases)
+    count = np.einsum("bs,sc,bc->b", seeds, finite.astype(np.float64), cases)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = total / count  # a resample that drew only NaN cells has no mean and is left out
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.percentile(means[np.isfinite(means)], [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 def wilcoxon_p(differences: np.ndarray) -> float:
@@ -56,25 +72,32 @@ def wilcoxon_p(differences: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Paired:
-    """A variant against the baseline on one metric, over the cases both have a score for."""
+    """A variant against the baseline on one metric, over the seeds both finished and the cases both scored."""
 
-    n: int
-    mean_difference: float  # variant − baseline
+    n: int  # cases
+    mean_difference: float  # variant − baseline, mean over the (seed, case) cells
     ci_low: float
     ci_high: float
-    p_value: float
-    better: int  # cases where the variant is better (by the metric's direction)
+    p_value: float  # Wilcoxon, over the per-case differences averaged over seeds
+    better: int  # cases where the variant is better (by the metric's direction), per-case means over seeds
     worse: int
+    seeds: int = 1
 
 
 def paired_comparison(baseline: np.ndarray, variant: np.ndarray, higher_is_better: bool) -> Paired:
-    """Paired statistics of ``variant − baseline`` (arrays aligned by case; NaN pairs left out)."""
-    base, other = np.asarray(baseline, dtype=np.float64), np.asarray(variant, dtype=np.float64)
-    keep = np.isfinite(base) & np.isfinite(other)
-    d = other[keep] - base[keep]
-    if len(d) == 0:
-        return Paired(0, math.nan, math.nan, math.nan, math.nan, 0, 0)
-    low, high = bootstrap_ci(d)
+    """Paired statistics of ``variant − baseline``: arrays (seeds, cases) aligned by seed and case, or (cases,) for
+    one seed; a cell where either side is NaN is left out, a case with no finite cell is left out."""
+    base = np.atleast_2d(np.asarray(baseline, dtype=np.float64))
+    other = np.atleast_2d(np.asarray(variant, dtype=np.float64))
+    d = np.where(np.isfinite(base) & np.isfinite(other), other - base, np.nan)
+    keep = np.isfinite(d).any(axis=0)
+    d = d[:, keep]
+    if d.shape[1] == 0:
+        return Paired(0, math.nan, math.nan, math.nan, math.nan, 0, 0, d.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_case = np.nanmean(d, axis=0)
+    low, high = two_way_bootstrap_ci(d)
     sign = 1.0 if higher_is_better else -1.0
-    return Paired(len(d), float(d.mean()), low, high, wilcoxon_p(d), int(np.sum(sign * d > 0)),
-                  int(np.sum(sign * d < 0)))
+    return Paired(d.shape[1], float(np.nanmean(d)), low, high, wilcoxon_p(per_case),
+                  int(np.sum(sign * per_case > 0)), int(np.sum(sign * per_case < 0)), d.shape[0])

@@ -83,20 +83,24 @@ def dice_bars(groups: dict[str, list[RunResult]], class_names: list[str]) -> tup
     return np.array(means), np.array(stds)
 
 
+def _seed_case_table(runs: list[RunResult], seeds: list[int], cases: list[str], metric: str) -> np.ndarray:
+    """(seeds, cases): each run's per-case mean over foreground classes, NaN where a run lacks the case."""
+    by_seed = {r.seed: per_case(r, metric) for r in runs if r.seed in seeds}
+    return np.array([[by_seed[s].get(c, math.nan) for c in cases] for s in seeds], dtype=np.float64)
+
+
 def paired_results(groups: dict[str, list[RunResult]], baseline: str) -> dict[tuple[str, str], Paired]:
-    """(variant, case metric) → paired statistics against ``baseline`` over the held-out cases, each side averaged
-    over the seeds that both finished."""
+    """(variant, case metric) → paired statistics against ``baseline``, paired by seed and case over the seeds that
+    both finished (a seed only one side finished would pair unlike runs) and the cases both scored."""
     out = {}
     for metric, _, higher in CASE_METRICS:
         for label, found in groups.items():
             if label == baseline:
                 continue
-            seeds = {r.seed for r in found} & {r.seed for r in groups[baseline]}  # a seed only one side finished
-            base = per_case([r for r in groups[baseline] if r.seed in seeds], metric)  # would pair unlike runs
-            other = per_case([r for r in found if r.seed in seeds], metric)
-            cases = [c for c in base if c in other]
-            out[(label, metric)] = paired_comparison(np.array([base[c] for c in cases]),
-                                                     np.array([other[c] for c in cases]), higher)
+            seeds = sorted({r.seed for r in found} & {r.seed for r in groups[baseline]})
+            cases = list(dict.fromkeys(c for r in groups[baseline] + found if r.seed in seeds for c in r.data["cases"]))
+            out[(label, metric)] = paired_comparison(_seed_case_table(groups[baseline], seeds, cases, metric),
+                                                     _seed_case_table(found, seeds, cases, metric), higher)
     return out
 
 
@@ -104,17 +108,26 @@ def _signed(value: float, digits: int) -> str:
     return "–" if math.isnan(value) else f"{value:+.{digits}f}"
 
 
+CI_TWO_WAY = "95% CI (bootstrap over seeds × cases)"
+CI_CASES_ONLY = "95% CI (bootstrap over cases only: one seed)"
+WILCOXON = "Wilcoxon p (per-case means over seeds)"
+
+
 def paired_table(paired: dict[tuple[str, str], Paired]) -> Table:
-    """Mean difference with its bootstrap 95% CI, Wilcoxon p, and cases better / worse than the baseline."""
+    """Mean difference with its two-way bootstrap 95% CI (seeds × cases; cases only for a one-seed row, marked so),
+    Wilcoxon p and cases better / worse than the baseline (both over per-case means over seeds)."""
     titles = {metric: title for metric, title, _ in CASE_METRICS}
+    several = any(p.seeds > 1 for p in paired.values())
     rows = []
     for (label, metric), p in paired.items():
         digits = 2 if metric == "hd95_mm" else 4
         ci = "–" if math.isnan(p.ci_low) else f"[{_signed(p.ci_low, digits)}, {_signed(p.ci_high, digits)}]"
-        rows.append([label, titles[metric], str(p.n), _signed(p.mean_difference, digits), ci,
+        if several and p.seeds == 1 and ci != "–":
+            ci += " (cases only: one seed)"
+        rows.append([label, titles[metric], str(p.seeds), str(p.n), _signed(p.mean_difference, digits), ci,
                      "–" if math.isnan(p.p_value) else f"{p.p_value:.3g}", f"{p.better} / {p.worse}"])
-    return Table(["variant", "metric", "cases", "mean difference", "95% CI (bootstrap)", "Wilcoxon p",
-                  "better / worse"], rows)
+    return Table(["variant", "metric", "seeds", "cases", "mean difference", CI_TWO_WAY if several else CI_CASES_ONLY,
+                  WILCOXON, "better / worse"], rows)
 
 
 def summary_csv(summary: Summary) -> str:

@@ -138,10 +138,12 @@ def test_report_only_rebuilds_the_same_report(history: History, capsys: pytest.C
 
 def test_paired_rows_cover_every_metric(history: History) -> None:
     rows = _table((history.out / "report.md").read_text(encoding="utf-8"), "variant | metric")
-    assert [row[:3] for row in rows[2:]] == [["nearest", "Dice", "1"], ["nearest", "HD95 (mm)", "1"],
-                                             ["nearest", "NSD", "1"]]
+    assert rows[0][:6] == ["variant", "metric", "seeds", "cases", "mean difference",
+                           "95% CI (bootstrap over seeds × cases)"]
+    assert [row[:4] for row in rows[2:]] == [["nearest", "Dice", "3", "1"], ["nearest", "HD95 (mm)", "3", "1"],
+                                             ["nearest", "NSD", "3", "1"]]
     everything = results(history.out)
     by_label = {label: np.mean([np.nanmean(np.array(r["per_case"]["dice"], dtype=float))
                                 for r in everything if r["label"] == label]) for label in VARIANTS}
     difference = by_label["nearest"] - by_label["transposed"]
-    assert rows[2][3] == f"{difference:+.4f}" and not math.isnan(difference)
+    assert rows[2][4] == f"{difference:+.4f}" and not math.isnan(difference)

@@ -66,3 +66,55 @@ def test_a_prediction_covering_the_whole_slice_shows_in_the_figure() -> None:
     hidden = qualitative_figure(image, reference, {"variant": empty}, names, "case")
     colour = class_colour(1)
     assert _colour_pixels(shown, colour) > _colour_pixels(hidden, colour) + 200  # its outline along the whole edge
+
+
+def _panel_run(folder, label: str, seed: int, shape: tuple[int, int] = (40, 40)):
+    from segkit.compare.measure import PANEL, PanelSlice, save_panel
+    from segkit.compare.results import RunResult
+
+    run_folder = folder / label / f"seed{seed}"
+    run_folder.mkdir(parents=True)
+    logits = np.zeros((2, *shape), np.float32)
+    logits[1, shape[0] // 4:, :] = 1.0
+    save_panel(run_folder / PANEL, PanelSlice("case", logits, 2, shape[0] // 2))
+    return RunResult(label, seed, run_folder, {"summary": {"checkerboard_index": 0.1 * (seed + 1)}}, ([], []))
+
+
+def _captured_artefacts(monkeypatch: pytest.MonkeyPatch, groups: dict, baseline: str) -> tuple[dict, str]:
+    from segkit.compare import panel_data
+
+    seen: dict = {}
+    monkeypatch.setattr(panel_data, "artefact_figure",
+                        lambda maps, titles, windows: seen.update(maps=maps, titles=titles, windows=windows) or b"")
+    image = panel_data.artefact_blocks(groups, baseline)[-1]
+    return seen, image.caption
+
+
+def test_panels_use_the_baselines_seed_for_every_variant_that_has_it(tmp_path, monkeypatch) -> None:
+    from segkit.compare.panel_data import panel_runs
+
+    groups = {"base": [_panel_run(tmp_path, "base", 1), _panel_run(tmp_path, "base", 2)],
+              "other": [_panel_run(tmp_path, "other", 0), _panel_run(tmp_path, "other", 1)]}
+    runs, seed = panel_runs(groups, "base")
+    assert seed == 1 and {label: r.seed for label, r in runs.items()} == {"base": 1, "other": 1}
+    seen, caption = _captured_artefacts(monkeypatch, groups, "base")
+    assert "(seed 1 of each variant)" in caption
+    assert seen["titles"]["other"] == "other\ncheckerboard 0.2"  # seed 1's index, not seed 0's
+
+
+def test_panels_name_each_seed_when_not_every_variant_has_the_baselines(tmp_path, monkeypatch) -> None:
+    groups = {"base": [_panel_run(tmp_path, "base", 0)], "other": [_panel_run(tmp_path, "other", 1)]}
+    seen, caption = _captured_artefacts(monkeypatch, groups, "base")
+    assert "each variant's lowest finished seed, named in its title" in caption and "seed 0 of each" not in caption
+    assert [t.split("\n")[0] for t in seen["titles"].values()] == ["base (seed 0)", "other (seed 1)"]
+
+
+def test_a_variant_on_another_grid_is_shown_on_its_own_and_the_caption_says_so(tmp_path, monkeypatch) -> None:
+    groups = {"base": [_panel_run(tmp_path, "base", 0)], "coarse": [_panel_run(tmp_path, "coarse", 0, (20, 20))],
+              "same": [_panel_run(tmp_path, "same", 0)]}
+    seen, caption = _captured_artefacts(monkeypatch, groups, "base")
+    assert list(seen["maps"]) == ["base", "coarse", "same"]
+    assert seen["maps"]["coarse"].shape == (2, 20, 20) and seen["windows"]["same"] == seen["windows"]["base"]
+    assert ("Not on the baseline's grid (slice 20 across axis 2, 40×40): coarse (slice 10 across axis 2, 20×20) — "
+            "each is shown on its own grid") in caption
+    assert "checkerboard index was computed on its own grid, so that index is not directly comparable" in caption

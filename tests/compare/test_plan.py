@@ -16,6 +16,7 @@ from segkit.compare.plan import (
     find_variant,
     is_finished,
     make_variants,
+    plan_record,
     plan_runs,
     run_folder,
 )
@@ -36,12 +37,16 @@ def test_unknown_vary_key_is_one_line_naming_it(tmp_path: Path, capsys: pytest.C
 
 
 @pytest.mark.parametrize(("vary", "expected"), [
-    ("model.upsample=transposed,bogus", "--vary bogus: model.upsample: unknown"),
+    ("model.upsample=transposed,bogus", "--vary model.upsample=bogus: model.upsample: unknown"),
     ("seed=1,2", "use --seeds"),
     ("model.upsample=nearest,nearest", "listed twice"),
     ("model.upsample", "expected KEY=VALUE1,VALUE2"),
-    ("model.decoder_channels=[64,32,16,8,4],[32,16]", "--vary [32,16]: model.decoder_channels: encoder 'resnet34' "
-                                                      "has 5 stages, so give 5 values (got 2)"),
+    ("model.decoder_channels=[64,32,16,8,4],[32,16]", "--vary model.decoder_channels=[32,16]: "
+                                                      "model.decoder_channels: encoder 'resnet34' has 5 stages, so "
+                                                      "give 5 values (got 2)"),
+    ("train.class_weights=[1,2,2,2]", "--vary train.class_weights=[1,2,2,2]: train.class_weights"),
+    ("data.cache_dir=null,'null'", "--vary data.cache_dir: values null and \"null\" are both shown as 'null', and "
+                                   "the report groups runs by that label; list values that read differently"),
 ])
 def test_bad_vary_values_are_one_line(vary: str, expected: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,6 +90,36 @@ def test_a_key_in_two_vary_flags_is_refused(tmp_path: Path, capsys: pytest.Captu
     assert ("--vary model.upsample is given twice ('nearest,linear' and 'transposed'); give all its values in one "
             "flag, e.g. --vary model.upsample=nearest,linear,transposed") in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fixed", ["model.upsample=linear", "model={upsample: linear}"])
+def test_a_key_both_set_and_varied_is_refused_naming_it(fixed: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsample=transposed,nearest",
+                 "--set", fixed, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"--set {fixed} and --vary model.upsample: the key is both fixed and varied" in err
+    assert not out.exists()
+
+
+def test_a_spec_key_both_set_and_varied_is_refused_naming_the_spec(tmp_path: Path) -> None:
+    spec = write_yaml(tmp_path / "spec.yaml", {"compare": {"config": "demo_unet_resnet34.yaml",
+                                                            "set": {"train.lr": 0.01}}})
+    with pytest.raises(ConfigError, match=r"spec.yaml: compare.set: train.lr=0.01 and --vary train.lr: the key is "
+                                          r"both fixed and varied.*drop train.lr from .*spec.yaml: compare.set"):
+        resolve_comparison(CompareRequest(str(spec), ("train.lr=0.001,0.1",), out=tmp_path / "out"))
+
+
+def test_labels_of_keys_with_the_same_last_part_stay_distinguishable() -> None:
+    variants = make_variants({"train.memory_format": ["channels_last", "contiguous"],
+                              "infer.memory_format": ["channels_last"], "model.upsample": ["nearest"]})
+    assert [v.label for v in variants] == [
+        "train.memory_format=channels_last, infer.memory_format=channels_last, upsample=nearest",
+        "train.memory_format=contiguous, infer.memory_format=channels_last, upsample=nearest"]
+    nested = make_variants({"a.b.c": [1], "d.b.c": [2], "b.x": [3]})
+    assert nested[0].label == "a.b.c=1, d.b.c=2, x=3"
 
 
 def test_full_factorial_with_sanitised_folders(tmp_path: Path) -> None:
@@ -207,3 +242,51 @@ def test_an_out_folder_holding_other_files_is_refused(tiny_dataset: Path, tmp_pa
     assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsample=nearest,linear",
                  "--set", f"data.root={tiny_dataset}", "--out", str(tmp_path / "file" / "sub")]) == 1
     assert "cannot create the folder" in capsys.readouterr().err
+
+
+def _finished(run, held_out: list[str], **changes) -> None:
+    """A fake ``result.json`` for ``run`` (its config with ``changes`` applied to ``train``)."""
+    config = comparable_config(run.config)
+    config["train"].update(changes)
+    digest = "other" if changes else config_digest(run.config)
+    run.folder.mkdir(parents=True, exist_ok=True)
+    (run.folder / RESULT).write_text(json.dumps({"config_digest": digest, "config": config, "cases": held_out}))
+
+
+def test_a_refused_rerun_leaves_the_plan_as_it_was(tiny_dataset: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished run with another config refuses the command before compare.json is rewritten, so --report-only
+    still describes the runs that exist."""
+    out = tmp_path / "out"
+    args = ["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "model.upsample=nearest,linear",
+            "--seeds", "1", "--out", str(out), "--set", f"data.root={tiny_dataset}"]
+    comparison = resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=nearest,linear",),
+                                                   (f"data.root={tiny_dataset}",), 1, out))
+    variants, runs = plan_runs(comparison)
+    plan = out / "compare.json"
+    out.mkdir()
+    plan.write_text(json.dumps(plan_record(comparison, variants, runs, variants[0])))
+    before = plan.read_bytes()
+    _finished(runs[0], ["phantom_004"])
+    assert main([*args, "train.lr=0.005"]) == 1
+    err = capsys.readouterr().err
+    assert "finished with a different config (train.lr: 0.002 then, 0.005 now)" in err and err.count("\n") == 1
+    assert plan.read_bytes() == before
+
+
+def test_report_only_refuses_a_result_whose_config_is_not_the_plans(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    comparison = resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=nearest,linear",),
+                                                   ("train.lr=0.005",), 1, out))
+    variants, runs = plan_runs(comparison)
+    out.mkdir()
+    (out / "compare.json").write_text(json.dumps(plan_record(comparison, variants, runs, variants[0])))
+    _finished(runs[0], ["a"], lr=0.002)
+    assert main(["compare", "--report-only", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"{runs[0].folder / RESULT}: made with another config than compare.json plans for it (train.lr: 0.002 in "
+            "the result, 0.005 in the plan); rerun segkit compare with the settings it was made with, or delete that "
+            "folder") in err
+    assert not (out / "report.md").exists()

@@ -10,8 +10,15 @@ import pytest
 from scipy import stats
 
 from segkit.compare.results import RunResult
-from segkit.compare.stats import BOOTSTRAP_SEED, RESAMPLES, bootstrap_ci, mean_std, paired_comparison, wilcoxon_p
-from segkit.compare.tables import paired_results
+from segkit.compare.stats import (
+    BOOTSTRAP_SEED,
+    RESAMPLES,
+    mean_std,
+    paired_comparison,
+    two_way_bootstrap_ci,
+    wilcoxon_p,
+)
+from segkit.compare.tables import CI_CASES_ONLY, CI_TWO_WAY, paired_results, paired_table
 
 DIFFERENCES = np.array([0.031, -0.012, 0.054, 0.020, 0.047, 0.003, 0.015, -0.006, 0.038])
 
@@ -26,20 +33,61 @@ def test_wilcoxon_is_scipys_two_sided_signed_rank_test() -> None:
     assert math.isnan(wilcoxon_p(np.zeros(5)))
 
 
-def test_bootstrap_interval_equals_a_hand_rolled_loop_with_the_same_seed() -> None:
+def test_one_seed_bootstrap_equals_a_hand_rolled_loop_over_cases() -> None:
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    picks = rng.integers(0, len(DIFFERENCES), size=(RESAMPLES, len(DIFFERENCES)))
-    means = np.empty(RESAMPLES)
-    for b in range(RESAMPLES):
-        total = 0.0
-        for i in picks[b]:
-            total += DIFFERENCES[i]
-        means[b] = total / len(DIFFERENCES)
-    low, high = bootstrap_ci(DIFFERENCES)
+    rng.multinomial(1, [1.0], size=RESAMPLES)  # the seed draw comes first (always the one seed)
+    counts = rng.multinomial(len(DIFFERENCES), np.full(len(DIFFERENCES), 1 / len(DIFFERENCES)), size=RESAMPLES)
+    means = np.array([sum(DIFFERENCES[i] * k for i, k in enumerate(row)) / len(DIFFERENCES) for row in counts])
+    low, high = two_way_bootstrap_ci(DIFFERENCES)
     assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])), abs=1e-12)
     assert low < DIFFERENCES.mean() < high
-    assert bootstrap_ci(np.array([0.2, 0.2, 0.2])) == (0.2, 0.2)
-    assert all(math.isnan(v) for v in bootstrap_ci(np.array([0.1])))
+    assert two_way_bootstrap_ci(np.array([0.2, 0.2, 0.2])) == (0.2, 0.2)
+    assert all(math.isnan(v) for v in two_way_bootstrap_ci(np.array([0.1])))
+
+
+def test_two_way_bootstrap_equals_a_hand_rolled_loop_over_seeds_and_cases() -> None:
+    table = np.array([[0.03, -0.01, 0.05, np.nan], [0.01, 0.02, -0.02, 0.04], [0.00, 0.06, 0.01, 0.02]])
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    seeds = rng.multinomial(3, np.full(3, 1 / 3), size=RESAMPLES)
+    cases = rng.multinomial(4, np.full(4, 1 / 4), size=RESAMPLES)
+    means = []
+    for b in range(RESAMPLES):
+        cells = [table[s, c] for s in range(3) for _ in range(seeds[b, s])
+                 for c in range(4) for _ in range(cases[b, c])]
+        cells = [v for v in cells if np.isfinite(v)]  # a NaN cell (case absent in both) is left out
+        means.append(sum(cells) / len(cells))
+    assert two_way_bootstrap_ci(table) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])), abs=1e-12)
+
+
+SEED_FLIP = np.array([[0.010, 0.012, 0.009, 0.011, 0.010, 0.013],  # seed 0: the variant wins every case
+                      [-0.011, -0.009, -0.012, -0.010, -0.013, -0.010],  # seed 1: it loses every case
+                      [0.009, 0.011, 0.010, 0.012, 0.008, 0.010]])  # seed 2: wins again
+
+
+def test_an_effect_that_flips_sign_between_seeds_gives_an_interval_holding_zero() -> None:
+    """Consistent within each seed, so a bootstrap over cases alone excludes 0; over seeds too it must not."""
+    base = np.full_like(SEED_FLIP, 0.8)
+    result = paired_comparison(base, base + SEED_FLIP, higher_is_better=True)
+    assert result.seeds == 3 and result.n == 6
+    assert result.ci_low < 0 < result.ci_high
+    per_case = SEED_FLIP.mean(axis=0)  # what the old interval resampled: every case favours the variant
+    assert np.all(per_case > 0) and two_way_bootstrap_ci(per_case)[0] > 0
+    agreeing = np.abs(SEED_FLIP)  # every seed agrees
+    result = paired_comparison(base, base + agreeing, higher_is_better=True)
+    assert 0 < result.ci_low < agreeing.mean() < result.ci_high
+    first, again = two_way_bootstrap_ci(SEED_FLIP), two_way_bootstrap_ci(SEED_FLIP.copy())
+    assert first == again != two_way_bootstrap_ci(SEED_FLIP, seed=BOOTSTRAP_SEED + 1)  # fixed RNG seed: reproducible
+
+
+def test_the_table_names_the_interval_and_marks_one_seed_rows_as_cases_only() -> None:
+    base = np.full_like(SEED_FLIP, 0.8)
+    two = paired_comparison(base, base + SEED_FLIP, True)
+    one = paired_comparison(base[0], base[0] + SEED_FLIP[0], True)
+    table = paired_table({("a", "dice"): two, ("b", "dice"): one})
+    assert table.header[5] == CI_TWO_WAY and "Wilcoxon p (per-case means over seeds)" in table.header
+    assert table.rows[0][2:4] == ["3", "6"] and "cases only" not in table.rows[0][5]
+    assert table.rows[1][2] == "1" and table.rows[1][5].endswith("(cases only: one seed)")
+    assert paired_table({("b", "dice"): one}).header[5] == CI_CASES_ONLY
 
 
 def test_mean_and_sample_std_over_seeds() -> None:
@@ -56,7 +104,7 @@ def test_paired_comparison_by_hand() -> None:
     assert result.n == 4 and result.mean_difference == pytest.approx(d.mean())
     assert (result.better, result.worse) == (2, 1)
     assert result.p_value == stats.wilcoxon(d).pvalue
-    assert (result.ci_low, result.ci_high) == bootstrap_ci(d)
+    assert (result.ci_low, result.ci_high) == two_way_bootstrap_ci(d)
 
 
 def _run(label: str, seed: int, dice: list[float]) -> RunResult:
