@@ -40,7 +40,7 @@ from segkit.runtime import (
 class Prediction:
     """One case's result on its input grid (voxel order as nibabel reads the first channel file)."""
 
-    labels: np.ndarray  # uint8, or uint16 beyond 256 classes; F-ordered (as NIfTI stores it)
+    labels: np.ndarray  # uint8 (model.num_classes is at most 256); F-ordered (as NIfTI stores it)
     voxel_counts: np.ndarray  # voxels per class (int64, length num_classes), counted on the device
     probabilities: np.ndarray | None = None  # float16 (K, *spatial) when asked for
 
@@ -117,11 +117,10 @@ class Predictor:
         probabilities = None
         if self.probabilities:
             probabilities = torch.softmax(logits, 0).to(torch.float16).cpu().numpy()
-        dtype = torch.uint8 if self.cfg.model.num_classes <= 256 else torch.int32
         labels = class_indices(logits, 0)
         counts = torch.bincount(labels.flatten(), minlength=self.cfg.model.num_classes).cpu().numpy()
-        labels = _file_ordered(labels.to(dtype)).cpu().numpy().T
-        return Prediction(labels if dtype == torch.uint8 else labels.astype(np.uint16), counts, probabilities)
+        labels = _file_ordered(labels.to(torch.uint8)).cpu().numpy().T  # model.num_classes is at most 256
+        return Prediction(labels, counts, probabilities)
 
     def predict(self, paths: Sequence[Path]) -> np.ndarray:
         """The label map of one case (its channel files) in the first file's voxel order (as nibabel reads it)."""
