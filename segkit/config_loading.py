@@ -59,6 +59,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a config is a YAML text file "
                           "— check the path") from None
     try:
+        refuse_aliases(text, str(path))
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
@@ -71,6 +72,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
     _refuse_repeated_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
     return data
+
+
+def refuse_aliases(text: str, where: str) -> None:
+    """Refuse YAML anchors' aliases (``*name``): nine nested aliases of ten items make a few hundred bytes that
+    expand to 10⁹ values (a "billion laughs" bomb), and a config never needs them. Scans the parser's events,
+    in time linear in the text."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"{where}: line {event.start_mark.line + 1}: YAML alias *{event.anchor}; segkit "
+                              "configs take no anchors and aliases (they can expand a small file without bound) "
+                              "— write the values out")
 
 
 def _refuse_repeated_keys(path: Path, node: yaml.Node | None, prefix: str = "") -> None:
@@ -141,6 +153,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=50")
     try:
+        refuse_aliases(text, f"--set {key}")
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: value {text!r} is not valid YAML; quote it or fix the brackets") from None

@@ -213,3 +213,15 @@ def test_errors_in_a_union_name_the_key_without_the_schemas_type_names(override:
     with pytest.raises(ConfigError) as error:
         load_config("demo_unet_resnet34.yaml", [override])
     assert str(error.value) == f"--set: {message}"
+
+
+def test_yaml_aliases_are_refused_before_they_can_expand(tmp_path: Path) -> None:
+    """Nine nested aliases of ten items: a few hundred bytes that expand to 10⁹ values ("billion laughs")."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bomb.yaml: line 2: YAML alias \*a0; segkit configs take no anchors"):
+        load_config(bomb)
+    with pytest.raises(ConfigError, match=r"--set train.patch_size: line 1: YAML alias \*p"):
+        load_config("demo_unet_resnet34.yaml", ["train.patch_size=[&p 64, *p, 32]"])

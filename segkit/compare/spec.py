@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from segkit.config import Config
-from segkit.config_loading import load_raw_config, resolve_config_path, to_config
+from segkit.config_loading import load_raw_config, refuse_aliases, resolve_config_path, to_config
 from segkit.errors import ConfigError
 from segkit.registry import closest_match
 
@@ -124,6 +124,7 @@ def parse_vary(item: str) -> tuple[str, list[Any]]:
         raise ConfigError(f"--vary {item!r}: expected KEY=VALUE1,VALUE2,... "
                           "e.g. --vary model.upsample=transposed,nearest")
     try:
+        refuse_aliases(f"[{text}]", f"--vary {key}")
         values = yaml.safe_load(f"[{text}]")
     except yaml.YAMLError:
         raise ConfigError(f"--vary {key}: {text!r} is not a comma-separated list of YAML values; quote values that "

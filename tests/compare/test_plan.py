@@ -290,3 +290,10 @@ def test_report_only_refuses_a_result_whose_config_is_not_the_plans(tmp_path: Pa
             "the result, 0.005 in the plan); rerun segkit compare with the settings it was made with, or delete that "
             "folder") in err
     assert not (out / "report.md").exists()
+
+
+def test_a_yaml_alias_in_vary_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--config", "demo_unet_resnet34.yaml", "--vary", "train.lr=&x 0.1,*x",
+                 "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "--vary train.lr: line 1: YAML alias *x; segkit configs take no anchors" in err and err.count("\n") == 1
