@@ -126,9 +126,16 @@ def _unique_ids(cases: list[Case]) -> tuple[list[Case], list[InputProblem]]:
     return kept, problems
 
 
+# a header with a separate pixel-data file: the written header would name the temp data file that the atomic write
+# renames from, so such inputs are predicted into the one-file form of the same format
+ONE_FILE_FORM = {".mhd": ".mha", ".nhdr": ".nrrd"}
+
+
 def output_path_for(case: Case, output_dir: Path) -> Path:
-    """The output file for ``case``: its id plus the input's suffix, inside ``output_dir``; never an input."""
-    target = (output_dir / f"{case.case_id}{full_suffix(case.image)}").resolve()
+    """The output file for ``case``: its id plus the input's suffix (``.mhd`` → ``.mha``, ``.nhdr`` → ``.nrrd``),
+    inside ``output_dir``; never an input."""
+    suffix = full_suffix(case.image)
+    target = (output_dir / f"{case.case_id}{ONE_FILE_FORM.get(suffix.lower(), suffix)}").resolve()
     if target.parent != output_dir.resolve():
         raise DataError(f"{case.image}: output name escapes the output directory")
     if target in {p.resolve() for p in case.images}:

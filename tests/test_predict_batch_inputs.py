@@ -175,3 +175,20 @@ def test_a_file_of_a_format_segkit_does_not_read_fails_alone_with_the_fix(random
     assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
     assert f"{analyze}: not an image format segkit reads (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd, .png, .tif, " \
            ".tiff) — convert the file to NIfTI, e.g. with SimpleITK" in done.stderr
+
+
+def test_a_header_with_a_separate_data_file_is_predicted_into_one_file(random_checkpoint: Path, tiny_dataset: Path,
+                                                                        tmp_path: Path) -> None:
+    """A written .mhd named its pixel data by the temp name it was written under; the next run removed that file
+    as a stale temp, and the prediction could no longer be read. Such inputs give .mha / .nrrd outputs."""
+    image = sitk.ReadImage(str(tiny_dataset / "imagesTs" / "phantom_004.nii.gz"))
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "in" / "meta.mhd"))
+    sitk.WriteImage(image, str(tmp_path / "in" / "detached.nhdr"))
+    for _ in range(2):  # the rerun skips both and, before, deleted their data files
+        assert _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out").returncode == 0
+    for name in ("meta.mha", "detached.nrrd"):
+        written = sitk.ReadImage(str(tmp_path / "out" / name))
+        assert written.GetSize() == image.GetSize() and written.GetPixelID() == sitk.sitkUInt8
+        np.testing.assert_allclose(written.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detached.nrrd", "manifest.jsonl", "meta.mha"]
