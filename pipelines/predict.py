@@ -111,9 +111,11 @@ def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dic
         if not overwrite and manifest.is_done(case.case_id, target, signature, settings,
                                               _side_files(target, options)):
             results.append(CaseResult(case.case_id, case.image, target, "skipped", message="complete in manifest"))
-        elif not overwrite and target.exists() and not manifest.was_ours(case.case_id, target):
+        elif not overwrite and not manifest.was_ours(case.case_id, target) and (
+                taken := next((p for p in [target, *_side_files(target, options)] if p.exists()), None)):
             results.append(CaseResult(case.case_id, case.image, target, "skipped",
-                                      message="exists, not written by segkit here (use --overwrite to redo)"))
+                                      message=f"{taken.name} exists, not written by segkit here (use --overwrite to "
+                                              "redo)"))
         else:
             jobs.append(Job(case, target, signature, overwrite or manifest.was_ours(case.case_id, target)))
     return jobs, results

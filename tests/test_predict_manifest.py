@@ -93,3 +93,17 @@ def test_a_manifest_cut_by_a_kill_is_still_segkits(random_checkpoint: Path, scan
     (out / "manifest.jsonl").write_text('{"ca', encoding="utf-8")  # killed within its very first line
     (out / "phantom_004.nii.gz").unlink()
     assert _status(random_checkpoint, scan, out) == "written"
+
+
+def test_a_side_file_segkit_did_not_write_is_left_alone(random_checkpoint: Path, scan: Path, tmp_path: Path) -> None:
+    """The label map was checked against the manifest, but the user's own CASE.preview.png or
+    CASE.probabilities.npz of that name was replaced."""
+    out = tmp_path / "preds"
+    out.mkdir()
+    notes = out / "phantom_004.preview.png"
+    notes.write_text("the user's notes")
+    (result,) = run_prediction(random_checkpoint, [str(scan)], out, PredictOptions(device="cpu", preview=True))
+    assert result.status == "skipped" and "phantom_004.preview.png exists, not written by segkit here" in \
+        result.message
+    assert notes.read_text() == "the user's notes" and not (out / "phantom_004.nii.gz").exists()
+    assert _status(random_checkpoint, scan, out, preview=True, overwrite=True) == "written"
