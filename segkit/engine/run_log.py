@@ -17,6 +17,7 @@ from rich import box
 from rich.table import Table
 
 from segkit.engine.curves import foreground_names, plot_curves
+from segkit.errors import SegkitError
 from segkit.io.atomic import atomic_write_text
 from segkit.io.strict_json import json_safe
 
@@ -93,6 +94,9 @@ class RunLog:
             self._writer = _tensorboard_writer(self.run_dir / TENSORBOARD)
 
     def _open(self) -> None:
+        if self.metrics_path.is_symlink():  # appending would write wherever the link points
+            raise SegkitError(f"{self.metrics_path}: a symbolic link where segkit keeps the run's log; it never "
+                              "writes through a link — remove the link (or copy its file in its place) and run again")
         self._file = self.metrics_path.open("a", encoding="utf-8", buffering=1)
         # A process killed mid-write leaves a line without its newline; start ours on a fresh line.
         if not _ends_cleanly(self.metrics_path):

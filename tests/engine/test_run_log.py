@@ -14,6 +14,7 @@ from rich.console import Console
 from segkit.engine import run_log
 from segkit.engine.curves import plot_curves
 from segkit.engine.run_log import RunLog, read_metrics, summary_table
+from segkit.errors import SegkitError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -175,3 +176,15 @@ def test_summary_table_marks_the_best_row() -> None:
     assert "0.950" in best[0] and "–" in best[0]  # 3 decimals; missing HD95 shown as a dash
     assert "5.0" in text  # HD95 in mm with one decimal
     assert [row.style for row in table.rows] == [None, "bold", None]
+
+
+def test_a_linked_metrics_file_is_refused_and_its_target_left_alone(tmp_path: Path) -> None:
+    """A run folder shared by someone else could hold metrics.jsonl → any file; appending wrote through it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("no newline at the end")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(SegkitError, match=r"metrics.jsonl: a symbolic link where segkit keeps the run's log"):
+        RunLog(run, num_classes=2)
+    assert victim.read_text() == "no newline at the end"
