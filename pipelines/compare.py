@@ -39,7 +39,7 @@ from segkit.config import config_from_dict, config_to_dict
 from segkit.data.cases import Case
 from segkit.data.index import load_dataset
 from segkit.errors import DataError, SegkitError
-from segkit.io.atomic import atomic_write_text, full_suffix
+from segkit.io.atomic import atomic_write_text, full_suffix, own_folder
 from segkit.models.summary import summarize
 from segkit.runtime import resolve_device
 
@@ -59,6 +59,7 @@ def held_out_cases(run: PlannedRun) -> list[Case]:
 def _predict(run: PlannedRun, cases: list[Case], console: Console) -> list[float]:
     """Label maps of the held-out cases in ``predictions/`` with the product pipeline; seconds per case."""
     inputs = [str(path) for case in cases for path in case.images]
+    own_folder(run.folder / PREDICTIONS)  # a link planted there would take the predictions elsewhere
     results = run_prediction(run.folder / TRAIN_DIR, inputs, run.folder / PREDICTIONS,
                              PredictOptions(device=run.config.train.device, overwrite=True), console)
     failed = [r for r in results if r.status == "failed"]
@@ -71,13 +72,15 @@ def _link_references(run: PlannedRun, cases: list[Case]) -> Path:
     """``reference/labels/CASE<suffix>`` → each held-out label file (and ``reference/dataset.json`` for the class
     names), so that ``evaluate_folders`` scores exactly these cases."""
     folder = run.folder / REFERENCE / "labels"
-    shutil.rmtree(folder.parent, ignore_errors=True)
+    shutil.rmtree(own_folder(folder.parent))  # a link planted in its place is removed first, never followed
     folder.mkdir(parents=True)
     manifest = Path(run.config.data.root) / "dataset.json"
     pairs = [(folder / f"{c.case_id}{full_suffix(c.label)}", c.label) for c in cases]
     for link, target in pairs + ([(folder.parent / "dataset.json", manifest)] if manifest.is_file() else []):
         try:
             os.symlink(Path(target).resolve(), link)
+        except FileExistsError:
+            raise
         except OSError:  # no symlinks on this filesystem
             shutil.copyfile(target, link)
     return folder

@@ -27,7 +27,7 @@ from segkit.compare.tables import (
     summary_csv,
     summary_table,
 )
-from segkit.io.atomic import atomic_write_bytes, atomic_write_text
+from segkit.io.atomic import atomic_write_bytes, atomic_write_text, own_folder
 
 REPORT_MD, REPORT_HTML, SUMMARY_CSV = "report.md", "report.html", "summary.csv"
 SUMMARY_TEXT = (
@@ -162,7 +162,7 @@ def write_report(out: Path, plan: dict[str, Any], runs: list[RunResult]) -> Repo
     out = Path(out)
     blocks, csv_text = report_blocks(out, plan, runs)
     figures = []
-    (out / doc.FIGURES).mkdir(parents=True, exist_ok=True)
+    own_folder(out / doc.FIGURES)  # a planted link in its place is removed, never written through
     for block in blocks:
         if isinstance(block, doc.Image):
             figures.append(out / doc.FIGURES / block.name)

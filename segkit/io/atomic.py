@@ -104,3 +104,13 @@ def prove_writable(folder: Path) -> None:
         for probe in (first, second):
             with contextlib.suppress(OSError):  # e.g. NotADirectoryError when the folder is a file
                 probe.unlink(missing_ok=True)
+
+
+def own_folder(folder: Path) -> Path:
+    """``folder`` as a real directory that segkit owns: a symbolic link in its place (planted in an output folder
+    shared with others) is removed, never written through; then the directory is created if missing."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        folder.unlink()  # the link only: its target is left as it is
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
