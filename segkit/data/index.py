@@ -33,7 +33,7 @@ def detect_layout(root: Path) -> str:
     if manifest.is_file():
         try:
             declared = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return "msd"  # reading it as MSD reports the problem with the file
         return "nnunet" if isinstance(declared, dict) and {"channel_names", "file_ending"} & declared.keys() else "msd"
     if (root / "dataset.csv").is_file() or (root / "images").is_dir():

@@ -21,6 +21,8 @@ def read_manifest(root: Path, hint: str) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # e.g. 200000 nested brackets: json gives up before it finds an error
+        raise DataError(f"{path}: not valid JSON (nested too deeply to read); fix or recreate the file") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: must hold a JSON object")
     return manifest

@@ -175,6 +175,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         weights = load_file(str(directory / WEIGHTS))
     except (OSError, ValueError, SafetensorError) as exc:
         raise CheckpointError(f"{directory}: unreadable checkpoint ({exc}); use another checkpoint") from None
+    except RecursionError:  # a JSON file nested too deeply for the parser
+        raise CheckpointError(f"{directory}: unreadable checkpoint (a JSON file nested too deeply to read); use "
+                              "another checkpoint") from None
     try:
         config = config_from_dict(raw_config, str(directory / CONFIG))
     except SegkitError as exc:  # the message names directory/config.json already

@@ -214,3 +214,22 @@ def test_every_test_docs_security_md_names_exists() -> None:
     for file, test in named:
         path = ROOT / file if file.startswith("tests/") else ROOT / "tests" / "robustness" / file
         assert f"def {test}(" in path.read_text(encoding="utf-8"), f"{file}::{test}"
+
+
+def test_json_nested_too_deeply_is_one_line(tmp_path: Path, tiny_dataset: Path) -> None:
+    """Python's json raises RecursionError on 200000 nested brackets: it was reported as "unexpected"."""
+    import shutil
+
+    from segkit.data.index import detect_layout, load_dataset
+    from segkit.engine.checkpoint import load_checkpoint
+
+    root = Path(shutil.copytree(tiny_dataset, tmp_path / "ds"))
+    (root / "dataset.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(DataError, match=r"dataset.json: not valid JSON \(nested too deeply to read\)"):
+        load_dataset(root, detect_layout(root))
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "weights.safetensors").write_bytes(b"")
+    (checkpoint / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(CheckpointError, match=r"unreadable checkpoint \(a JSON file nested too deeply to read\)"):
+        load_checkpoint(checkpoint)
