@@ -108,11 +108,11 @@ def _plan(cases: list[Case], output_dir: Path, manifest: Manifest, settings: dic
         except (SegkitError, OSError) as exc:
             results.append(CaseResult(case.case_id, case.image, None, "failed", message=str(exc)))
             continue
-        if not overwrite and manifest.is_done(case.case_id, target, signature, settings,
-                                              _side_files(target, options)):
+        side_files = _side_files(target, options)
+        if not overwrite and manifest.is_done(case.case_id, target, signature, settings, side_files):
             results.append(CaseResult(case.case_id, case.image, target, "skipped", message="complete in manifest"))
         elif not overwrite and not manifest.was_ours(case.case_id, target) and (
-                taken := next((p for p in [target, *_side_files(target, options)] if p.exists()), None)):
+                taken := next((p for p in [target, *side_files] if p.exists()), None)):
             results.append(CaseResult(case.case_id, case.image, target, "skipped",
                                       message=f"{taken.name} exists, not written by segkit here (use --overwrite to "
                                               "redo)"))

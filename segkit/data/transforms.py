@@ -111,9 +111,9 @@ def patch_margin(cfg: Config) -> list[int] | None:
                                elastic))
 
 
-def volume_margin(cfg: Config) -> tuple[int, ...]:
-    """:func:`patch_margin` per volume axis (0 across a 2D model's slices; 0 everywhere when it is None)."""
-    margin = patch_margin(cfg) or [0] * cfg.model.spatial_dims
+def _on_volume_axes(cfg: Config, margin: list[int]) -> tuple[int, ...]:
+    """A per-patch-axis ``margin`` per volume axis (0 across a 2D model's slices)."""
+    margin = list(margin)
     if cfg.slices_volumes:
         margin.insert(cfg.data.slice_axis, 0)
     return tuple(margin)
@@ -123,10 +123,10 @@ def patch_drawing(cfg: Config) -> list[mt.Transform]:
     """Random: a class-balanced (or pos/neg) crop with context, its augmentation, then the patch at its centre."""
     keys = [IMAGE, LABEL]
     patch = list(cfg.on_volume(cfg.train.patch_size))
-    chain = _patch_crop(cfg, patch, volume_margin(cfg))
+    within = patch_margin(cfg)
+    chain = _patch_crop(cfg, patch, _on_volume_axes(cfg, within) if within is not None else None)
     if cfg.slices_volumes:
         chain.append(mt.SqueezeDimd(keys, dim=cfg.data.slice_axis + 1, update_meta=False))
-    within = patch_margin(cfg)
     context = (list(cfg.train.patch_size), within) if within is not None else None
     chain += augmentations(cfg.train.augment, cfg.model.spatial_dims, rotation_axes(cfg), context)
     if cfg.train.albumentations:  # imported here: albumentations takes a second to import and most runs don't use it
@@ -159,9 +159,9 @@ def preprocessing_settings(cfg: DataCfg) -> str:
     return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
 
 
-def _patch_crop(cfg: Config, patch: list[int], margin: tuple[int, ...]) -> list[mt.Transform]:
+def _patch_crop(cfg: Config, patch: list[int], margin: tuple[int, ...] | None) -> list[mt.Transform]:
     """Patch centres: per class (rare classes oversampled; the classes a case holds share ``pos_fraction``) or
-    foreground/background (``train.sampling``)."""
+    foreground/background (``train.sampling``); with ``margin`` (affine/elastic augmentation on) cut with context."""
     keys, pos = [IMAGE, LABEL], cfg.train.pos_fraction
     if cfg.train.sampling == "posneg":
         index_keys = [f"{LABEL}_fg", f"{LABEL}_bg"]
@@ -171,7 +171,7 @@ def _patch_crop(cfg: Config, patch: list[int], margin: tuple[int, ...]) -> list[
         index_keys = [CLASS_INDICES]
         crop = ForegroundShareCropd(keys, LABEL, patch, cfg.model.num_classes, pos, CLASS_INDICES)
     aug = cfg.train.augment
-    if patch_margin(cfg) is not None:  # a larger cut for patches that get affine/elastic augmentation (data.context)
+    if margin is not None:  # a larger cut for patches that get affine/elastic augmentation (data.context)
         elastic = aug.elastic if cfg.model.spatial_dims == 3 else 0.0
         crop = ContextCropd(keys, crop, LABEL, index_keys, margin, aug.affine, elastic)
     return [crop, mt.DeleteItemsd(index_keys)]
