@@ -1,9 +1,9 @@
 """Where ``segkit evaluate`` writes its CSV and markdown summary, and what happens to an earlier run's copies.
 
-Both files are written atomically once every case is scored. When a run fails before that, the copies an
-earlier run left at the same paths are removed, so that nobody reads them as this run's results: a file is only
-removed when its first line is the one ``segkit evaluate`` writes there (the CSV header, the summary's title),
-never a file of the user's that happens to sit at that path.
+Both files are written atomically once every case is scored, replacing only copies an earlier run wrote: a file
+at those paths whose first line is not the one ``segkit evaluate`` writes there (the CSV header, the summary's
+title) is the user's, and the run is refused before anything is scored. When a run fails, the copies an earlier
+run left at the same paths are removed, so that nobody reads them as this run's results.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ SUMMARY_FIRST_LINE = "# Segmentation evaluation"
 
 
 def check_report_path(path: Path) -> None:
-    """Refuse a folder as ``--csv`` / ``--summary`` before anything is scored."""
+    """Refuse a folder, or a file ``segkit evaluate`` did not write, as ``--csv`` / ``--summary`` before anything
+    is scored."""
     if path.is_dir():
         raise DataError(f"{path}: is a folder — give --csv / --summary a file path")
+    if path.exists() and not _written_by_evaluate(path):
+        raise DataError(f"{path}: exists and was not written by segkit evaluate, which never replaces it — give "
+                        f"--csv / --summary another path, or move the file")
 
 
 def write_report(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 from segkit.pipelines.evaluate import evaluate_folders, run_evaluation, spacing_from_affine
+from segkit.pipelines.evaluation_files import CSV_FIRST_LINE
 
 from segkit.cli import build_parser, main
 from segkit.engine.metrics import dice_per_class, surface_metrics_per_class
@@ -257,8 +258,24 @@ def test_a_failed_run_removes_the_outputs_of_an_earlier_run(tmp_path: Path,
     assert (f"no prediction in {tmp_path / 'pred'} matches a reference in {tmp_path / 'ref'} by case id (removed "
             f"{defaults[0]} and {defaults[1]} of an earlier run, which no longer describe {tmp_path / 'pred'})") in err
     assert not any(path.exists() for path in defaults) and own_csv.is_file() and own_md.is_file()
-    own_md.write_text("# my notes\n", encoding="utf-8")  # not evaluate's: left alone
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
                  "--csv", str(own_csv), "--summary", str(own_md)]) == 1
-    assert f"(removed {own_csv} of an earlier run" in capsys.readouterr().err
-    assert not own_csv.exists() and own_md.read_text(encoding="utf-8") == "# my notes\n"
+    assert f"(removed {own_csv} and {own_md} of an earlier run" in capsys.readouterr().err
+    assert not own_csv.exists() and not own_md.exists()
+
+
+@pytest.mark.parametrize("scored", [True, False], ids=["run-that-scores", "run-that-fails"])
+def test_a_report_path_holding_the_users_own_file_is_refused_before_scoring(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], scored: bool) -> None:
+    save(tmp_path / "ref", "a", cube((2, 2, 2)))
+    save(tmp_path / "pred", "a" if scored else "b", cube((2, 2, 2)))
+    own_csv, own_md = tmp_path / "pred" / "evaluation.csv", tmp_path / "notes.md"
+    own_md.write_text("# my notes\n", encoding="utf-8")  # a user's file where the summary would go
+    own_csv.write_text(CSV_FIRST_LINE + "\nan earlier run's rows\n", encoding="utf-8")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
+                 "--summary", str(own_md)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {own_md}: exists and was not written by segkit evaluate, which never replaces it — give "
+                   "--csv / --summary another path, or move the file\n")
+    assert own_md.read_text(encoding="utf-8") == "# my notes\n"
+    assert own_csv.read_text(encoding="utf-8") == CSV_FIRST_LINE + "\nan earlier run's rows\n"  # nothing was run

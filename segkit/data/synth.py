@@ -19,7 +19,7 @@ from scipy.ndimage import zoom
 
 from segkit.data.synth_files import case_files, clear_previous, planned_files, write_record
 from segkit.errors import SegkitError
-from segkit.io.atomic import atomic_write_text
+from segkit.io.atomic import atomic_write_text, own_folder
 from segkit.io.image_io import write_sitk_image
 
 LABELS = {"0": "background", "1": "organ", "2": "vessel", "3": "lesion"}
@@ -224,7 +224,7 @@ def write_2d_dataset(out: Path, splits: list[tuple[str, str]], seed: int, size_d
                      style: Style) -> dict:
     """2D phantoms as PNG in the folder layout (images/, labels/; held-out in imagesTs/, labelsTs/)."""
     for sub in ("images", "labels", "imagesTs", "labelsTs"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+        own_folder(out / sub)  # a link planted in its place is removed, never written through
     for index, (name, split) in enumerate(splits):
         image, label = make_case(seed, index, size_dhw, style)
         _write_2d(out, split, name, image, label)
@@ -235,7 +235,7 @@ def write_2d_dataset(out: Path, splits: list[tuple[str, str]], seed: int, size_d
 def _write_3d_dataset(out: Path, splits: list[tuple[str, str]], seed: int, size_dhw: tuple[int, int, int],
                       layout: str, channels: int, style: Style) -> dict:
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+        own_folder(out / sub)  # a link planted in its place is removed, never written through
     training, test = [], []
     for index, (name, split) in enumerate(splits):
         image, label = make_case(seed, index, size_dhw, style)

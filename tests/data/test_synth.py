@@ -172,3 +172,19 @@ def test_overwrite_refuses_a_folder_synth_did_not_write(tmp_path: Path) -> None:
     with pytest.raises(SegkitError, match="not a record 'segkit data synth' wrote"):
         write_dataset(root, cases=2, seed=0, size_dhw=SMALL, overwrite=True)
     assert (tmp_path / "outside.txt").is_file() and _files(root) == {"imagesTr/phantom_000.nii.gz", RECORD}
+
+
+@pytest.mark.parametrize("layout", ["msd", "folder"])
+def test_overwrite_never_writes_through_a_linked_case_folder(tmp_path: Path, layout: str) -> None:
+    root, elsewhere = tmp_path / "d", tmp_path / "elsewhere"
+    write_dataset(root, cases=3, seed=0, size_dhw=SMALL, **LAYOUTS[layout])
+    images = "images" if layout == "folder" else "imagesTr"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("a user's file")
+    for path in sorted((root / images).iterdir()):
+        path.unlink()
+    (root / images).rmdir()
+    (root / images).symlink_to(elsewhere, target_is_directory=True)
+    write_dataset(root, cases=3, seed=1, size_dhw=SMALL, overwrite=True, **LAYOUTS[layout])
+    assert _files(elsewhere) == {"keep.txt"}
+    assert not (root / images).is_symlink() and len(list((root / images).iterdir())) >= 2
