@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from segkit.pipelines.predict import load_models
 
 from segkit.config import Config, DataCfg, InferCfg, ModelCfg, TrainCfg
 from segkit.engine.checkpoint import Snapshot, save_checkpoint
@@ -192,3 +193,45 @@ def test_a_header_with_a_separate_data_file_is_predicted_into_one_file(random_ch
         assert written.GetSize() == image.GetSize() and written.GetPixelID() == sitk.sitkUInt8
         np.testing.assert_allclose(written.GetDirection(), image.GetDirection(), atol=1e-6)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detached.nrrd", "manifest.jsonl", "meta.mha"]
+
+
+def test_a_case_that_runs_out_of_memory_fails_alone_in_one_line(
+        random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segkit.inference.predictor as predictor
+
+    for case in (0, 1, 2):
+        _copy(tiny_dataset, case, tmp_path / "in" / f"case{case}.nii.gz")
+    real, calls = predictor.logits_with_fallbacks, []
+
+    def second_case_too_large(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            torch.empty(2**50)  # the CPU allocator's own failure (a RuntimeError), as a too-large volume gives
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "logits_with_fallbacks", second_case_too_large)
+    done = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out", "--workers", "1")
+    assert done.returncode == 1 and "2 written, 0 skipped, 1 failed" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["case0.nii.gz", "case2.nii.gz"]
+    error = read_manifest(tmp_path / "out" / "manifest.jsonl")["case1"]["error"]
+    assert error.startswith(f"{tmp_path / 'in' / 'case1.nii.gz'}: does not fit in cpu memory with windows of "
+                            "32×32×16 (") and "DefaultCPUAllocator: can't allocate memory" in error
+    assert error.endswith("— free memory (other programs, fewer reader threads with --workers 1) or predict it on "
+                          "a larger machine") and "\n" not in error
+
+
+def test_a_window_too_large_for_the_device_is_one_line_at_start(random_checkpoint: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import segkit.inference.predictor as predictor
+    from segkit.errors import DataError
+    from segkit.inference.case_loader import CaseLoader
+
+    def no_room(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    monkeypatch.setattr(predictor, "auto_sw_batch", no_room)
+    _, cfg, model = load_models([random_checkpoint])
+    cfg = cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"sw_batch_size": "auto"})})
+    with pytest.raises(DataError, match=r"^infer.roi_size 32×32×16: a single window does not fit in the free memory "
+                                        r"of cpu — predict on a GPU with more free memory \(or --device cpu\)$"):
+        predictor.Predictor(model, cfg, torch.device("cpu"), loader=CaseLoader(cfg, torch.device("cpu")))

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.utils import ImageMetaKey
 
 from segkit.config import Config
+from segkit.errors import DataError
 from segkit.inference.case_loader import CaseLoader
 from segkit.inference.cuda_graph import GraphedForward
+from segkit.inference.memory import case_too_large, is_out_of_memory
 from segkit.inference.resample import resample_to_grid
 from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, auto_sw_batch, logits_with_fallbacks
@@ -64,10 +67,20 @@ class Predictor:
         self.loader = loader or CaseLoader(cfg, device, device_preprocessing)
         self.settings = WindowSettings.from_config(cfg)
         if cfg.infer.sw_batch_size == "auto":
-            batch = auto_sw_batch(self.model, cfg.model.in_channels, self.settings, device, self.amp_dtype)
+            batch = self._windows_per_pass()
             self.settings = WindowSettings(self.settings.roi_size, self.settings.overlap, batch, self.settings.blend)
         if device.type == "cuda" and cfg.infer.cuda_graphs:  # after the probe above, which runs one window
             self.model = as_volume_model(GraphedForward(model), cfg).eval()
+
+    def _windows_per_pass(self) -> int:
+        """``infer.sw_batch_size: auto``: from one probe window; a window too large for the device is refused."""
+        try:
+            return auto_sw_batch(self.model, self.cfg.model.in_channels, self.settings, self.device, self.amp_dtype)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            window = "×".join(map(str, self.settings.roi_size))
+            raise DataError(f"infer.roi_size {window}: a single window does not fit in the free memory of "
+                            f"{self.device} — predict on a GPU with more free memory (or --device cpu)") from None
 
     @torch.no_grad()
     def warm_up(self) -> None:
@@ -105,9 +118,19 @@ class Predictor:
                 and not (self.cfg.slices_volumes and a == self.cfg.data.slice_axis)]  # flipping their order is moot
         return (mirrored_logits(window, batch, axes) if self.tta else window(batch))[0]
 
-    @torch.no_grad()
     def infer(self, image: torch.Tensor) -> Prediction:
-        """The label map (and probabilities if asked) of a loaded image on its original grid."""
+        """The label map (and probabilities if asked) of a loaded image on its original grid; a case that does not
+        fit in memory is a one-line DataError naming its file (the next case may fit)."""
+        try:
+            return self._infer(image)
+        except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(exc):
+                raise
+            path = Path(image.meta.get(ImageMetaKey.FILENAME_OR_OBJ, "image"))
+            raise case_too_large(path, self.device, self.settings.roi_size, exc) from None
+
+    @torch.no_grad()
+    def _infer(self, image: torch.Tensor) -> Prediction:
         image = self.finish_preprocessing(image)
         logits = self.logits(image).to(self.device)
         shape = [int(s) for s in image.meta["spatial_shape"]]
