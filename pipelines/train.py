@@ -169,9 +169,9 @@ def build_optimisation(cfg: Config, model: torch.nn.Module, device: torch.device
         forward = torch.compile(wrapped, mode=None if train.compile is True else train.compile)
     amp_dtype = autocast_dtype(device, train.precision)
     optimizer = build_optimizer(module, train)
-    levels = len(cfg.model.decoder_channels) if cfg.model.deep_supervision else 1
+    reductions = module.output_reductions if cfg.model.deep_supervision else None
     weights = list(train.class_weights) if train.class_weights else None
-    return Optimisation(forward, module, build_loss(train.loss, levels, weights).to(device), optimizer,
+    return Optimisation(forward, module, build_loss(train.loss, weights, reductions).to(device), optimizer,
                         build_scheduler(optimizer, train), device, amp_dtype, train.grad_clip, train.accumulate,
                         make_ema(module, train.ema) if train.ema else None, make_scaler(device, amp_dtype),
                         channels_last)

@@ -68,6 +68,7 @@ class UNetDecoder(nn.Module):
             for i, s, o, scale in zip(in_chs, skip_chs, args.channels, scales, strict=True)
         )
         self.stage_channels = list(args.channels)
+        self.stage_reductions = reductions[1:]  # each stage's output, deepest first (the last is full resolution)
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Every stage's output, deepest first (the last one is at full resolution)."""

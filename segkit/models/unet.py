@@ -45,6 +45,11 @@ class UNet(nn.Module):
         """Per-axis total stride; other sizes are padded up to a multiple internally."""
         return self.encoder.total_reduction
 
+    @property
+    def output_reductions(self) -> list[tuple[int, ...]]:
+        """Per-axis reduction of each output in training with deep supervision: the logits, then aux_1, aux_2, …"""
+        return list(reversed(self.decoder.stage_reductions))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         spatial = x.shape[2:]
         if len(spatial) != len(self.size_divisor):
