@@ -156,6 +156,18 @@ def _remove_stale_side_files(job: Job, probabilities: bool, preview: bool) -> No
             path.unlink(missing_ok=True)
 
 
+def _write_failure(job: Job, exc: Exception) -> DataError:
+    """One line for a case whose files could not be written: a full disk or permissions, or a library's refusal."""
+    if isinstance(exc, OSError):
+        return DataError(f"{job.target}: cannot write the prediction ({exc.strerror or exc}) — free disk space or fix "
+                         "the permissions of --output, then run again (finished cases are skipped)")
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    fix = ("check its header against the image's data (e.g. with nibabel)" if job.target.name.endswith(".nii.gz")
+           else "save it as NIfTI (.nii.gz) and predict that copy")
+    return DataError(f"{job.target}: cannot write the prediction on the grid of {job.case.image.name} "
+                     f"({type(exc).__name__}: {reason}) — {fix}")
+
+
 def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Config):
     level, keep = cfg.infer.compression_level, cfg.infer.keep_largest
 
@@ -177,9 +189,10 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Co
                 write_case_preview(job, prediction.labels, affine)
             if job.redo:  # an earlier run's probabilities or preview would no longer match the label map
                 _remove_stale_side_files(job, prediction.probabilities is not None, options.preview)
-        except OSError as exc:
-            raise DataError(f"{job.target}: cannot write the prediction ({exc.strerror or exc}) — free disk space "
-                            "or fix the permissions of --output, then run again (finished cases are skipped)") from None
+        except SegkitError:
+            raise
+        except Exception as exc:  # SimpleITK's writers raise RuntimeError, nibabel its own types: this case only
+            raise _write_failure(job, exc) from None
         return label_volumes_ml(counts, affine)
 
     return write

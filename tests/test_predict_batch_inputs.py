@@ -235,3 +235,26 @@ def test_a_window_too_large_for_the_device_is_one_line_at_start(random_checkpoin
     with pytest.raises(DataError, match=r"^infer.roi_size 32×32×16: a single window does not fit in the free memory "
                                         r"of cpu — predict on a GPU with more free memory \(or --device cpu\)$"):
         predictor.Predictor(model, cfg, torch.device("cpu"), loader=CaseLoader(cfg, torch.device("cpu")))
+
+
+def test_a_library_error_while_writing_fails_only_that_case(
+        random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segkit.pipelines.predict as predict
+
+    for case in (0, 1):
+        _copy(tiny_dataset, case, tmp_path / "in" / f"case{case}.nii.gz")
+    real = predict.write_like
+
+    def itk_refuses_case0(array, reference, path, level):
+        if reference.name == "case0.nii.gz":
+            raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute:\nITK ERROR: cannot write")
+        return real(array, reference, path, level)
+
+    monkeypatch.setattr(predict, "write_like", itk_refuses_case0)
+    done = _predict(random_checkpoint, tmp_path, "--input", "in", "--output", "out")
+    assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case1.nii.gz", "manifest.jsonl"]
+    error = read_manifest(tmp_path / "out" / "manifest.jsonl")["case0"]["error"]
+    assert error == (f"{tmp_path / 'out' / 'case0.nii.gz'}: cannot write the prediction on the grid of case0.nii.gz "
+                     "(RuntimeError: Exception thrown in SimpleITK ImageFileWriter_Execute: ITK ERROR: cannot write) "
+                     "— check its header against the image's data (e.g. with nibabel)")

@@ -18,10 +18,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from segkit.data.check_results import Problem
-from segkit.data.nifti_geometry import qform_sform_conflict
+from segkit.data.nifti_geometry import qform_sform_conflict, sheared_axes
 from segkit.errors import DataError
 from segkit.io.atomic import full_suffix
-from segkit.io.image_io import MAX_AXIS, MAX_VOXELS, header_shape, uncompressed_nifti_named_gz
+from segkit.io.image_io import (
+    MAX_AXIS,
+    MAX_VOXELS,
+    gzipped_nifti_named_nii,
+    header_shape,
+    uncompressed_nifti_named_gz,
+)
 from segkit.io.nifti2 import is_nifti2, read_nifti2_as_sitk
 
 REEXPORT = "copy or export the file again"
@@ -136,6 +142,10 @@ class FileChecks:
             self._error(path, f"{role} file is an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress "
                               "it with gzip")
             return False
+        if gzipped_nifti_named_nii(path):
+            self._error(path, f"{role} file is a gzip-compressed NIfTI named .nii — rename it to .nii.gz, or "
+                              "decompress it with gunzip")
+            return False
         if nifti2:
             return self._nifti2_header_ok(path, role)
         reader = sitk.ImageFileReader()
@@ -143,8 +153,9 @@ class FileChecks:
         try:
             reader.ReadImageInformation()  # header only: no pixel buffer yet
         except RuntimeError as exc:
-            self._error(path, f"{role} file is not a readable image ({_itk_reason(exc)}) — check that it is "
-                              f"{self.formats}, or {REEXPORT}")
+            sheared = sheared_axes(path)
+            self._error(path, f"{role} header: {sheared}" if sheared else f"{role} file is not a readable image "
+                        f"({_itk_reason(exc)}) — check that it is {self.formats}, or {REEXPORT}")
             return False
         conflict = qform_sform_conflict(path)
         if conflict is not None:

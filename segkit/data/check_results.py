@@ -15,8 +15,9 @@ from segkit.io.atomic import atomic_write_text
 
 # 2: NIfTI headers whose qform and sform disagree are refused; 3: a multi-channel case is one entry (its channel
 # files compared with the first, statistics of every channel), 2D cases, the label bound says who declares it;
-# 4: spacing and shape statistics in the reoriented x, y, z order (were the file's array-axis order)
-CACHE_VERSION = 4
+# 4: spacing and shape statistics in the reoriented x, y, z order (were the file's array-axis order); 5: an sform
+# whose voxel size is not pixdim and a gzip-compressed NIfTI named .nii are refused
+CACHE_VERSION = 5
 
 Severity = Literal["error", "warning"]
 

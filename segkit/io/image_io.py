@@ -52,6 +52,15 @@ def uncompressed_nifti_named_gz(path: Path) -> bool:
     return len(start) == 4 and any(int.from_bytes(start, order) in (348, 540) for order in ("little", "big"))
 
 
+def gzipped_nifti_named_nii(path: Path) -> bool:
+    """Whether a file named ``.nii`` is gzip-compressed (a ``.nii.gz`` renamed by hand: nibabel, and so segkit,
+    choose by the name and cannot read it)."""
+    if not path.name.lower().endswith(".nii") or not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
 def header_shape(path: Path) -> tuple[int, ...]:
     """The array shape ``path``'s header declares, read without any pixel data.
 
@@ -62,6 +71,9 @@ def header_shape(path: Path) -> tuple[int, ...]:
         raise DataError(f"{path}: file is empty (0 bytes) — {REEXPORT}")
     if uncompressed_nifti_named_gz(Path(path)):
         raise DataError(f"{path}: an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip")
+    if gzipped_nifti_named_nii(Path(path)):
+        raise DataError(f"{path}: a gzip-compressed NIfTI named .nii — rename it to .nii.gz, or decompress it with "
+                        "gunzip")
     try:
         shape = _declared_shape(path)
     except DataError:
@@ -95,11 +107,22 @@ def write_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_l
     info = sitk.ImageFileReader()
     info.SetFileName(str(reference))
     info.ReadImageInformation()
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array_ijk.T))
-    image.SetSpacing(info.GetSpacing())
-    image.SetOrigin(info.GetOrigin())
-    image.SetDirection(info.GetDirection())
+    array_ijk = on_reference_shape(array_ijk, tuple(info.GetSize()))
+    dims = array_ijk.ndim  # the reference's, or fewer where its extra axes are channels (a 4D multi-channel image)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_ijk.T), isVector=False)
+    image.SetSpacing(info.GetSpacing()[:dims])
+    image.SetOrigin(info.GetOrigin()[:dims])
+    image.SetDirection(np.asarray(info.GetDirection()).reshape(info.GetDimension(), -1)[:dims, :dims].ravel().tolist())
     write_sitk_image(image, path, compression_level)
+
+
+def on_reference_shape(array_ijk: np.ndarray, reference_shape: tuple[int, ...]) -> np.ndarray:
+    """``array_ijk`` with the trailing axes of length 1 that the reference has beyond it (an (X, Y, Z, 1) image
+    gets an (X, Y, Z, 1) label map: the input's exact shape); otherwise unchanged. A view: no copy."""
+    extra = len(reference_shape) - array_ijk.ndim
+    if extra > 0 and tuple(reference_shape) == (*array_ijk.shape, *(1,) * extra):
+        return array_ijk.reshape(reference_shape)
+    return array_ijk
 
 
 def nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> nib.Nifti1Image:
@@ -107,6 +130,7 @@ def nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> nib.Nifti1
     and their codes), unscaled; ``path`` (the output) only names the file in the error for a shape that does not
     match."""
     ref = nib.load(str(reference))
+    array_ijk = on_reference_shape(array_ijk, tuple(ref.shape))
     if tuple(ref.shape[: array_ijk.ndim]) != array_ijk.shape:
         raise DataError(f"{path.name}: array shape {array_ijk.shape} does not match {reference} {ref.shape}")
     header = ref.header.copy()
@@ -121,7 +145,8 @@ def nifti_like(array_ijk: np.ndarray, reference: Path, path: Path) -> nib.Nifti1
 
 
 def _write_nifti_like(array_ijk: np.ndarray, reference: Path, path: Path, compression_level: int) -> None:
-    parts = nifti_parts(nifti_like(array_ijk, reference, path), array_ijk)  # F-ordered (as predicted): no copy
+    image = nifti_like(array_ijk, reference, path)
+    parts = nifti_parts(image, on_reference_shape(array_ijk, image.shape))  # F-ordered (as predicted): no copy
     if path.name.lower().endswith(".gz"):
         parts = [gzip_compress_parts(parts, compression_level)]
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

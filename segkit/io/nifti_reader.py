@@ -6,6 +6,11 @@ releases the GIL (``segkit.io.gzip_codec``), viewed in the file's voxel order (F
 scaled by ``scl_slope``/``scl_inter`` as nibabel scales it. The result equals ``np.asanyarray(img.dataobj)``
 value for value and dtype for dtype (tested), in about a third of the time. A truncated file raises
 ``EOFError`` and damaged data ``OSError``, like nibabel.
+
+The affine is nibabel's (``img.affine``: the sform when its code is set, else the qform), as segkit's evaluation
+and the written label maps read it. MONAI's ``NibabelReader`` first "corrects" a header whose ``pixdim`` disagrees
+with the sform's voxel sizes by replacing the sform with the qform — even an uncoded one, i.e. an identity
+rotation at the origin — so the network would see another voxel size than the file declares.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from monai.data import NibabelReader
+from monai.utils import ensure_tuple
 from nibabel.arrayproxy import ArrayProxy
 from nibabel.volumeutils import apply_read_scaling
 
@@ -23,6 +30,12 @@ from segkit.io.gzip_codec import gunzip
 
 class NiftiReader(NibabelReader):
     """NIfTI-1/2 reader for MONAI's ``LoadImage``: nibabel's header handling, ISA-L for gzipped pixel data."""
+
+    def read(self, data, **kwargs):
+        """nibabel images of one file or of several (channels), headers as stored (no MONAI header rewriting)."""
+        self.filenames = ensure_tuple(data)
+        images = [nib.load(name, **{**self.kwargs, **kwargs}) for name in self.filenames]
+        return images if len(images) > 1 else images[0]
 
     def _get_array_data(self, img, filename):
         # the file comes from the image's own proxy, not ``filename``: MONAI shares one reader between threads

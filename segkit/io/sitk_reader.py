@@ -27,13 +27,15 @@ SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff")
 
 
 def ras_affine(image: sitk.Image) -> np.ndarray:
-    """The voxel-to-world affine of a SimpleITK image: 4×4 RAS in 3D; 3×3 in the image's own frame in 2D."""
+    """The voxel-to-world affine of a SimpleITK image: 4×4 RAS in 3D (of the first three axes for a 4D image, whose
+    fourth axis is time or channels); 3×3 in the image's own frame in 2D."""
     dims = image.GetDimension()
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dims, dims)
-    affine = np.eye(dims + 1)
-    affine[:dims, :dims] = direction @ np.diag(image.GetSpacing())
-    affine[:dims, dims] = image.GetOrigin()
-    return LPS_TO_RAS @ affine if dims == 3 else affine
+    spatial = min(dims, 3)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dims, dims)[:spatial, :spatial]
+    affine = np.eye(spatial + 1)
+    affine[:spatial, :spatial] = direction @ np.diag(image.GetSpacing()[:spatial])
+    affine[:spatial, spatial] = image.GetOrigin()[:spatial]
+    return LPS_TO_RAS @ affine if spatial == 3 else affine
 
 
 @contextlib.contextmanager
@@ -80,7 +82,8 @@ class SimpleITKReader(ImageReader):
         return images if len(images) > 1 else images[0]
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
-        """Arrays in (i, j, k[, channel]) order and MONAI metadata; several images stack as channels."""
+        """Arrays in (i, j, k[, channel]) order and MONAI metadata; several images stack as channels. The fourth
+        axis of a 4D image is a channel axis, as MONAI's ``NibabelReader`` reads a 4D NIfTI."""
         arrays, meta = [], {}
         for image in img if isinstance(img, list) else [img]:  # an sitk.Image is itself iterable
             array = sitk.GetArrayViewFromImage(image)
@@ -88,12 +91,15 @@ class SimpleITKReader(ImageReader):
             spatial_axes = array.ndim - (1 if components > 1 else 0)
             order = list(reversed(range(spatial_axes))) + ([spatial_axes] if components > 1 else [])
             array = np.ascontiguousarray(np.transpose(array, order))
+            channels = components > 1 or spatial_axes > 3
+            if components > 1 and spatial_axes > 3:  # (i, j, k, t, c): time points and components in one axis
+                array = array.reshape(*array.shape[:3], -1)
             affine = ras_affine(image)
             header = {
                 MetaKeys.AFFINE: affine, MetaKeys.ORIGINAL_AFFINE: affine.copy(),
-                MetaKeys.SPATIAL_SHAPE: np.asarray(image.GetSize()), MetaKeys.SPACE: SpaceKeys.RAS,
-                MetaKeys.ORIGINAL_CHANNEL_DIM: -1 if components > 1 else float("nan"),
-                "spacing": np.asarray(image.GetSpacing()),
+                MetaKeys.SPATIAL_SHAPE: np.asarray(image.GetSize()[:3]), MetaKeys.SPACE: SpaceKeys.RAS,
+                MetaKeys.ORIGINAL_CHANNEL_DIM: -1 if channels else float("nan"),
+                "spacing": np.asarray(image.GetSpacing()[:3]),
             }
             arrays.append(array)
             _copy_compatible_dict(header, meta)

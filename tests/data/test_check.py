@@ -432,6 +432,49 @@ def test_an_uncompressed_nifti_named_nii_gz_is_refused_with_the_fix(root: Path) 
     assert message == "image file is an uncompressed NIfTI named .nii.gz — rename it to .nii, or compress it with gzip"
 
 
+def test_a_gzipped_nifti_named_nii_is_refused_with_the_fix(root: Path) -> None:
+    manifest = root / "dataset.json"
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace(TR[0], TR[0].removesuffix(".gz")),
+                        encoding="utf-8")
+    path = (root / TR[0]).rename(root / TR[0].removesuffix(".gz"))
+    message = _only_problem(_check(root), path).message
+    assert message == ("image file is a gzip-compressed NIfTI named .nii — rename it to .nii.gz, or decompress it "
+                       "with gunzip")
+
+
+def test_an_sform_whose_voxel_size_is_not_pixdim_is_refused(root: Path) -> None:
+    """SimpleITK took its spacing from pixdim (1 mm) and nibabel from the sform: the fingerprint's spacing was the
+    one training does not see. Image and label share the header, so only the header check can tell."""
+    for path in (root / TR[0], root / TR[1]):
+        image = nib.load(str(path))
+        out = nib.Nifti1Image(np.asarray(image.dataobj), None)
+        out.set_sform(image.affine, code=2)
+        out.set_qform(np.eye(4), code=0)  # the sform alone is coded; pixdim is 1 mm, not the sform's voxel size
+        nib.save(out, path)
+    spacing = fmt(nib.load(str(root / TR[0])).header.get_zooms())
+    assert spacing == "(1, 1, 1)" and sitk.ReadImage(str(root / TR[0])).GetSpacing() == (1.0, 1.0, 1.0)
+    problems = _check(root).problems
+    assert [p.file for p in problems] == [(root / TR[0]).resolve(), (root / TR[1]).resolve()]
+    assert problems[0].message.startswith("image header: the sform's voxel size (0.")
+    assert problems[0].message.endswith("e.g. in nibabel img.set_qform(img.get_sform()) before saving")
+
+
+def test_a_sheared_affine_is_named_with_the_fix(root: Path) -> None:
+    """ITK cannot read it ("only supports orthonormal direction cosines"): the error says why and what to do."""
+    path = root / TR[0]
+    image = nib.load(str(path))
+    sheared = image.affine.copy()
+    sheared[0, 1] = 0.3  # the x axis leans into y: the voxel axes 0 and 1 are no longer perpendicular
+    out = nib.Nifti1Image(np.asarray(image.dataobj), None)
+    out.set_sform(sheared, code=2)
+    out.header["qform_code"] = 0
+    nib.save(out, path)
+    message = _only_problem(_check(root), path).message
+    assert message.startswith("image header: the affine is sheared (voxel axes 0 and 1 meet at ")
+    assert message.endswith("resample the image onto a grid with perpendicular axes, e.g. with nibabel's "
+                            "nibabel.processing.resample_from_to")
+
+
 def test_the_fingerprint_comes_from_the_training_cases_only(root: Path, tmp_path: Path, monkeypatch) -> None:
     """As in nnU-Net: the held-out test case in imagesTs is checked but does not shape the fingerprint."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
