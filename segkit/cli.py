@@ -103,6 +103,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from segkit.pipelines.convert import run_convert
+
+    summary = run_convert(args.input, args.output, args.format, args.workers, console, _print_error)
+    return 0 if summary.ok else 1
+
+
 def _cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -261,6 +268,16 @@ def _add_synth(data: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=_cmd_synth)
 
 
+def _add_convert(data: argparse._SubParsersAction) -> None:
+    convert = data.add_parser("convert", help="write a dataset as an nnU-Net v2 raw dataset (NIfTI)")
+    convert.add_argument("--input", required=True, type=Path, help="dataset folder (msd, nnunet or folder layout)")
+    convert.add_argument("--format", choices=("msd", "nnunet", "folder"),
+                         help="layout of --input (default: detected, as segkit data check does)")
+    convert.add_argument("--output", required=True, type=Path, help="new or empty folder for the nnU-Net dataset")
+    convert.add_argument("--workers", type=_positive, default=2, help="cases converted at once (default 2)")
+    convert.set_defaults(func=_cmd_convert)
+
+
 def _add_data_config_models(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
                                                                        metavar="TOOL")
@@ -274,6 +291,7 @@ def _add_data_config_models(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--dims", type=int, choices=(2, 3),
                        help="check as 2D image files or 3D volumes (default: 2 when every image is PNG or TIFF)")
     check.set_defaults(func=_cmd_check)
+    _add_convert(data)
 
     config = sub.add_parser("config", help="config tools").add_subparsers(dest="config_command", required=True,
                                                                           metavar="TOOL")
