@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	@test -f $(DEMO_DATA)/dataset.json || $(BIN)/segkit data synth --out $(DEMO_DATA) --cases 24 --seed 0
+	@test -f $(DEMO_DATA)/dataset.json || $(BIN)/segkit data synth --out $(DEMO_DATA) --cases 24 --seed 0 --overwrite
 	$(BIN)/segkit train --config demo_unet_resnet34.yaml --overwrite
 	$(BIN)/segkit predict --checkpoint $(DEMO_RUN) --input $(DEMO_DATA)/imagesTs --output $(DEMO_RUN)/predictions --overwrite
 	$(BIN)/segkit evaluate --pred $(DEMO_RUN)/predictions --ref $(DEMO_DATA)/labelsTs
 
 compare-demo: install
-	@test -f $(DEMO_DATA)/dataset.json || $(BIN)/segkit data synth --out $(DEMO_DATA) --cases 24 --seed 0
+	@test -f $(DEMO_DATA)/dataset.json || $(BIN)/segkit data synth --out $(DEMO_DATA) --cases 24 --seed 0 --overwrite
 	$(BIN)/segkit compare --config compare/upsampling_demo.yaml --out $(COMPARE_DEMO)
 
 test: install
@@ -55,4 +55,5 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) $(DEMO_RUN) $(DEMO_DATA)/imagesTr $(DEMO_DATA)/labelsTr $(DEMO_DATA)/imagesTs $(DEMO_DATA)/labelsTs $(DEMO_DATA)/dataset.json
+	rm -rf $(VENV) $(DEMO_RUN) $(DEMO_DATA)/imagesTr $(DEMO_DATA)/labelsTr $(DEMO_DATA)/imagesTs $(DEMO_DATA)/labelsTs $(DEMO_DATA)/dataset.json \
+		$(DEMO_DATA)/segkit_synth.json $(DEMO_DATA)/segkit_fingerprint.json

@@ -10,10 +10,11 @@ types are :class:`ConfigError` naming the key, the file and the nearest key.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from segkit.config_loading import Sources, load_raw_config, source_of, to_config
 from segkit.errors import ConfigError
@@ -32,6 +33,16 @@ Real = Annotated[float, NOT_BOOL]
 PositiveFloat = Annotated[float, NOT_BOOL, Field(gt=0.0)]
 PositiveInt = Annotated[int, NOT_BOOL, Field(gt=0)]
 UnitFloat = Annotated[float, NOT_BOOL, Field(ge=0.0, le=1.0)]
+
+
+def _device_name(value: str) -> str:
+    # checked when the config is read, so `config show` and `compare` refuse it before anything runs
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, not {value!r}")
+    return value
+
+
+DeviceName = Annotated[str, AfterValidator(_device_name)]
 
 
 class _Section(BaseModel):
@@ -141,7 +152,7 @@ class TrainCfg(_Section):
     sampling: Literal["class_balanced", "posneg"] = "class_balanced"
     augment: AugmentCfg = AugmentCfg()
     albumentations: tuple[AlbumentationsStep, ...] = ()
-    device: str = "auto"
+    device: DeviceName = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     compile: bool | Literal["reduce-overhead", "max-autotune"] = False  # true: torch.compile's default mode

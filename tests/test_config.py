@@ -169,6 +169,8 @@ def test_set_takes_several_overrides_at_once_and_repeatedly() -> None:
     ("train.lr=yes", "train.lr: must be a number, not true/false"),
     ("data.slice_axis=true", "data.slice_axis: must be a number, not true/false"),
     ("infer.tta_axes=[0, false]", "infer.tta_axes.1: must be a number, not true/false"),
+    ("train.device=gpu", "train.device: must be auto, cpu, cuda or cuda:N, not 'gpu'"),
+    ("train.device=cuda:x", "train.device: must be auto, cpu, cuda or cuda:N, not 'cuda:x'"),
 ])
 def test_values_no_run_can_use_are_refused_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
@@ -181,6 +183,11 @@ def test_the_largest_seed_and_a_2d_albumentations_pipeline_are_accepted() -> Non
     cfg = load_config("demo_unet_resnet34.yaml", ["model.spatial_dims=2", "train.patch_size=[64,64]",
                                                   "infer.roi_size=[64,64]", "train.albumentations=[{name: CLAHE}]"])
     assert cfg.train.albumentations[0].name == "CLAHE"
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:3"])
+def test_train_device_takes_the_documented_names(device: str) -> None:
+    assert load_config("demo_unet_resnet34.yaml", [f"train.device={device}"]).train.device == device
 
 
 def test_a_section_given_whole_in_set_overrides_only_the_keys_it_names() -> None:

@@ -32,12 +32,11 @@ def _from_folders(root: Path) -> list[Case]:
 
 
 def _image_columns(header: list[str], source: Path) -> list[str]:
-    if "image" in header:
-        return ["image"]
     numbered = sorted((c for c in header if c.startswith("image_") and c[6:].isdigit()), key=lambda c: int(c[6:]))
-    if not numbered or "label" not in header:
+    columns = ["image"] if "image" in header else numbered
+    if not columns or "label" not in header:
         raise DataError(f"{source}: needs columns 'image' (or image_0, image_1, ...) and 'label'")
-    return numbered
+    return columns
 
 
 def _from_csv(root: Path, source: Path) -> list[Case]:

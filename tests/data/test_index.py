@@ -104,6 +104,14 @@ def test_folder_index_matches_images_and_labels_by_name(tiny_dataset: Path, tmp_
         load_dataset(root, "folder")
 
 
+@pytest.mark.parametrize("header", ["image", "case_id,image", "image_0,image_1", "case_id,label"])
+def test_a_csv_without_an_image_or_a_label_column_names_the_columns(header: str, tmp_path: Path) -> None:
+    (tmp_path / "dataset.csv").write_text(f"{header}\n" + ",".join(["x.nii.gz"] * len(header.split(","))) + "\n")
+    expected = r"dataset.csv: needs columns 'image' \(or image_0, image_1, ...\) and 'label'$"
+    with pytest.raises(DataError, match=expected):
+        load_dataset(tmp_path, "folder")
+
+
 def test_folder_csv_with_channels_and_path_checks(nnunet_dataset: Path, tmp_path: Path) -> None:
     root = tmp_path / "csv"
     shutil.copytree(nnunet_dataset, root)
