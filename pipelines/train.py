@@ -229,10 +229,31 @@ def _say_complete(trainer: Trainer, run_dir: Path, console: Console) -> None:
     console.print(f"{run_dir} is complete ({why}); nothing to train — raise train.epochs with --set to continue it")
 
 
+RESUME_KEEPS = {  # keys outside model/data a resumed run keeps, and why
+    "seed": "it chose the split and seeds every training sample",
+    "train.optimizer": "its saved state does not fit another optimiser",
+    "train.steps_per_epoch": "the epochs trained so far are counted in its steps; change train.epochs instead",
+}
+
+
+def _setting(cfg: Config, key: str) -> object:
+    """The value of a dotted ``key`` (``train.optimizer``) of ``cfg``."""
+    value: object = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def _same_network_and_inputs(saved: Config, now: Config, run_dir: Path) -> None:
     """A resumed run trains the network it saved on images prepared as before: a ``--set model.…`` or a
-    ``--set data.…`` that changes either (spacing, normalisation, split, …) is refused in one line. A moved
-    dataset (``data.root``) is allowed: the split check compares its cases."""
+    ``--set data.…`` that changes either (spacing, normalisation, split, …), or a change of a key in
+    ``RESUME_KEEPS``, is refused in one line. A moved dataset (``data.root``) is allowed: the split check compares
+    its cases."""
+    for key, why in RESUME_KEEPS.items():
+        before, after = _setting(saved, key), _setting(now, key)
+        if after != before:
+            raise ConfigError(f"{key}: the run in {run_dir} was trained with {before!r}, now {after!r} — a resumed "
+                              f"run keeps it ({why}); drop that --set, or start a new run")
     for section, free in RESUME_MAY_CHANGE.items():
         before = getattr(saved, section).model_dump(mode="json")
         after = getattr(now, section).model_dump(mode="json")
@@ -321,6 +342,15 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
     barrier()
     if state.history:
         console.print(summary_table(state.history, None))
-    console.print(f"best mean foreground Dice {state.best_metric:.4f} at epoch {state.best_epoch}; "
-                  f"checkpoint {run_dir / 'best'}")
+    console.print(closing_line(state, run_dir))
     return TrainResult(run_dir, state, opt.module)
+
+
+def closing_line(state: TrainState, run_dir: Path) -> str:
+    """The last line of a run: the best validation and its checkpoint, or why there is no ``best/``."""
+    if state.best_epoch < 0:  # every validation's mean Dice was NaN: no class in any label nor prediction
+        return (f"no validation gave a mean foreground Dice (no foreground class in the validation labels nor in "
+                f"the predictions), so there is no best/ checkpoint; the trained model is {run_dir / 'last'}")
+    return (f"best mean foreground Dice {state.best_metric:.4f} at epoch {state.best_epoch}; "
+            f"checkpoint {run_dir / 'best'}")
+

@@ -161,6 +161,15 @@ class TrainCfg(_Section):
     surface_tolerance: PositiveFloat = 1.0
     sync_batchnorm: bool = False
 
+    @model_validator(mode="after")
+    def _warmup_ends_before_the_run(self) -> TrainCfg:
+        total = self.epochs * self.steps_per_epoch
+        if self.warmup_steps >= total:  # the rate would never reach train.lr nor follow train.schedule
+            raise ValueError(f"train.warmup_steps ({self.warmup_steps}) must be below the run's optimiser steps "
+                             f"(train.epochs × train.steps_per_epoch = {total}), or the learning rate never reaches "
+                             "train.lr; lower train.warmup_steps or raise train.epochs")
+        return self
+
 
 class InferCfg(_Section):
     """Sliding-window inference; ``roi_size: null`` means ``train.patch_size``."""

@@ -36,3 +36,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainCfg) -> torch.op
     total = cfg.epochs * cfg.steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, total=total, warmup=cfg.warmup_steps, schedule=cfg.schedule))
+
+
+def apply_current_settings(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """After a resume loaded the saved optimiser and schedule states: keep their state (moments, step count) but
+    take the hyper-parameters (``train.lr``, ``weight_decay``, ``momentum``) from the optimiser as built from the
+    current config, and set the rate the next step uses from the current schedule (``train.epochs`` may have
+    changed). ``load_state_dict`` restores the saved values, so a ``--set`` of these keys would be ignored and the
+    first resumed step would use the old schedule's rate (0 at the end of a finished poly schedule)."""
+    settings = {key: value for key, value in optimizer.defaults.items() if key != "params"}
+    for group in optimizer.param_groups:
+        group.update(settings)
+        group["initial_lr"] = settings["lr"]
+    scheduler.base_lrs = [settings["lr"]] * len(optimizer.param_groups)
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports

@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 
 from segkit.engine.checkpoint import Snapshot, cpu_state_dict
+from segkit.engine.optim import apply_current_settings
 from segkit.engine.progress import training_progress
 from segkit.engine.rng import capture_rng, restore_rng
 from segkit.engine.run_log import RunLog
@@ -105,11 +106,14 @@ class Trainer:
         """Continue from a resumable snapshot written by :meth:`snapshot`."""
         opt = self.opt
         opt.module.load_state_dict(train_weights if train_weights is not None else weights)
-        if opt.ema is not None:
+        if opt.ema is not None and "ema_count" in resume:
             opt.ema.module.load_state_dict(weights)
             opt.ema.n_averaged.copy_(resume["ema_count"])
+        elif opt.ema is not None:  # train.ema set at the resume: the average starts from the resumed weights
+            opt.ema.module.load_state_dict(opt.module.state_dict())
         opt.optimizer.load_state_dict(resume["optimizer"])
         opt.scheduler.load_state_dict(resume["scheduler"])
+        apply_current_settings(opt.optimizer, opt.scheduler)
         if opt.scaler is not None and "scaler" in resume:
             opt.scaler.load_state_dict(resume["scaler"])
         restore_rng(resume["rng"])

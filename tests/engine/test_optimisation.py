@@ -191,3 +191,11 @@ def test_a_refused_bf16_run_leaves_no_run_directory(tiny_config, tmp_path, monke
     with pytest.raises(ConfigError, match=r"train\.precision=bf16 on this CPU"):
         run_training(cfg)
     assert not (tmp_path / "run").exists()  # refused before the run directory was made: a fixed config just runs
+
+
+def test_a_warmup_as_long_as_the_run_is_refused_naming_the_keys() -> None:
+    TrainCfg(epochs=2, steps_per_epoch=3, warmup_steps=5)
+    # before: accepted, and the rate climbed for the whole run, never reaching train.lr nor decaying
+    with pytest.raises(ValueError, match=r"train\.warmup_steps \(6\) must be below the run's optimiser steps "
+                                         r"\(train\.epochs × train\.steps_per_epoch = 6\)"):
+        TrainCfg(epochs=2, steps_per_epoch=3, warmup_steps=6)
