@@ -116,6 +116,28 @@ def _as_dict(fingerprint: Fingerprint | None) -> dict | None:
     return fingerprint.as_dict() if fingerprint is not None else None
 
 
+REPORT_KEYS = ("dataset", "image_dims", "cases_checked", "ok", "problems")  # how a report this command wrote begins
+
+
+def _written_by_check(path: Path) -> bool:
+    """Whether ``path`` holds a report ``segkit data check`` wrote (a JSON object whose keys begin as ours)."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and tuple(report)[: len(REPORT_KEYS)] == REPORT_KEYS
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse, before anything is checked, a folder or a file this command did not write as the report's path:
+    only an earlier report is replaced (``--json dataset.json`` would otherwise replace the dataset's own file)."""
+    if path.is_dir():
+        raise DataError(f"--json {path}: is a folder — give a file path for the report")
+    if path.exists() and not _written_by_check(path):
+        raise DataError(f"{path}: exists and is not a report segkit data check wrote, which it never "
+                        "replaces — give --json another path, or move the file")
+
+
 def _write(path: Path, text: str) -> None:
     try:
         atomic_write_text(path, text)
@@ -201,6 +223,8 @@ def run_data_check(root: Path, layout: str = "msd", json_out: Path | None = None
     """Check the dataset at ``root``; print the problems and the fingerprints and write them as JSON
     to ``json_out`` (default ``ROOT/segkit_fingerprint.json``). ``image_dims`` as in :func:`check_dataset`."""
     console = console or Console()
+    json_out = json_out or root / FINGERPRINT_NAME
+    check_report_path(json_out)
     index = load_dataset(root, layout)
     dims = _dims_of(index, image_dims)
     result = _check(root, index, None, dims)
@@ -211,7 +235,6 @@ def run_data_check(root: Path, layout: str = "msd", json_out: Path | None = None
     console.print(_summary(result))
     found = fingerprints(result, index)
     _print_fingerprints(console, found, _manifest(root))
-    json_out = json_out or root / FINGERPRINT_NAME
     _write(json_out, _report_json(root, result, found, dims))
     console.print(escape(f"report written to {json_out}"))
     return result

@@ -61,6 +61,7 @@ from segkit.pipelines.postprocessing_choice import (
 from segkit.data.cases import case_id_of
 from segkit.engine.metrics import dice_per_class, mean_foreground, nan_stats_over_cases, surface_metrics_per_class
 from segkit.errors import DataError, SegkitError
+from segkit.inference.memory import is_out_of_memory
 from segkit.io.image_io import is_image_file, read_label_array
 from segkit.io.side_files import preview_path
 
@@ -186,6 +187,15 @@ def _score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple, num_classes: 
     return np.stack(rows).astype(np.float64)
 
 
+def _unscorable(pred_path: Path, num_classes: int | None, exc: Exception) -> str:
+    """The problem line for a case whose scores do not fit in memory (one array per class); other errors propagate."""
+    if not is_out_of_memory(exc):
+        raise exc
+    asked = f"--num-classes {num_classes}" if num_classes is not None else "its largest label"
+    return (f"{pred_path}: scoring one array per class for {asked} does not fit in memory; not scored — give "
+            "--num-classes no larger than the labels need")
+
+
 def _padded(scores: list[np.ndarray], width: int) -> np.ndarray:
     """Stack per-case (n, k) scores into (n, cases, width); classes beyond a case's labels are absent: NaN."""
     out = np.full((scores[0].shape[0], len(scores), width), np.nan)
@@ -221,9 +231,14 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = No
         except DataError as exc:
             problems.append(str(exc))
             continue
+        try:
+            case_scores = _score_case(pred, ref, spacing, num_classes, tolerance_mm, postprocessing)
+        except Exception as exc:
+            problems.append(_unscorable(preds[case_id], num_classes, exc))
+            continue
         case_ids.append(case_id)
         top_labels[case_id] = (int(pred.max(initial=0)), int(ref.max(initial=0)))
-        scores.append(_score_case(pred, ref, spacing, num_classes, tolerance_mm, postprocessing))
+        scores.append(case_scores)
     if not case_ids:
         raise _no_case_error(pred_dir, ref_dir, problems[first_case_problem:])
     classes = max(num_classes or _reference_classes(ref_dir, top_labels), 2)
@@ -348,6 +363,17 @@ def _evaluate_or_clear(pred_dir: Path, ref_dir: Path, outputs: list[Path], num_c
         raise
 
 
+def _refuse_one_path_for_two(pred_dir: Path, ref_dir: Path, csv_path: Path, summary_path: Path) -> None:
+    """Refuse one folder as both predictions and references (every case would score a perfect 1.0, and the reports
+    would land among the references), and one file as both CSV and summary (the summary would replace the CSV)."""
+    if pred_dir.resolve() == ref_dir.resolve():
+        raise DataError(f"--pred {pred_dir} and --ref {ref_dir} are the same folder, so every case would score a "
+                        "perfect 1.0; give the folder of reference labels as --ref")
+    if csv_path.resolve() == summary_path.resolve():
+        raise DataError(f"--csv and --summary are both {csv_path}, so the summary would replace the CSV; give them "
+                        "different paths")
+
+
 def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, num_classes: int | None = None,
                    console: Console | None = None, *, tolerance_mm: float = 1.0,
                    summary_path: Path | None = None, postprocessing: bool = False) -> Evaluation:
@@ -361,6 +387,7 @@ def run_evaluation(pred_dir: Path, ref_dir: Path, csv_path: Path | None = None, 
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     csv_path = Path(csv_path) if csv_path is not None else pred_dir / "evaluation.csv"
     summary_path = Path(summary_path) if summary_path is not None else pred_dir / "evaluation.md"
+    _refuse_one_path_for_two(pred_dir, ref_dir, csv_path, summary_path)
     for path in (csv_path, summary_path):
         check_report_path(path)
     result = _evaluate_or_clear(pred_dir, ref_dir, [csv_path, summary_path], num_classes, tolerance_mm,

@@ -30,7 +30,7 @@ def _print_error(message: str, severity: str = "error") -> None:
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--config", required=required,
+    parser.add_argument("--config", required=required, type=_nonempty,
                         help="config file, or the name of a packaged config (e.g. unet_resnet34.yaml)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config keys, values read as YAML (one or more, repeatable), e.g. "
@@ -78,6 +78,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = run_evaluation(args.pred, args.ref, args.csv, args.num_classes, console,
                             tolerance_mm=args.tolerance, summary_path=args.summary, postprocessing=args.postprocessing)
+    for problem in result.problems:  # the warnings above go with the tables; here each is one line on stderr
+        _print_error(problem)
     return 1 if result.problems else 0
 
 
@@ -164,6 +166,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nonempty(text: str) -> str:
+    """A path as given, refusing an empty one: ``Path("")`` is the current folder, so ``--output "$UNSET"`` would
+    write there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path — give a file or folder name (is a shell variable unset?)")
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(_nonempty(text))
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -203,18 +224,19 @@ def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model from a config")
     _add_config_args(train, required=False)
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in run_dir")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    train.add_argument("--resume", type=_path, metavar="RUN_DIR",
                        help="continue an interrupted run exactly from its last/ checkpoint")
     train.add_argument("--gpus", type=_positive, metavar="N",
                        help="train with N processes (DDP, one per GPU) by launching torchrun")
     train.set_defaults(func=_cmd_train)
 
     predict = sub.add_parser("predict", help="predict label maps for images")
-    predict.add_argument("--checkpoint", required=True, type=Path, nargs="+",
+    predict.add_argument("--checkpoint", required=True, type=_path, nargs="+",
                          help="checkpoint or run directory; several (e.g. the folds) predict as an ensemble that "
                               "averages their logits")
-    predict.add_argument("--input", required=True, nargs="+", help="image folders, files or glob patterns")
-    predict.add_argument("--output", required=True, type=Path, help="folder for the label maps")
+    predict.add_argument("--input", required=True, nargs="+", type=_nonempty,
+                         help="image folders, files or glob patterns")
+    predict.add_argument("--output", required=True, type=_path, help="folder for the label maps")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     predict.add_argument("--overwrite", action="store_true", help="redo every case, replacing existing outputs")
     predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation over infer.tta_axes")
@@ -234,10 +256,10 @@ def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
     predict.set_defaults(func=_cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="Dice, HD95 and surface Dice of predictions against reference labels")
-    evaluate.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
-    evaluate.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
-    evaluate.add_argument("--csv", type=Path, help="per case and class CSV (default PRED/evaluation.csv)")
-    evaluate.add_argument("--summary", type=Path, help="markdown summary (default PRED/evaluation.md)")
+    evaluate.add_argument("--pred", required=True, type=_path, help="folder of predicted label maps")
+    evaluate.add_argument("--ref", required=True, type=_path, help="folder of reference label maps")
+    evaluate.add_argument("--csv", type=_path, help="per case and class CSV (default PRED/evaluation.csv)")
+    evaluate.add_argument("--summary", type=_path, help="markdown summary (default PRED/evaluation.md)")
     evaluate.add_argument("--num-classes", type=_positive, help="number of classes incl. background")
     evaluate.add_argument("--tolerance", type=_positive_float, default=1.0, metavar="MM",
                           help="normalised surface Dice tolerance in mm (default 1.0)")
@@ -249,9 +271,9 @@ def _add_train_predict_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _add_synth(data: argparse._SubParsersAction) -> None:
     synth = data.add_parser("synth", help="write a synthetic phantom dataset")
-    synth.add_argument("--out", required=True, type=Path, help="dataset folder to create")
+    synth.add_argument("--out", required=True, type=_path, help="dataset folder to create")
     synth.add_argument("--cases", type=_positive, default=24, help="number of cases (default 24)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     synth.add_argument("--size", type=_positive, nargs=3, default=[32, 96, 96], metavar=("D", "H", "W"),
                        help="volume size in voxels, slices first (default 32 96 96)")
     synth.add_argument("--test", type=_positive, help="held-out cases (default a quarter)")
@@ -270,10 +292,10 @@ def _add_synth(data: argparse._SubParsersAction) -> None:
 
 def _add_convert(data: argparse._SubParsersAction) -> None:
     convert = data.add_parser("convert", help="write a dataset as an nnU-Net v2 raw dataset (NIfTI)")
-    convert.add_argument("--input", required=True, type=Path, help="dataset folder (msd, nnunet or folder layout)")
+    convert.add_argument("--input", required=True, type=_path, help="dataset folder (msd, nnunet or folder layout)")
     convert.add_argument("--format", choices=("msd", "nnunet", "folder"),
                          help="layout of --input (default: detected, as segkit data check does)")
-    convert.add_argument("--output", required=True, type=Path, help="new or empty folder for the nnU-Net dataset")
+    convert.add_argument("--output", required=True, type=_path, help="new or empty folder for the nnU-Net dataset")
     convert.add_argument("--workers", type=_positive, default=2, help="cases converted at once (default 2)")
     convert.set_defaults(func=_cmd_convert)
 
@@ -283,11 +305,11 @@ def _add_data_config_models(sub: argparse._SubParsersAction) -> None:
                                                                        metavar="TOOL")
     _add_synth(data)
     check = data.add_parser("check", help="check a dataset's files and print its fingerprint")
-    check.add_argument("dataset", type=Path, help="dataset folder")
+    check.add_argument("dataset", type=_path, help="dataset folder")
     check.add_argument("--format", choices=("msd", "nnunet", "folder"),
                        help="layout (default: detected — nnunet or msd by dataset.json, folder by dataset.csv or "
                             "images/)")
-    check.add_argument("--json", type=Path, help="report path (default DATASET/segkit_fingerprint.json)")
+    check.add_argument("--json", type=_path, help="report path (default DATASET/segkit_fingerprint.json)")
     check.add_argument("--dims", type=int, choices=(2, 3),
                        help="check as 2D image files or 3D volumes (default: 2 when every image is PNG or TIFF)")
     check.set_defaults(func=_cmd_check)
@@ -308,9 +330,9 @@ def _add_data_config_models(sub: argparse._SubParsersAction) -> None:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="export a trained model to ONNX (dynamic batch and spatial axes)")
-    export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint or run directory")
+    export.add_argument("--checkpoint", required=True, type=_path, help="checkpoint or run directory")
     export.add_argument("--format", required=True, choices=("onnx",), help="file format (onnx)")
-    export.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
+    export.add_argument("--out", required=True, type=_nonempty, help="file to write, e.g. model.onnx")
     export.add_argument("--opset", type=_positive, default=20, metavar="N", help="ONNX opset (default 20)")
     export.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
                         help="legacy (TorchScript tracing; default, 5-8x faster) or dynamo (torch.export); "
@@ -327,13 +349,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                          help="a config key and its values, one variant each (repeatable: the full factorial), "
                               "e.g. model.upsample=transposed,nearest,linear,pixelshuffle")
     compare.add_argument("--seeds", type=_positive, help="seeds per variant, 0..N-1 (default: the spec's, else 3)")
-    compare.add_argument("--out", type=Path, help="folder for the runs and the report (default: the spec's)")
+    compare.add_argument("--out", type=_path, help="folder for the runs and the report (default: the spec's)")
     compare.add_argument("--baseline", help="the variant the others are compared with (default: the first)")
     compare.add_argument("--gpus", default="auto", metavar="auto|N",
                          help="spread runs one per GPU over N GPUs (auto: all visible); with 0 or 1 GPU runs go one "
                               "after another in this process (default auto)")
-    compare.add_argument("--report-only", type=Path, metavar="DIR", help="rebuild DIR's report from its stored results")
-    compare.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one prepared run, started by --gpus
+    compare.add_argument("--report-only", type=_path, metavar="DIR",
+                         help="rebuild DIR's report from its stored results")
+    compare.add_argument("--worker", type=_path, help=argparse.SUPPRESS)  # one prepared run, started by --gpus
     compare.set_defaults(func=_cmd_compare)
 
 

@@ -31,7 +31,8 @@ def _refuse_bool(value: Any) -> Any:
 NOT_BOOL = BeforeValidator(_refuse_bool)
 Real = Annotated[float, NOT_BOOL]
 PositiveFloat = Annotated[float, NOT_BOOL, Field(gt=0.0)]
-PositiveInt = Annotated[int, NOT_BOOL, Field(gt=0)]
+# a count no run can use beyond 2**31 (e.g. a batch size of 10**20 would crash mid-run, after run_dir exists)
+PositiveInt = Annotated[int, NOT_BOOL, Field(gt=0, lt=2**31)]
 UnitFloat = Annotated[float, NOT_BOOL, Field(ge=0.0, le=1.0)]
 
 

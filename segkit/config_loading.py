@@ -34,13 +34,15 @@ def packaged_config_names() -> list[str]:
 
 def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
     """A config path: an existing file (relative to ``relative_to`` or cwd) or a packaged name, ``.yaml`` optional."""
+    if not str(name).strip():
+        raise ConfigError("config name is empty; give a config file or a packaged name such as unet_resnet34.yaml")
     name = Path(name)
     candidates = [relative_to / name] if relative_to is not None else []
     candidates.append(name)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    if not name.is_absolute() and ".." not in name.parts:  # e.g. compare/upsampling_demo.yaml
+    if name.name and not name.is_absolute() and ".." not in name.parts:  # e.g. compare/upsampling_demo.yaml
         spellings = [name] if name.suffix in (".yaml", ".yml") else [name, name.with_name(name.name + ".yaml")]
         for spelling in spellings:  # `--config unet_resnet34` is the packaged unet_resnet34.yaml
             packaged = resources.files("segkit.configs").joinpath(*spelling.parts)
@@ -152,6 +154,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=50")
+    if not all(part.strip() for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: key '{key}' has an empty part between its dots; write SECTION.KEY=VALUE, "
+                          "e.g. --set train.epochs=50")
+    key = ".".join(part.strip() for part in key.split("."))  # 'train. epochs' is train.epochs
     try:
         refuse_aliases(text, f"--set {key}")
         value = yaml.safe_load(text) if text.strip() else None
@@ -181,6 +187,9 @@ def load_raw_config(path_or_name: str | Path, overrides: list[str] | tuple[str, 
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(raw, key, value)
+        parts = key.split(".")
+        for n in range(1, len(parts)):  # sections the override brings in (train.foo of train.foo.bar) are its own
+            sources.setdefault(".".join(parts[:n]), "--set")
         sources[key] = "--set"
         if isinstance(value, dict):
             sources.update({f"{key}.{sub}": "--set" for sub in _flat_keys(value)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -102,7 +103,8 @@ def test_evaluate_writes_table_and_csv(trained_run: Path) -> None:
 
 
 def test_evaluate_scores_a_perfect_prediction_as_one(trained_run: Path) -> None:
-    done = run_cli("evaluate", "--pred", "data/labelsTs", "--ref", "data/labelsTs", "--csv", "self.csv",
+    shutil.copytree(trained_run / "data" / "labelsTs", trained_run / "perfect", dirs_exist_ok=True)
+    done = run_cli("evaluate", "--pred", "perfect", "--ref", "data/labelsTs", "--csv", "self.csv",
                   cwd=trained_run)
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader((trained_run / "self.csv").open()))

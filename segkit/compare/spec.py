@@ -35,6 +35,7 @@ from segkit.errors import ConfigError
 from segkit.registry import closest_match
 
 RESERVED = {"seed": "--seeds", "run_dir": "--out"}  # keys the comparison sets itself
+MAX_RUNS = 10_000  # variants × seeds; planning builds a config for each run before any starts
 HELD_OUT_KEYS = ("data", "data.root", "data.format")  # keys that choose the held-out cases: the same for every variant
 
 
@@ -203,6 +204,17 @@ def check_fixed_not_varied(fixed: list[tuple[str, str]], vary: dict[str, list[An
                               f"{flag.rstrip(':')}, or list its value among the --vary values")
 
 
+def check_run_count(vary: dict[str, list[Any]], seeds: int, flag: str = "--seeds") -> None:
+    """Refuse a full factorial of more than ``MAX_RUNS`` runs before it is planned (``--seeds 99999999999`` would
+    spend hours and all the memory building run configs)."""
+    variants = 1
+    for values in vary.values():
+        variants *= len(values)
+    if variants * seeds > MAX_RUNS:
+        raise ConfigError(f"{flag} {seeds}: {variants} variant(s) × {seeds} seed(s) = {variants * seeds} training "
+                          f"runs, over the limit of {MAX_RUNS}; choose fewer seeds or values")
+
+
 def resolve_comparison(request: CompareRequest) -> Comparison:
     """Merge a spec file (when ``--config`` is one) with the command line, and check the varied keys."""
     spec, path = _spec_from_file(request.config)
@@ -221,6 +233,7 @@ def resolve_comparison(request: CompareRequest) -> Comparison:
     check_fixed_not_varied([*from_spec, *(("--set", item) for item in request.overrides)], vary, sources)
     fixed = tuple(item for _, item in from_spec) + tuple(request.overrides)
     seeds = request.seeds or (spec.seeds if spec else 3)
+    check_run_count(vary, seeds, "--seeds" if request.seeds else f"{path}: compare.seeds:")
     baseline = request.baseline or (spec.baseline if spec else None)
     spec_name = request.config if spec is not None else None
     return Comparison(base, vary, Path(out), fixed, seeds, baseline, spec.config if spec else request.config, spec_name,

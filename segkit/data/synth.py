@@ -23,6 +23,8 @@ from segkit.io.atomic import atomic_write_text, own_folder
 from segkit.io.image_io import write_sitk_image
 
 LABELS = {"0": "background", "1": "organ", "2": "vessel", "3": "lesion"}
+MAX_CASES = 10_000  # a list of 10**11 planned files alone would fill the memory
+MAX_VOXELS = 2**27  # per phantom (e.g. 512×512×512): generating one takes ~34 bytes a voxel, ~4.5 GB here
 HU = {"air": -1000.0, "fat": -90.0, "tissue": 40.0, "bone": 650.0, "organ": 110.0, "vessel": 210.0, "lesion": -10.0}
 
 
@@ -138,6 +140,8 @@ def _add_vessel(rng, image, label, grid, half, intensity: float, paint: bool) ->
 def _add_lesions(rng, image, label, grid, organ, spacing, intensity: float, paint: bool) -> None:
     z, y, x = grid
     candidates = np.argwhere(organ)
+    if not len(candidates):  # a grid too coarse to hold the organ (an axis of 2 voxels) holds no lesion either
+        return
     wanted = int(rng.integers(2, 5))
     placed: list[tuple[np.ndarray, float]] = []
     for _ in range(200):
@@ -250,6 +254,17 @@ def _write_3d_dataset(out: Path, splits: list[tuple[str, str]], seed: int, size_
     return {"numTraining": len(training), "numTest": len(test), **manifest}
 
 
+def _refuse_bad_size(cases: int, size_dhw: tuple[int, int, int]) -> None:
+    """Refuse more cases or larger phantoms than synth can plan and hold in memory, before any file is written."""
+    if cases > MAX_CASES:
+        raise SegkitError(f"--cases {cases}: at most {MAX_CASES} phantoms; choose fewer")
+    voxels = int(np.prod([int(n) for n in size_dhw], dtype=object))
+    if voxels > MAX_VOXELS:
+        shown = " ".join(str(n) for n in size_dhw)
+        raise SegkitError(f"--size {shown}: {voxels:.3g} voxels per phantom, over synth's limit of 2**27 (e.g. "
+                          "512 512 512); choose a smaller --size")
+
+
 def _refuse_bad_options(cases: int, layout: str, channels: int, dims: int) -> None:
     if cases < 2:
         raise SegkitError(f"--cases {cases}: need at least 2 cases (one to train, one held out)")
@@ -263,11 +278,16 @@ def _refuse_bad_options(cases: int, layout: str, channels: int, dims: int) -> No
 
 def _prepare_out(out: Path, overwrite: bool, files: list[str]) -> None:
     """An empty ``out`` (an earlier synth's files removed with ``overwrite``) holding the record of ``files``."""
+    if out.exists() and not out.is_dir():
+        raise SegkitError(f"--out {out}: a file, not a folder; choose a new or empty folder for the dataset")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise SegkitError(f"{out} is not empty; choose an empty --out folder or pass --overwrite")
         clear_previous(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file where a parent folder should be
+        raise SegkitError(f"--out {out}: cannot create the folder ({exc.strerror}); choose another path") from None
     write_record(out, files)
 
 
@@ -283,6 +303,7 @@ def write_dataset(out: Path, cases: int, seed: int, size_dhw: tuple[int, int, in
     channel).
     """
     _refuse_bad_options(cases, layout, channels, dims)
+    _refuse_bad_size(cases, size_dhw)
     n_test = min(max(test_cases if test_cases is not None else cases // 4, 1), cases - 1)
     splits = [(f"phantom_{i:03d}", "Ts" if i >= cases - n_test else "Tr") for i in range(cases)]
     _prepare_out(out, overwrite, planned_files(splits, layout, channels))
