@@ -110,7 +110,7 @@ def run_convert(source: Path, output: Path, layout: str | None = None, workers: 
     on_failure = on_failure or (lambda message: console.print(escape(message), soft_wrap=True))
     check_output(source, output)
     layout = layout or detect_layout(source)
-    index = load_dataset(source, layout)
+    index = load_dataset(source, layout, given_as="--input")
     labels = declared_labels(layout, source_manifest(source), source)
     plan = ConvertPlan(output, expected_channels(index, layout), len(labels) if labels is not None else None)
     _prepare(output, index)

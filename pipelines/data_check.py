@@ -225,7 +225,7 @@ def run_data_check(root: Path, layout: str = "msd", json_out: Path | None = None
     console = console or Console()
     json_out = json_out or root / FINGERPRINT_NAME
     check_report_path(json_out)
-    index = load_dataset(root, layout)
+    index = load_dataset(root, layout, given_as="")
     dims = _dims_of(index, image_dims)
     result = _check(root, index, None, dims)
     if result.problems:

@@ -15,8 +15,8 @@ def summaries(encoders: list[str] | None = None, dims: list[int] | None = None) 
     for name in encoders or []:
         if name not in ENCODERS:
             raise ConfigError(f"--encoder: {ENCODERS.unknown_message(name)}")
-    return [summarize(ModelCfg(encoder=name, spatial_dims=d))
-            for name in (encoders or ENCODERS.names()) for d in (dims or [2, 3])]
+    return [summarize(ModelCfg(encoder=name, spatial_dims=d))  # a name or dims given twice is listed once
+            for name in dict.fromkeys(encoders or ENCODERS.names()) for d in dict.fromkeys(dims or [2, 3])]
 
 
 def model_table(rows: list[ModelSummary]) -> Table:

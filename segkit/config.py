@@ -46,6 +46,12 @@ def _device_name(value: str) -> str:
 DeviceName = Annotated[str, AfterValidator(_device_name)]
 
 
+def _each_once(values: tuple) -> tuple:
+    if len(set(values)) != len(values):  # mirroring an axis twice is no mirroring: passes would repeat
+        raise ValueError(f"lists an axis twice ({list(values)}); give each axis once, e.g. [0, 1, 2]")
+    return values
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf / .nan are never settings
 
@@ -179,7 +185,7 @@ class InferCfg(_Section):
     overlap: Annotated[float, NOT_BOOL, Field(ge=0.0, lt=1.0)] = 0.5
     sw_batch_size: PositiveInt | Literal["auto"] = 2
     blend: Literal["gaussian", "constant"] = "gaussian"
-    tta_axes: tuple[Annotated[Literal[0, 1, 2], NOT_BOOL], ...] = (0, 1, 2)
+    tta_axes: Annotated[tuple[Annotated[Literal[0, 1, 2], NOT_BOOL], ...], AfterValidator(_each_once)] = (0, 1, 2)
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     cuda_graphs: bool = True  # on a GPU, replay each window-batch shape's forward pass as a CUDA graph
     compression_level: Annotated[int, NOT_BOOL, Field(ge=0, le=9)] = 1

@@ -221,9 +221,8 @@ def _section_fields(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def _describe(schema: type[BaseModel], error: dict[str, Any], sources: Sources) -> str:
     loc = tuple(error["loc"])
-    fields = [p for p in loc if isinstance(p, str)]
     key = ".".join(str(p) for p in loc) or "(top level)"
-    source = source_of(sources, ".".join(fields))
+    source = source_of(sources, key)  # a YAML key that is a number (``{1: 2}``) is recorded as its text
     if error["type"] == "extra_forbidden":
         valid = _section_fields(schema, loc[:-1])
         close = closest_match(str(loc[-1]), valid)

@@ -171,3 +171,30 @@ def test_evaluate_problems_are_error_lines_on_stderr(tmp_path: Path) -> None:
     done = run_cli("evaluate", "--pred", "pred", "--ref", "ref", cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip() == "error: pred/stray.nii.gz: no reference for this case in ref; not scored"
+
+
+def test_a_number_as_a_config_key_is_blamed_on_its_file(tmp_path: Path) -> None:
+    (tmp_path / "k.yaml").write_text("{1: 2}\n", encoding="utf-8")
+    done = run_cli("config", "show", "--config", "k.yaml", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr == "error: k.yaml: 1: Keys should be strings (got 1)\n"
+
+
+def test_a_vary_list_ending_in_a_comma_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--vary 'model.upsample=nearest,': ends with a comma, an empty value; "
+                                          r"list every value, e.g. model.upsample=transposed,nearest$"):
+        resolve_comparison(CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=nearest,",)))
+
+
+def test_a_dataset_folder_given_on_the_command_line_is_named_as_given(tmp_path: Path) -> None:
+    check = run_cli("data", "check", "nonexist", cwd=tmp_path)
+    convert = run_cli("data", "convert", "--input", "nonexist", "--output", "out", cwd=tmp_path)
+    assert check.stderr == "error: nonexist: no such folder (create demo data with 'segkit data synth --out DIR')\n"
+    assert convert.stderr == ("error: --input nonexist: no such folder (create demo data with 'segkit data synth "
+                              "--out DIR')\n")
+
+
+def test_an_encoder_given_twice_is_listed_once(tmp_path: Path) -> None:
+    from segkit.pipelines.models import summaries
+
+    rows = summaries(["resnet18", "resnet18"], [2, 2])
+    assert [(row.encoder, row.spatial_dims) for row in rows] == [("resnet18", 2)]

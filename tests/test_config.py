@@ -171,6 +171,7 @@ def test_set_takes_several_overrides_at_once_and_repeatedly() -> None:
     ("infer.tta_axes=[0, false]", "infer.tta_axes.1: must be a number, not true/false"),
     ("train.device=gpu", "train.device: must be auto, cpu, cuda or cuda:N, not 'gpu'"),
     ("train.device=cuda:x", "train.device: must be auto, cpu, cuda or cuda:N, not 'cuda:x'"),
+    ("infer.tta_axes=[0, 0]", "infer.tta_axes: lists an axis twice ([0, 0]); give each axis once, e.g. [0, 1, 2]"),
 ])
 def test_values_no_run_can_use_are_refused_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -124,6 +124,9 @@ def parse_vary(item: str) -> tuple[str, list[Any]]:
     if not sep or not key or not text.strip():
         raise ConfigError(f"--vary {item!r}: expected KEY=VALUE1,VALUE2,... "
                           "e.g. --vary model.upsample=transposed,nearest")
+    if text.rstrip().endswith(","):  # YAML's flow list drops a trailing empty item; a leading one is an error
+        raise ConfigError(f"--vary {item!r}: ends with a comma, an empty value; list every value, e.g. "
+                          f"{key}=transposed,nearest")
     try:
         refuse_aliases(f"[{text}]", f"--vary {key}")
         values = yaml.safe_load(f"[{text}]")

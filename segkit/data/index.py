@@ -14,13 +14,15 @@ from segkit.errors import DataError
 LAYOUTS = {"msd": index_msd, "nnunet": index_nnunet, "folder": index_folder}
 
 
-def load_dataset(root: Path, layout: str) -> DatasetIndex:
-    """Index the dataset at ``root`` in ``layout`` (msd, nnunet or folder)."""
+def load_dataset(root: Path, layout: str, given_as: str = "data.root") -> DatasetIndex:
+    """Index the dataset at ``root`` in ``layout`` (msd, nnunet or folder); ``given_as`` names where the user gave
+    ``root`` in the errors (a config key, a flag, or "" for a command's positional argument)."""
+    where = f"{given_as} {root}".strip()
     if Path(root).is_file():
-        raise DataError(f"data.root {root}: a file, not a dataset folder — give the folder that holds it (for MSD, "
-                        "the one with dataset.json)")
+        raise DataError(f"{where}: a file, not a dataset folder — give the folder that holds it (for MSD, the one "
+                        "with dataset.json)")
     if not Path(root).is_dir():
-        raise DataError(f"data.root {root}: no such folder (create demo data with 'segkit data synth --out DIR')")
+        raise DataError(f"{where}: no such folder (create demo data with 'segkit data synth --out DIR')")
     return LAYOUTS[layout](Path(root))
 
 
