@@ -55,9 +55,7 @@ class UNet(nn.Module):
         if len(spatial) != len(self.size_divisor):
             raise ValueError(f"a {len(self.size_divisor)}D UNet takes (batch, channels, {len(self.size_divisor)} "
                              f"spatial axes); got a tensor of shape {tuple(x.shape)}")
-        padding = [(-s) % d for s, d in zip(spatial, self.size_divisor, strict=True)]
-        if all(s + p == d for s, p, d in zip(spatial, padding, self.size_divisor, strict=True)):
-            padding[-1] += self.size_divisor[-1]  # the deepest stage needs 2 voxels: instance norm refuses one
+        padding = _padding(spatial, self.size_divisor)
         if any(padding):
             x = F.pad(x, [p for pad in reversed(padding) for p in (0, pad)])
         outputs = self.decoder(self.encoder(x))
@@ -74,6 +72,18 @@ class UNet(nn.Module):
         so that the label resized to it (``DeepSupervisionLoss``) lines up with what the head saw."""
         keep = [-(-size // (full // low)) for size, full, low in zip(spatial, padded, aux.shape[2:], strict=True)]
         return aux[(..., *(slice(0, k) for k in keep))]
+
+
+def _padding(spatial: torch.Size, divisor: tuple[int, ...]) -> list[int]:
+    """Voxels to add at the end of each axis: up to a multiple of ``divisor``, plus one more divisor on the last axis
+    when the input is within one divisor on every axis (the deepest stage then holds 2 voxels: instance norm refuses
+    one). Arithmetic, not a branch, so that a traced graph (ONNX export) keeps the rule for every input size."""
+    padding = [(-s) % d for s, d in zip(spatial, divisor, strict=True)]
+    within = 1
+    for s, d in zip(spatial, divisor, strict=True):
+        within = within * ((2 * d - 1) // (s + d - 1))  # 1 where s <= d (s >= 1), else 0
+    padding[-1] = padding[-1] + within * divisor[-1]
+    return padding
 
 
 def encoder_args(cfg: ModelCfg) -> EncoderArgs:

@@ -129,6 +129,35 @@ def test_2d_dynamo_export_matches_torch(dynamo2d, run2d, shape: tuple[int, ...])
     assert _max_diff(result.path, run2d[1], shape) <= 1e-4
 
 
+@pytest.mark.parametrize(("dims", "shape"), [(2, (1, 1, 20, 28)), (2, (2, 1, 32, 32)), (3, (1, 1, 32, 32, 32)),
+                                            (3, (1, 1, 20, 24, 9))])
+def test_an_input_within_one_stride_on_every_axis_matches_torch(request: pytest.FixtureRequest, dims: int,
+                                                                 shape: tuple[int, ...]) -> None:
+    """``UNet.forward`` pads such an input by one more stride (instance norm refuses a 1-voxel deepest stage); the
+    graph, traced on a larger example, must keep that rule (it was a Python branch, baked in as "no")."""
+    path = request.getfixturevalue("legacy2d")[0].path if dims == 2 else request.getfixturevalue("cli3d")[0]
+    model = request.getfixturevalue(f"run{dims}d")[1]
+    assert _max_diff(path, model, shape) <= 1e-4
+
+
+@pytest.mark.parametrize(("encoder", "upsample", "fusion"), [
+    ("resnet18", "nearest", "add"), ("resnet18", "linear", "concat"), ("resnet18", "pixelshuffle", "add"),
+    ("densenet121", "transposed", "concat"),
+])
+def test_every_upsampling_mode_and_densenet_export_and_match_torch(encoder: str, upsample: str, fusion: str,
+                                                                    tmp_path: Path) -> None:
+    """The shared graphs above use transposed upsampling on ResNet-18; the other modes' interpolation and pixel
+    shuffle (sizes computed from the input) and DenseNet's concatenations must follow any input size too."""
+    torch.manual_seed(0)
+    cfg = Config(model=ModelCfg(encoder=encoder, decoder_channels=(8, 8, 8, 4, 4), spatial_dims=2, upsample=upsample,
+                                fusion=fusion), train=TrainCfg(patch_size=(64, 48)), data=DataCfg(image_dims=2))
+    model = build_model(cfg.model).eval()
+    result = export_module.export_onnx(model, cfg, tmp_path / "model.onnx",
+                                       export_module.ExportSettings(fallback=False))
+    assert result.exporter == "legacy" and all(p.max_abs_diff <= 1e-4 for p in result.parity)
+    assert _max_diff(result.path, model, (2, 1, 33, 70)) <= 1e-4
+
+
 def test_metadata_and_axis_names(cli3d, run3d) -> None:
     model = onnx.load(str(cli3d[0]), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
