@@ -16,7 +16,7 @@ from segkit.pipelines.predict_inputs import InputProblem, collect_inputs, group_
 from segkit.config import Config
 from segkit.data.cases import Case
 from segkit.data.check_2d import PLANAR_SUFFIXES
-from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_weights
+from segkit.engine.checkpoint import CONFIG, WEIGHTS, Checkpoint, load_checkpoint, load_weights
 from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
 from segkit.engine.metrics import label_volumes_ml
 from segkit.errors import ConfigError, DataError, SegkitError
@@ -288,9 +288,15 @@ def load_models(paths: Sequence[Path]) -> tuple[list[Checkpoint], Config, torch.
 
 
 def checkpoint_settings(ckpts: Sequence[Checkpoint]) -> dict:
-    """What the manifest records of the checkpoint(s), so that a rerun with other weights redoes every case."""
+    """What the manifest records of the checkpoint(s), so that a rerun with other weights redoes every case: the
+    path, the step, and the size and modification time of the weights and config files — a checkpoint folder
+    whose files were replaced in place (new weights copied over, ``infer.*`` edited in its config.json) keeps
+    its path and often its step."""
     paths, steps = [str(c.path.resolve()) for c in ckpts], [c.state.get("global_step") for c in ckpts]
-    return {"checkpoint": paths[0], "step": steps[0]} if len(ckpts) == 1 else {"checkpoint": paths, "step": steps}
+    files = [file_signature([c.path / WEIGHTS, c.path / CONFIG]) for c in ckpts]
+    if len(ckpts) == 1:
+        return {"checkpoint": paths[0], "step": steps[0], "checkpoint_files": files[0]}
+    return {"checkpoint": paths, "step": steps, "checkpoint_files": files}
 
 
 def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config, cases: list[Case],

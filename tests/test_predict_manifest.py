@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 from segkit.pipelines.predict import PredictOptions, run_prediction
 
 from segkit.errors import DataError
@@ -57,6 +59,25 @@ def test_precision_counts_by_the_arithmetic_it_picks(random_checkpoint: Path, sc
     assert _status(random_checkpoint, scan, out, precision="fp32") == "skipped"  # auto is fp32 on a CPU
     assert _status(random_checkpoint, scan, out, precision="bf16") == "written"
     assert read_manifest(out / "manifest.jsonl")["phantom_004"]["settings"]["precision"] == "bf16"
+
+
+def test_a_checkpoint_folder_changed_in_place_redoes_the_cases(random_checkpoint: Path, scan: Path,
+                                                               tmp_path: Path) -> None:
+    """Same path and step, other weights (copied over the old ones) or another ``infer`` setting in config.json:
+    the label maps on disk are no longer what this checkpoint predicts."""
+    model, out = Path(shutil.copytree(random_checkpoint.resolve(), tmp_path / "liver_model")), tmp_path / "preds"
+    assert _status(model, scan, out) == "written"
+    assert _status(model, scan, out) == "skipped"
+    weights = load_file(str(model / "weights.safetensors"))
+    bias = next(key for key in weights if key.startswith("head.") and key.endswith("bias"))
+    weights[bias] = weights[bias] + 1.0
+    save_file(weights, str(model / "weights.safetensors"))
+    assert _status(model, scan, out) == "written"
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["infer"]["roi_size"] = [32, 32, 32]
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert _status(model, scan, out) == "written"
+    assert _status(model, scan, out) == "skipped"
 
 
 @pytest.mark.parametrize("kind", ["user's file", "symbolic link", "folder", "rank part"])
