@@ -18,7 +18,7 @@ from segkit.data.cases import Case
 from segkit.data.check_2d import PLANAR_SUFFIXES
 from segkit.engine.checkpoint import CONFIG, WEIGHTS, Checkpoint, load_checkpoint, load_weights
 from segkit.engine.distributed import DistEnv, barrier, dist_env, gather_rows, init_distributed, shutdown
-from segkit.engine.metrics import label_volumes_ml
+from segkit.engine.metrics import label_measures
 from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.inference.case_loader import CaseLoader
 from segkit.inference.ensemble import Ensemble, ensemble_config
@@ -171,7 +171,7 @@ def _write_failure(job: Job, exc: Exception) -> DataError:
 def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Config):
     level, keep = cfg.infer.compression_level, cfg.infer.keep_largest
 
-    def write(job: Job, computed: tuple[Prediction, np.ndarray]) -> dict[str, float]:
+    def write(job: Job, computed: tuple[Prediction, np.ndarray]) -> dict[str, dict[str, float]]:
         prediction, affine = computed
         counts = prediction.voxel_counts
         if keep:  # on the host, in this writer thread: scipy's labelling (inference.postprocess)
@@ -193,7 +193,7 @@ def _writer(manifest: Manifest, settings: dict, options: PredictOptions, cfg: Co
             raise
         except Exception as exc:  # SimpleITK's writers raise RuntimeError, nibabel its own types: this case only
             raise _write_failure(job, exc) from None
-        return label_volumes_ml(counts, affine)
+        return label_measures(counts, affine)
 
     return write
 
@@ -228,7 +228,7 @@ def _record(outcome: Outcome, settings: dict, rank: int) -> tuple[dict, CaseResu
             "input_signature": job.signature, "settings": settings,
             "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()}}
     if outcome.ok:
-        record = {**base, "status": "written", "error": None, "volumes_ml": outcome.result,
+        record = {**base, "status": "written", "error": None, **outcome.result,
                   "output_signature": file_signature([job.target])[0]}  # a rerun redoes a changed label map
         return record, CaseResult(job.case.case_id, job.case.image, job.target, "written", seconds)
     message = str(outcome.error) if isinstance(outcome.error, SegkitError) else (
@@ -330,7 +330,7 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
 
 
 def _stages(model: torch.nn.Module, cfg: Config, device: torch.device, options: PredictOptions,
-            write: Callable[[Job, tuple[Prediction, np.ndarray]], dict[str, float]]) -> Stages:
+            write: Callable[[Job, tuple[Prediction, np.ndarray]], dict[str, dict[str, float]]]) -> Stages:
     """The pipeline's stages. The reader threads start on the first cases before the model is moved to and
     prepared on the device (CUDA's start-up, packing, the CUDA graph's capture): that happens in ``warm_up``,
     meanwhile, so the first read — the one nothing else overlaps — is partly hidden behind it."""

@@ -138,3 +138,19 @@ def test_png_probabilities_are_classes_rows_columns_like_the_label_png(planar_ch
     assert len(np.unique(label)) > 1  # random weights still predict several classes: the order is tested
     assert np.array_equal(saved["probabilities"].argmax(0), label)
     assert np.array_equal(saved["affine"], [[0, 1, 0], [1, 0, 0], [0, 0, 1]])  # (row, column, 1) → (x, y, 1)
+
+
+def test_a_2d_image_records_label_areas_in_mm2_not_volumes(planar_checkpoint, tmp_path: Path) -> None:
+    """A pixel has no volume: the manifest of a 2D image records each label's area from its pixel spacing."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.random.default_rng(5).integers(0, 256, (ROWS, COLS)).astype(np.uint8))
+    image.SetSpacing((0.5, 0.8))
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "in" / "slice.nrrd"))
+    done = run_cli("predict", "--checkpoint", planar_checkpoint(1), "--input", "in", "--output", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()][-1]
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "slice.nrrd")))
+    expected = {str(k): pytest.approx(float((labels == k).sum()) * 0.4) for k in range(1, 4) if (labels == k).any()}
+    assert "volumes_ml" not in record and expected and record["areas_mm2"] == expected

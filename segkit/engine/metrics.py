@@ -96,6 +96,21 @@ def mean_foreground(scores: np.ndarray) -> float:
 
 def label_volumes_ml(counts: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """Volume in ml of each foreground label present, from voxel ``counts`` per label and the voxel-to-world
-    ``affine`` (mm)."""
+    ``affine`` (mm, 4×4)."""
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
     return {str(k): round(float(n) * voxel_ml, 4) for k, n in enumerate(counts) if k > 0 and n > 0}
+
+
+def label_areas_mm2(counts: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """Area in mm² of each foreground label present in a 2D image, from pixel ``counts`` per label and its 3×3
+    pixel-to-world ``affine``."""
+    pixel_mm2 = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:2, :2])))
+    return {str(k): round(float(n) * pixel_mm2, 4) for k, n in enumerate(counts) if k > 0 and n > 0}
+
+
+def label_measures(counts: np.ndarray, affine: np.ndarray) -> dict[str, dict[str, float]]:
+    """What a prediction manifest records of each label: ``volumes_ml`` for a volume (4×4 affine), ``areas_mm2``
+    for a 2D image (3×3 affine) — a pixel has no volume."""
+    if np.asarray(affine).shape == (3, 3):
+        return {"areas_mm2": label_areas_mm2(counts, affine)}
+    return {"volumes_ml": label_volumes_ml(counts, affine)}
