@@ -212,6 +212,9 @@ class Config(_Section):
                              f"({self.model.num_classes}, background included)")
         if self.data.image_dims == 2 and dims != 2:
             raise ValueError("data.image_dims 2 (2D image files) needs model.spatial_dims: 2")
+        if self.train.augment.elastic > 0 and dims != 3:  # MONAI's 3D elastic transform; nothing would apply it
+            raise ValueError("train.augment.elastic is for 3D models; for 2D models use train.albumentations, e.g. "
+                             "[{name: ElasticTransform, p: 0.2}], or set train.augment.elastic: 0")
         if self.train.albumentations and dims != 2:
             raise ValueError("train.albumentations is for 2D models (model.spatial_dims: 2); 3D patches are "
                              "augmented by train.augment")

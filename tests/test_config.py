@@ -179,6 +179,15 @@ def test_values_no_run_can_use_are_refused_naming_the_key(override: str, message
     assert str(error.value).startswith("--set: ") and message in str(error.value)
 
 
+def test_elastic_augmentation_of_a_2d_model_is_refused_naming_the_2d_way() -> None:
+    """Only the 3D chain has an elastic transform: a 2D model's setting would be ignored without a word."""
+    planar = ["model.spatial_dims=2", "train.patch_size=[64,64]", "infer.roi_size=[64,64]"]
+    with pytest.raises(ConfigError, match=r"^--set: train.augment.elastic is for 3D models; for 2D models use "
+                                          r"train.albumentations, e.g. \[\{name: ElasticTransform, p: 0.2\}\]"):
+        load_config("demo_unet_resnet34.yaml", [*planar, "train.augment.elastic=0.2"])
+    assert load_config("demo_unet_resnet34.yaml", ["train.augment.elastic=0.2"]).train.augment.elastic == 0.2
+
+
 def test_the_largest_seed_and_a_2d_albumentations_pipeline_are_accepted() -> None:
     assert load_config("demo_unet_resnet34.yaml", ["seed=4294967295"]).seed == 2**32 - 1
     cfg = load_config("demo_unet_resnet34.yaml", ["model.spatial_dims=2", "train.patch_size=[64,64]",
