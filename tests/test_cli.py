@@ -71,6 +71,6 @@ def test_a_file_given_as_a_folder_says_it_is_a_file(tmp_path: Path, capsys: pyte
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     assert main(["data", "check", str(notes)]) == 1
-    assert f"data.root {notes}: a file, not a dataset folder" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(f"error: {notes}: a file, not a dataset folder")  # named as given
     assert main(["train", "--resume", str(notes)]) == 1
     assert f"{notes}: a file, not a run folder" in capsys.readouterr().err
