@@ -58,8 +58,6 @@ def check_output(source: Path, output: Path) -> None:
 
 def _file_channels(path: Path) -> int:
     """Channels of one image file, from its header only."""
-    if path.is_dir():
-        return 1
     if full_suffix(path).lower() in NIFTI_SUFFIXES:
         shape = nib.load(str(path)).shape
         return shape[3] if len(shape) == 4 else 1

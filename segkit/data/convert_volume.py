@@ -3,7 +3,7 @@
 NIfTI files keep their header: qform/sform and their codes, units, the stored dtype and the scaling
 (``scl_slope``/``scl_inter``), so a converted image holds exactly the stored values of the source. NIfTI-2
 becomes NIfTI-1, because nnU-Net reads with SimpleITK, which does not read NIfTI-2. Every other format
-(NRRD, MetaImage, DICOM series folders, PNG, TIFF) goes through SimpleITK, whose NIfTI writer turns its LPS
+(NRRD, MetaImage, PNG, TIFF) goes through SimpleITK, whose NIfTI writer turns its LPS
 geometry into the RAS qform/sform. A 2D image becomes a NIfTI of shape (X, Y, 1) with a third spacing of
 999 mm: nnU-Net's ``NaturalImage2DIO`` hands its planner 2D images as one slice 999 mm thick, so the planner
 sees the same data and plans only its 2D configuration.
@@ -24,7 +24,7 @@ from segkit.io.gzip_codec import gzip_compress_parts
 from segkit.io.image_io import NIFTI_SUFFIXES, REEXPORT, header_shape, write_sitk_image
 from segkit.io.nifti_reader import nifti_array, read_unscaled
 from segkit.io.nifti_writer import nifti_header_bytes
-from segkit.io.sitk_reader import ras_affine, read_dicom_series
+from segkit.io.sitk_reader import ras_affine
 
 PLANAR_DEPTH_MM = 999.0  # the slice thickness nnU-Net's NaturalImage2DIO gives 2D images
 COMPRESSION_LEVEL = 1  # gzip level: nnU-Net reads any level; level 1 writes several times faster than 6
@@ -89,11 +89,11 @@ def _write_nifti(out: Path, reference: nib.Nifti1Image, array: np.ndarray, scali
 
 
 class SitkSource:
-    """An image SimpleITK reads (a folder: a DICOM series); several components per pixel are channels."""
+    """An image file SimpleITK reads; several components per pixel are channels."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.image = read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        self.image = sitk.ReadImage(str(path))
         if self.image.GetDimension() not in (2, 3):
             raise DataError(f"{path}: image is {self.image.GetDimension()}D; convert takes 2D and 3D images")
         self.spacing = _volume_tuple(self.image.GetSpacing(), PLANAR_DEPTH_MM)
@@ -159,8 +159,7 @@ def _as_volume(image: sitk.Image) -> sitk.Image:
 def read_source(path: Path) -> NiftiSource | SitkSource:
     """``path`` read for conversion (NIfTI with nibabel, anything else with SimpleITK); a DataError naming the file
     when it cannot be read."""
-    if not path.is_dir():
-        header_shape(path)  # empty, truncated header, absurd size: refused before any pixel is read
+    header_shape(path)  # empty, truncated header, absurd size: refused before any pixel is read
     try:
         return NiftiSource(path) if full_suffix(path).lower() in NIFTI_SUFFIXES else SitkSource(path)
     except DataError:
