@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
-from segkit.pipelines.evaluate import evaluate_folders, evaluation_csv
+from segkit.pipelines.evaluate import evaluate_folders
+from segkit.pipelines.evaluation_report import evaluation_csv
 from segkit.pipelines.predict import PredictOptions, run_prediction
 from segkit.pipelines.train import run_training
 
