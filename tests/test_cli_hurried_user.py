@@ -115,6 +115,25 @@ def test_synth_negative_seed_is_a_usage_error(tmp_path: Path, capsys: pytest.Cap
     assert info.value.code == 2 and "argument --seed: must be 0 or more, got -1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["predict", "--checkpoint", "c", "--input", "i", "--output", "o", "--workers", "two"],
+     "argument --workers: must be a positive integer, got two"),
+    (["predict", "--checkpoint", "c", "--input", "i", "--output", "o", "--sw-batch-size", "many"],
+     "argument --sw-batch-size: must be a positive integer, got many"),
+    (["data", "synth", "--out", "x", "--seed", "x1"], "argument --seed: must be 0 or more, got x1"),
+    (["evaluate", "--pred", "p", "--ref", "r", "--tolerance", "1mm"],
+     "argument --tolerance: must be a positive number, got 1mm"),
+])
+def test_a_value_that_is_not_a_number_says_what_the_flag_takes(argv: list[str], expected: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # before: "invalid _positive value: 'two'", naming a function of segkit's
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and expected in err and "invalid" not in err
+
+
 def test_compare_refuses_more_runs_than_it_can_plan(tmp_path: Path) -> None:
     request = CompareRequest("demo_unet_resnet34.yaml", ("model.upsample=nearest,linear",), seeds=99999999999,
                              out=tmp_path / "cmp")

@@ -71,25 +71,36 @@ def test_preview_of_2d_png_inputs_is_written_for_every_case(planar_checkpoint, t
         assert preview.format == "PNG" and preview.width > 300
 
 
-def test_a_preview_that_cannot_be_drawn_fails_only_its_case(planar_checkpoint, tmp_path: Path, monkeypatch) -> None:
+def test_a_preview_that_cannot_be_drawn_leaves_its_case_written_with_a_warning(planar_checkpoint, tmp_path: Path,
+                                                                              monkeypatch) -> None:
     import segkit.report.preview as preview
 
     drawn = preview.write_preview
 
-    def faulty(path: Path, image, labels, spacing, class_names=None, title: str = "") -> None:
+    def faulty(path: Path, image, labels, spacing, class_names=None, title: str = "", affine=None) -> None:
         if title == "case_0":
             raise ValueError("matplotlib says\nno")
-        drawn(path, image, labels, spacing, class_names, title)
+        drawn(path, image, labels, spacing, class_names, title, affine)
 
     monkeypatch.setattr(preview, "write_preview", faulty)
     _pngs(tmp_path / "in")
-    done = run_cli("predict", "--checkpoint", planar_checkpoint(1), "--input", "in", "--output", "out", "--preview",
-                   cwd=tmp_path)
-    assert done.returncode == 1 and "1 written, 0 skipped, 1 failed" in done.stdout
-    assert _statuses(tmp_path / "out") == {"case_0": "failed", "case_1": "written"}
-    assert f"{tmp_path / 'out' / 'case_0.preview.png'}: cannot draw the preview (ValueError: matplotlib says no); " \
-           "the label map case_0.png was written — run again without --preview" in done.stderr
-    assert (tmp_path / "out" / "case_1.preview.png").is_file()
+    args = ("predict", "--checkpoint", planar_checkpoint(1), "--input", "in", "--output", "out", "--preview")
+    done = run_cli(*args, cwd=tmp_path)
+    out = tmp_path / "out"
+    assert done.returncode == 1 and "2 written (1 without the preview asked for), 0 skipped, 0 failed" in done.stdout
+    assert _statuses(out) == {"case_0": "written", "case_1": "written"}
+    warning = (f"{out / 'case_0.preview.png'}: cannot draw the preview (ValueError: matplotlib says no); the label map "
+               "case_0.png was written — run again to retry the preview (the case is redone)")
+    assert f"warning: {warning}" in done.stderr and "error" not in done.stderr
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {r["case_id"]: r.get("preview_error") for r in records if r["status"] == "written"} == {
+        "case_0": warning, "case_1": None}
+    assert (out / "case_0.png").is_file() and not (out / "case_0.preview.png").exists()
+    assert (out / "case_1.preview.png").is_file()
+    monkeypatch.undo()
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "1 written, 1 skipped, 0 failed" in again.stdout
+    assert (out / "case_0.preview.png").is_file()
 
 
 def test_rgb_pngs_are_predicted_by_a_three_channel_model(planar_checkpoint, tmp_path: Path) -> None:

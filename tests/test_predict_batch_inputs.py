@@ -239,7 +239,7 @@ def test_a_window_too_large_for_the_device_is_one_line_at_start(random_checkpoin
 
 def test_a_library_error_while_writing_fails_only_that_case(
         random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import segkit.pipelines.predict as predict
+    import segkit.pipelines.predict_writer as predict
 
     for case in (0, 1):
         _copy(tiny_dataset, case, tmp_path / "in" / f"case{case}.nii.gz")

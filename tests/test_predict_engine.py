@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import segkit.pipelines.predict as predict_module
+import segkit.pipelines.predict_writer as writer_module
 from segkit.pipelines.predict import PredictOptions, run_prediction
 
 from segkit.inference.case_loader import CaseLoader
@@ -76,7 +77,7 @@ def test_outputs_manifest_probabilities_and_rerun(checkpoint: Path, inputs: Path
 def test_a_crash_while_writing_redoes_only_the_missing_cases(checkpoint: Path, inputs: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "preds"
-    real_write, calls = predict_module.write_like, {"n": 0}
+    real_write, calls = writer_module.write_like, {"n": 0}
 
     class Killed(BaseException):
         """Stands in for SIGKILL: nothing in segkit catches it."""
@@ -89,7 +90,7 @@ def test_a_crash_while_writing_redoes_only_the_missing_cases(checkpoint: Path, i
         real_write(array, reference, path, level)
 
     with monkeypatch.context() as patch:
-        patch.setattr(predict_module, "write_like", dying_write)
+        patch.setattr(writer_module, "write_like", dying_write)
         with pytest.raises(Killed):
             run_prediction(checkpoint, [str(inputs)], out, PredictOptions(device="cpu", workers=1))
     crashed = sorted(inputs.iterdir())[1].name  # the second write (one writer thread: input order)

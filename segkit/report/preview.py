@@ -12,10 +12,12 @@ array axis runs left → right and the *second* runs bottom → top (higher inde
 * coronal (perpendicular to axis 1): axis 0 left → right, axis 2 up;
 * sagittal (perpendicular to axis 0): axis 1 left → right, axis 2 up.
 
-For arrays in RAS+ voxel order (nibabel's canonical order) this puts anterior up in the axial panel
-and superior up in the coronal and sagittal panels, i.e. anatomy is upright. Left–right follows the
-stored array order (no affine is passed in): RAS+ arrays show the patient's right on the screen's
-right, LAS/LPS-stored arrays show it on the left as in the radiological convention.
+Given the voxel-to-world ``affine``, the arrays are first permuted and flipped (never resampled) to the voxel
+order closest to LAS+ (``nibabel.orientations``), whatever order the file stores: the axial panel then shows
+the patient's right on the screen's left (the radiological convention of ITK-SNAP and 3D Slicer) with anterior
+up, the coronal and sagittal panels show superior up, and letters (R/L, A/P, S/I) mark each edge. Panel
+titles give the slice in the file's own voxel order (``axis k, slice i/last``), to find it in a viewer.
+Without an affine the panels follow the stored array order and carry no letters.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from scipy import ndimage
 
 from segkit.io.atomic import atomic_write_bytes
@@ -41,6 +44,9 @@ FIG_WIDTH_IN = {1: 6.0, 2: 9.0, 3: 12.0}  # by number of panels shown
 PANELS = ((2, "axial"), (1, "coronal"), (0, "sagittal"))  # (axis the slice is perpendicular to, name)
 NO_STRUCTURE = "no structure predicted"
 _PERCENTILE_SAMPLE = 2_000_000  # voxels used to estimate the grey window
+DISPLAY_AXES = "LAS"  # voxel order the panels are drawn in when the affine is known (radiological convention)
+EDGE_LETTERS = {  # (left, right, bottom, top) of each panel in DISPLAY_AXES order
+    "axial": ("R", "L", "P", "A"), "coronal": ("R", "L", "I", "S"), "sagittal": ("P", "A", "I", "S")}
 
 
 def class_colour(k: int) -> tuple[float, float, float]:
@@ -190,18 +196,49 @@ def _add_legend(fig: Figure, volumes: dict[int, float], class_names: Sequence[st
                frameon=False, handlelength=1.2)
 
 
+def _display_order(affine: np.ndarray | None) -> np.ndarray | None:
+    """``nibabel`` orientation transform from the file's voxel order to ``DISPLAY_AXES`` (rows: file axis →
+    (display axis, ±1)); None without an affine or for one whose axes cannot be told apart."""
+    if affine is None:
+        return None
+    orientation = io_orientation(np.asarray(affine, dtype=np.float64))
+    if np.isnan(orientation).any():
+        return None
+    return ornt_transform(orientation, axcodes2ornt(DISPLAY_AXES))
+
+
+def _file_slice(transform: np.ndarray | None, shape: Sequence[int], axis: int, index: int) -> tuple[int, int]:
+    """The file's voxel axis and index of display ``axis`` at ``index``."""
+    if transform is None:
+        return axis, index
+    file_axis = int(np.flatnonzero(transform[:, 0] == axis)[0])
+    return file_axis, index if transform[file_axis, 1] > 0 else shape[axis] - 1 - index
+
+
+def _mark_edges(ax: Axes, name: str) -> None:
+    left, right, bottom, top = EDGE_LETTERS[name]
+    style = {"transform": ax.transAxes, "color": "yellow", "fontsize": 9, "fontweight": "bold"}
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+
+
 def build_preview_figure(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float],
-                         class_names: Sequence[str] | None = None, title: str = "") -> Figure:
+                         class_names: Sequence[str] | None = None, title: str = "",
+                         affine: np.ndarray | None = None) -> Figure:
     """The preview as a ``Figure`` (Agg canvas attached); see ``render_preview`` for the arguments."""
     image = np.asarray(image, dtype=np.float32)
     labels = _as_label_map(labels)
     spacing = _check_inputs(image, labels, spacing)
     if image.ndim == 2:
         return _planar_figure(image, labels, spacing, class_names, title)
-    centre = preview_centre(labels)
     volumes = class_volumes_ml(labels, spacing)
-    classes = sorted(volumes)
-    window = _grey_window(image)
+    transform = _display_order(affine)
+    if transform is not None:
+        image, labels = apply_orientation(image, transform), apply_orientation(labels, transform)
+        spacing = tuple(spacing[int(np.flatnonzero(transform[:, 0] == axis)[0])] for axis in range(3))
+    centre, classes, window = preview_centre(labels), sorted(volumes), _grey_window(image)
     panels = _panels_to_show(image.shape)
     fig = Figure(figsize=(FIG_WIDTH_IN[len(panels)], FIG_HEIGHT_IN), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -210,7 +247,10 @@ def build_preview_figure(image: np.ndarray, labels: np.ndarray, spacing: Sequenc
         grey = _oriented_slice(image, axis, centre[axis])
         lab = _oriented_slice(labels, axis, centre[axis])
         _draw_panel(ax, grey, lab, window, spacing[up] / spacing[across], classes)
-        ax.set_title(f"{name} · axis {axis}, slice {centre[axis]}/{image.shape[axis] - 1}", fontsize=10)
+        file_axis, index = _file_slice(transform, image.shape, axis, centre[axis])
+        ax.set_title(f"{name} · axis {file_axis}, slice {index}/{image.shape[axis] - 1}", fontsize=10)
+        if transform is not None:
+            _mark_edges(ax, name)
     _finish_figure(fig, volumes, class_names, title)
     return fig
 
@@ -240,7 +280,8 @@ def _planar_figure(image: np.ndarray, labels: np.ndarray, spacing: tuple[float, 
 
 
 def render_preview(image: np.ndarray, labels: np.ndarray, spacing: Sequence[float],
-                   class_names: Sequence[str] | None = None, title: str = "") -> bytes:
+                   class_names: Sequence[str] | None = None, title: str = "", affine: np.ndarray | None = None
+                   ) -> bytes:
     """Render one case's preview and return it as PNG bytes.
 
     Args:
@@ -250,21 +291,24 @@ def render_preview(image: np.ndarray, labels: np.ndarray, spacing: Sequence[floa
         spacing: voxel size in mm along each axis (sets the panels' aspect ratios).
         class_names: names by class index, background at index 0; missing names read ``"class k"``.
         title: figure title; ``"no structure predicted"`` is appended when ``labels`` has no foreground.
+        affine: the volume's 4×4 voxel-to-world affine; when given, the panels are drawn in anatomical
+            orientation whatever the stored voxel order (see the module docstring), with edge letters.
 
     Three panels (axial, coronal, sagittal; see the module docstring for which way is up) through
-    ``preview_centre(labels)``, titled ``"axial · axis 2, slice k/last"`` (0-based index), grey
-    windowed at the volume's 1st–99th percentile, each class as a 45 % opaque ``class_colour`` fill
+    ``preview_centre(labels)``, titled ``"axial · axis 2, slice k/last"`` (the file's voxel axis and 0-based
+    index), grey windowed at the volume's 1st–99th percentile, each class as a 45 % opaque ``class_colour`` fill
     with a contour line; a legend lists each class present with its volume in ml. A volume with a
     size-1 axis shows only its single slice plane. About 1200×450 px. A 2D image gets one panel (x left → right,
     y top → bottom, as viewers show the file) whose legend gives each class's pixel count; about 600×450 px.
     """
-    fig = build_preview_figure(image, labels, spacing, class_names, title)
+    fig = build_preview_figure(image, labels, spacing, class_names, title, affine)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
 def write_preview(path: Path, image: np.ndarray, labels: np.ndarray, spacing: Sequence[float],
-                  class_names: Sequence[str] | None = None, title: str = "") -> None:
+                  class_names: Sequence[str] | None = None, title: str = "", affine: np.ndarray | None = None
+                  ) -> None:
     """Render the preview (see ``render_preview``) and write it to ``path`` atomically."""
-    atomic_write_bytes(Path(path), render_preview(image, labels, spacing, class_names, title))
+    atomic_write_bytes(Path(path), render_preview(image, labels, spacing, class_names, title, affine))

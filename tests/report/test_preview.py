@@ -189,3 +189,35 @@ def test_a_2d_image_gets_one_panel_shown_as_viewers_show_the_file_with_pixel_cou
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cell: 18 px", "class 2: 20 px"]
     png = render_preview(image, labels, (1.0, 1.0), title="slide")
     assert _decode(png).shape[:2] == (450, 600)
+
+
+def _panel_arrays(fig) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.asarray(ax.images[0].get_array()), np.asarray(ax.images[1].get_array())) for ax in fig.axes]
+
+
+def test_with_the_affine_panels_are_anatomical_whatever_order_the_file_stores(case):
+    image, labels = case  # taken as stored in LAS+ order: the display order itself
+    las_affine = np.diag([-SPACING[0], SPACING[1], SPACING[2], 1.0])
+    z_first = (image.transpose(2, 1, 0), labels.transpose(2, 1, 0), las_affine[:, [2, 1, 0, 3]])
+    ras_affine = np.diag([*SPACING, 1.0])
+    ras = (image[::-1], labels[::-1], ras_affine)  # the same anatomy stored right → left flipped
+    reference = build_preview_figure(image, labels, SPACING, affine=las_affine)
+    centre = preview_centre(labels)
+    grey, _ = _panel_arrays(reference)[0]
+    np.testing.assert_array_equal(grey, np.rot90(image[:, :, centre[2]].astype(np.float32)))  # axis 0 (→ L) across
+    for stored_image, stored_labels, affine in (z_first, ras):
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        fig = build_preview_figure(stored_image, stored_labels, spacing, affine=affine)
+        for (want_grey, want_overlay), (got_grey, got_overlay) in zip(_panel_arrays(reference), _panel_arrays(fig),
+                                                                      strict=True):
+            np.testing.assert_array_equal(got_grey, want_grey)
+            np.testing.assert_array_equal(got_overlay, want_overlay)
+        assert [ax.get_aspect() for ax in fig.axes] == pytest.approx([ax.get_aspect() for ax in reference.axes])
+    titles = [ax.get_title() for ax in build_preview_figure(*z_first[:2], SPACING[::-1], affine=z_first[2]).axes]
+    assert titles == [f"axial · axis 0, slice {centre[2]}/23", f"coronal · axis 1, slice {centre[1]}/47",
+                      f"sagittal · axis 2, slice {centre[0]}/39"]
+    flipped = [ax.get_title() for ax in build_preview_figure(*ras[:2], SPACING, affine=ras[2]).axes]
+    assert flipped[2] == f"sagittal · axis 0, slice {39 - centre[0]}/39"
+    assert [sorted(t.get_text() for t in ax.texts) for ax in reference.axes] == [
+        ["A", "L", "P", "R"], ["I", "L", "R", "S"], ["A", "I", "P", "S"]]
+    assert not build_preview_figure(image, labels, SPACING).axes[0].texts  # stored order: no letters

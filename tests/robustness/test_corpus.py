@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import segkit.pipelines.predict as predict_module
+import segkit.pipelines.predict_writer as writer_module
 from monai.data import NibabelReader
 
 import segkit.cli as cli_module
@@ -455,14 +455,14 @@ def test_a_case_that_cannot_be_written_fails_alone(checkpoint: Path, tiny_datase
     inputs.mkdir()
     for name in ("a.nii.gz", "b.nii.gz"):
         shutil.copy(tiny_dataset / GOOD, inputs / name)
-    real = predict_module.write_like
+    real = writer_module.write_like
 
     def write_like(labels, reference, path, *args):
         if path.name == "a.nii.gz":
             raise PermissionError(13, "Permission denied", str(path))
         return real(labels, reference, path, *args)
 
-    monkeypatch.setattr(predict_module, "write_like", write_like)
+    monkeypatch.setattr(writer_module, "write_like", write_like)
     run = predict(capsys, checkpoint, inputs, tmp_path / "out")
     target = (tmp_path / "out" / "a.nii.gz").resolve()
     assert_errors(run, (target, "cannot write the prediction (Permission denied) — free disk space or fix"))
