@@ -23,7 +23,7 @@ from segkit.data.loaders import training_loader, validation_dataset
 from segkit.data.presets import resolve_from_fingerprint
 from segkit.data.splits import choose_split
 from segkit.data.transforms import seed_everything
-from segkit.engine.checkpoint import load_checkpoint, load_resume_state, remove_stale, save_checkpoint
+from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_resume_state, remove_stale, save_checkpoint
 from segkit.engine.cpu_bf16 import refuse_faulty_cpu_bf16
 from segkit.engine.distributed import (
     DistEnv,
@@ -194,13 +194,20 @@ def _validator(cfg: Config, val_data: Dataset, device: torch.device, amp_dtype: 
     return validate
 
 
-def _resume_into(trainer: Trainer, run_dir: Path, console: Console, cfg: Config, is_main: bool) -> None:
+def _resumable_checkpoint(run_dir: Path, cfg: Config) -> Checkpoint:
+    """``run_dir``'s last/ checkpoint, once its config is shown to allow ``cfg``'s changes — before the split is
+    compared, so that a ``--set seed=…`` is named as the key it is rather than as a changed split."""
     last = run_dir / "last"
     if not (last / "weights.safetensors").is_file():
         raise CheckpointError(f"{run_dir}: no last/ checkpoint to resume from (the run stopped before its first save); "
                               "start it again with --overwrite instead of --resume")
     checkpoint = load_checkpoint(last)
     _same_network_and_inputs(checkpoint.config, cfg, run_dir)
+    return checkpoint
+
+
+def _resume_into(trainer: Trainer, checkpoint: Checkpoint, run_dir: Path, console: Console, cfg: Config,
+                 is_main: bool) -> None:
     train_weights, resume = load_resume_state(checkpoint.path)
     trainer.restore(checkpoint.weights, train_weights, resume, checkpoint.state)
     if is_main:  # the run goes on with the --set overrides: its config.yaml says so
@@ -314,6 +321,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
 
 def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: list, splits: dict,
            device: torch.device, env: DistEnv, console: Console, overwrite: bool, resume: bool) -> TrainResult:
+    checkpoint = _resumable_checkpoint(Path(cfg.run_dir), cfg) if resume else None
     run_dir = _open_run_dir(cfg, overwrite, resume, splits, env, console)
     opt = build_optimisation(cfg, model, device, env)
     schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every,
@@ -325,8 +333,8 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
                           log=log, console=console, is_main=env.is_main,
                           reduce=lambda value: mean_over_ranks(value, device),
                           sync=lambda: broadcast_buffers(opt.module, opt.ema))
-        if resume:
-            _resume_into(trainer, run_dir, console, cfg, env.is_main)
+        if checkpoint is not None:
+            _resume_into(trainer, checkpoint, run_dir, console, cfg, env.is_main)
             _warn_on_other_processes(trainer.state.processes, env.world, cfg.train.batch_size, console)
             log.truncate_after(trainer.state.global_step)
             if trainer.is_finished():

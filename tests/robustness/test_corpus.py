@@ -373,6 +373,22 @@ def test_resume_with_other_preprocessing_is_one_line(trained: tuple[int, Path], 
                                        "— a resumed run keeps its model and preprocessing"))
 
 
+def test_resume_with_another_seed_names_the_seed_even_when_it_changes_the_split(trained: tuple[int, Path],
+                                                                               tiny_dataset: Path, capsys) -> None:
+    from segkit.config import load_config
+    from segkit.data.index import load_dataset
+    from segkit.data.splits import choose_split
+
+    _, run_dir = trained
+    data = load_config(str(run_dir / "config.yaml"), []).data
+    cases = load_dataset(tiny_dataset, data.format).training
+    other = choose_split(cases, data.fold, data.num_folds, data.val_fraction, 7)[2]
+    assert json.loads(json.dumps(other)) != json.loads((run_dir / "splits.json").read_text())  # seed 7 splits otherwise
+    run = cli(capsys, "train", "--resume", run_dir, "--set", "seed=7")  # before: "…/splits.json: the split changed"
+    assert_errors(run, ("seed", f"the run in {run_dir} was trained with 0, now 7 — a resumed run keeps it (it chose "
+                                "the split and seeds every training sample)"))
+
+
 def test_resume_of_a_run_stopped_before_its_first_save_says_to_start_again(trained: tuple[int, Path], tmp_path: Path,
                                                                           capsys) -> None:
     _, run_dir = trained
