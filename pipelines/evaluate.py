@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.markup import escape
 from segkit.pipelines.evaluation_files import check_report_path, remove_stale, write_report
 from segkit.pipelines.evaluation_report import (
+    SUMMARY_ROW,
     class_summary_table,
     evaluation_csv,
     evaluation_markdown,
@@ -45,7 +46,7 @@ from segkit.pipelines.evaluation_report import (
 from segkit.pipelines.postprocessing_choice import largest_only_dice, postprocessing_table, suggestion_line
 
 from segkit.data.cases import case_id_of
-from segkit.engine.metrics import dice_per_class, mean_foreground, surface_metrics_per_class
+from segkit.engine.metrics import dice_per_class, foreground_mean, surface_metrics_per_class
 from segkit.errors import DataError, SegkitError
 from segkit.inference.memory import is_out_of_memory
 from segkit.io.image_io import is_image_file, read_label_array
@@ -73,8 +74,8 @@ class Evaluation:
 
     @property
     def mean(self) -> float:
-        """Mean foreground Dice over cases and classes (NaN entries ignored)."""
-        return mean_foreground(self.dice) if len(self.case_ids) else float("nan")
+        """Mean foreground Dice: the mean over classes of each class's mean over cases (nnU-Net's foreground mean)."""
+        return foreground_mean(self.dice) if len(self.case_ids) else float("nan")
 
     def metrics(self) -> dict[str, np.ndarray]:
         """The score arrays by CSV column name."""
@@ -85,17 +86,40 @@ class Evaluation:
         return np.isnan(self.dice).sum(axis=0)
 
 
-def _images_by_case(folder: Path) -> dict[str, Path]:
+def _image_files(folder: Path) -> dict[str, list[Path]]:
+    """The image files in ``folder`` by case id (usually one each)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a directory")
-    return {case_id_of(p): p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)}
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and is_image_file(path):
+            found.setdefault(case_id_of(path), []).append(path)
+    return found
 
 
-def _predictions_by_case(folder: Path) -> dict[str, Path]:
+def _shared_case_ids(found: dict[str, list[Path]]) -> list[str]:
+    """A problem line for each case id that several files share (``c.nii`` and ``c.nii.gz``: which one is the case
+    is not for segkit to guess)."""
+    return [f"{paths[0].parent}: {' and '.join(p.name for p in paths)} are all case {case_id}; not scored — keep "
+            "one of them" for case_id, paths in found.items() if len(paths) > 1]
+
+
+def _predictions_by_case(folder: Path) -> dict[str, list[Path]]:
     """The label maps in ``folder`` by case id, without ``segkit predict --preview``'s ``CASE.preview.png``."""
-    found = _images_by_case(folder)
-    previews = {preview_path(path) for path in found.values()}
-    return {c: p for c, p in found.items() if p not in previews}
+    found = _image_files(folder)
+    previews = {preview_path(path) for paths in found.values() for path in paths}
+    kept = {c: [p for p in paths if p not in previews] for c, paths in found.items()}
+    return {c: paths for c, paths in kept.items() if paths}
+
+
+def _paired_files(pred_dir: Path, ref_dir: Path) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
+    """Predictions and references by case id, and the problems: case ids several files share (left out on both
+    sides), then references without prediction and predictions without reference."""
+    pred_found, ref_found = _predictions_by_case(pred_dir), _image_files(ref_dir)
+    shared = {case_id for found in (pred_found, ref_found) for case_id, paths in found.items() if len(paths) > 1}
+    preds = {c: paths[0] for c, paths in pred_found.items() if c not in shared}
+    refs = {c: paths[0] for c, paths in ref_found.items() if c not in shared}
+    return preds, refs, _shared_case_ids(pred_found) + _shared_case_ids(ref_found) + _unpaired(preds, refs, ref_dir)
 
 
 def _unpaired(preds: dict[str, Path], refs: dict[str, Path], ref_dir: Path) -> list[str]:
@@ -104,13 +128,18 @@ def _unpaired(preds: dict[str, Path], refs: dict[str, Path], ref_dir: Path) -> l
             + [f"{preds[c]}: no reference for this case in {ref_dir}; not scored" for c in preds if c not in refs])
 
 
-def _declared_labels(ref_dir: Path) -> dict:
-    """The ``labels`` of ``dataset.json`` beside the reference folder (MSD: index → name), or nothing."""
+def _declared_labels(ref_dir: Path) -> dict[str, str]:
+    """The ``labels`` of ``dataset.json`` beside the reference folder as label value (a string) → name, from MSD's
+    ``{"1": "liver"}`` or nnU-Net v2's ``{"liver": 1}`` (its regions, lists of values, name no single label)."""
     try:
         labels = json.loads((ref_dir.parent / "dataset.json").read_text(encoding="utf-8")).get("labels", {})
     except (OSError, ValueError, AttributeError):
         return {}
-    return labels if isinstance(labels, dict) else {}
+    if not isinstance(labels, dict):
+        return {}
+    if labels and all(isinstance(v, int | list) for v in labels.values()):  # nnU-Net v2: name → value
+        return {str(v): str(name) for name, v in labels.items() if isinstance(v, int)}
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 def _class_names(ref_dir: Path, num_classes: int) -> list[str]:
@@ -128,8 +157,9 @@ def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
 
 
 def _squeeze_trailing(array: np.ndarray) -> np.ndarray:
-    """Drop trailing singleton axes beyond the third (e.g. a NIfTI label map saved as X×Y×Z×1)."""
-    while array.ndim > 3 and array.shape[-1] == 1:
+    """Drop trailing singleton axes beyond the second: a NIfTI label map saved as X×Y×Z×1 is 3D, one saved as X×Y×1
+    is a 2D image (as segkit reads it everywhere), whose surfaces are its contours, not its whole area."""
+    while array.ndim > 2 and array.shape[-1] == 1:
         array = array[..., 0]
     return array
 
@@ -197,11 +227,14 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = No
     """
     if not (math.isfinite(tolerance_mm) and tolerance_mm > 0):
         raise DataError(f"the NSD tolerance must be a positive number of mm, got {tolerance_mm}")
-    preds, refs = _predictions_by_case(pred_dir), _images_by_case(ref_dir)
-    problems = _unpaired(preds, refs, ref_dir)
+    preds, refs, problems = _paired_files(pred_dir, ref_dir)
     first_case_problem = len(problems)
     case_ids, scores, top_labels = [], [], {}
     for case_id in sorted(set(preds) & set(refs)):
+        if case_id == SUMMARY_ROW:
+            problems.append(f"{preds[case_id]}: case id {SUMMARY_ROW!r} names the CSV's per-class mean rows; not "
+                            "scored — rename the prediction and reference files")
+            continue
         try:
             pred, ref, spacing = _load_pair(preds[case_id], refs[case_id], num_classes)
         except DataError as exc:
@@ -218,9 +251,9 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, num_classes: int | None = No
     if not case_ids:
         raise _no_case_error(pred_dir, ref_dir, problems[first_case_problem:])
     classes = max(num_classes or _reference_classes(ref_dir, top_labels), 2)
-    problems += [f"{preds[c]}: label {pred_top} is in no reference (they hold labels up to {classes - 1}); not "
-                 "scored — check the model's classes, or give --num-classes" for c, (pred_top, _) in top_labels.items()
-                 if pred_top >= classes]
+    problems += [f"{preds[c]}: label {pred_top} is in no reference (they hold labels up to {classes - 1}), so it is "
+                 "no class and its voxels count as background; the case's classes are scored — check the model's "
+                 "classes, or give --num-classes" for c, (pred_top, _) in top_labels.items() if pred_top >= classes]
     dice, hd95, nsd, *largest = _padded(scores, classes - 1)
     return Evaluation(case_ids, _class_names(ref_dir, classes), dice, problems, hd95, nsd, float(tolerance_mm),
                       largest[0] if largest else None)

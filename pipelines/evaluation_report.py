@@ -27,11 +27,12 @@ from rich.table import Table
 from segkit.pipelines.evaluation_files import CSV_FIRST_LINE, SUMMARY_FIRST_LINE
 from segkit.pipelines.postprocessing_choice import postprocessing_markdown
 
-from segkit.engine.metrics import mean_foreground, nan_stats_over_cases
+from segkit.engine.metrics import foreground_mean, mean_foreground, nan_stats_over_cases
 
 if TYPE_CHECKING:  # annotations only: evaluate imports this module, so a runtime import would be circular
     from segkit.pipelines.evaluate import Evaluation
 
+SUMMARY_ROW = "mean"  # the case cell of the CSV's per-class mean rows (no case may be called so)
 CSV_HEADER = tuple(CSV_FIRST_LINE.split(","))  # case, class, dice, hd95_mm, nsd
 CONVENTIONS = (
     "A class absent from both the prediction and the reference of a case has no score (NaN, an empty cell in "
@@ -40,7 +41,8 @@ CONVENTIONS = (
     "Dice 0 and NSD 0, and its HD95 is the diagonal of the volume in mm, a finite worst case that keeps the "
     "means finite while penalising the error. HD95 is the larger of the two directed 95th-percentile surface "
     "distances and NSD the fraction of both surfaces within the tolerance of the other (MONAI), with the voxel "
-    "spacing taken from the reference header."
+    "spacing taken from the reference header. The mean foreground scores are the mean over classes of each "
+    "class's mean over cases (nnU-Net's foreground mean), the number training's validation reports."
 )
 
 
@@ -59,7 +61,7 @@ def evaluation_csv(result: Evaluation) -> str:
             writer.writerow([case_id, name, *(_cell(values[i, k]) for values in columns)])
     means = [nan_stats_over_cases(values)[0] for values in columns]
     for k, name in enumerate(result.class_names):
-        writer.writerow(["mean", name, *(_cell(values[k]) for values in means)])
+        writer.writerow([SUMMARY_ROW, name, *(_cell(values[k]) for values in means)])
     return out.getvalue()
 
 
@@ -68,7 +70,7 @@ def _mean_std(mean: float, std: float, digits: int) -> str:
 
 
 def _overall(values: np.ndarray, digits: int) -> str:
-    score = mean_foreground(values)
+    score = foreground_mean(values)
     return "n/a" if math.isnan(score) else f"{score:.{digits}f}"
 
 

@@ -223,7 +223,8 @@ def test_a_label_only_a_prediction_holds_is_a_problem_not_a_class(tmp_path: Path
     assert result.dice.shape == clean.dice.shape == (1, 3)  # classes 1..3 from the reference, not 1..9
     np.testing.assert_array_equal(result.dice, clean.dice)  # no Dice 0 for a class 9 in the mean
     assert result.problems == [f"{tmp_path / 'preds' / 'a.nii.gz'}: label 9 is in no reference (they hold labels "
-                               "up to 3); not scored — check the model's classes, or give --num-classes"]
+                               "up to 3), so it is no class and its voxels count as background; the case's classes "
+                               "are scored — check the model's classes, or give --num-classes"]
 
 
 def test_prediction_without_reference_is_a_problem_and_exits_1(tmp_path: Path) -> None:

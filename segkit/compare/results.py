@@ -19,6 +19,7 @@ import numpy as np
 
 from segkit.compare.measure import CaseMeasurement
 from segkit.compare.plan import RESULT, TRAIN_DIR, PlannedRun, check_planned, comparable_config, config_digest
+from segkit.engine.metrics import foreground_mean
 from segkit.engine.run_log import read_metrics
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
@@ -95,7 +96,8 @@ def build_result(run: PlannedRun, scores: Scores, measured: list[CaseMeasurement
     steps = _training_steps(run)
     epochs = epochs_run(steps, run.config.train.epochs)
     summary = {
-        "mean_dice": _nanmean(scores.dice), "mean_hd95_mm": _nanmean(scores.hd95), "mean_nsd": _nanmean(scores.nsd),
+        "mean_dice": foreground_mean(scores.dice), "mean_hd95_mm": foreground_mean(scores.hd95),
+        "mean_nsd": foreground_mean(scores.nsd),
         "parameters": cost.parameters, "gflops_per_patch": cost.gflops, "patch_size": list(cost.input_shape[2:]),
         "train_seconds": train_seconds, "epochs": epochs, "epochs_planned": run.config.train.epochs,
         "train_seconds_per_epoch": train_seconds / epochs,

@@ -94,6 +94,13 @@ def mean_foreground(scores: np.ndarray) -> float:
     return float(np.nanmean(finite)) if np.isfinite(finite).any() else float("nan")
 
 
+def foreground_mean(values: np.ndarray) -> float:
+    """nnU-Net's foreground mean of (cases, classes) scores: the mean over classes of each class's mean over cases,
+    NaN ignored at both steps, so a class found in few cases weighs as much as one found in all (training's
+    validation and ``segkit evaluate`` report the same number); NaN when no score is finite."""
+    return mean_foreground(nan_stats_over_cases(np.asarray(values, dtype=float).reshape(len(values), -1))[0])
+
+
 def label_volumes_ml(counts: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """Volume in ml of each foreground label present, from voxel ``counts`` per label and the voxel-to-world
     ``affine`` (mm, 4×4)."""
