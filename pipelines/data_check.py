@@ -82,7 +82,7 @@ def fingerprint_table(fingerprint: Fingerprint, channel_names: dict[int, str], c
     table.add_row("spacing 10th–90th percentile (mm)",
                   f"{_axes(fingerprint.spacing_p10, 3)} – {_axes(fingerprint.spacing_p90, 3)}")
     table.add_row("shape min", _axes(fingerprint.shape_min, 0))
-    table.add_row("shape median", _axes(fingerprint.shape_median, 1))
+    table.add_row("shape median", " × ".join(f"{v:g}" for v in fingerprint.shape_median))  # 64, or 64.5 between two
     table.add_row("shape max", _axes(fingerprint.shape_max, 0), end_section=True)
     for stats in fingerprint.intensity:
         name = escape(channel_names.get(stats.channel, f"channel {stats.channel}"))

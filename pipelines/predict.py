@@ -91,9 +91,10 @@ def run_prediction(checkpoint: Path | Sequence[Path], inputs: list[str], output_
     if problems and not cases:  # nothing to predict: stop before --output is created
         others = f" ({len(problems) - 1} other input(s) cannot be predicted either)" if len(problems) > 1 else ""
         raise DataError(problems[0].message + others)
+    requested = resolve_device(options.device)  # an unavailable --device is refused before --output is created
     check_manifest_files(output_dir)
     _prepare_output(output_dir)
-    device = init_distributed(env, resolve_device(options.device))
+    device = init_distributed(env, requested)
     try:
         results = _predict_shard(ckpts, model, cfg, cases[env.rank::env.world], output_dir, options, device, env,
                                  console if env.is_main else Console(quiet=True))

@@ -212,7 +212,6 @@ def _resume_into(trainer: Trainer, checkpoint: Checkpoint, run_dir: Path, consol
     trainer.restore(checkpoint.weights, train_weights, resume, checkpoint.state)
     if is_main:  # the run goes on with the --set overrides: its config.yaml says so
         atomic_write_text(run_dir / CONFIG_YAML, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    console.print(f"resuming {run_dir} at step {trainer.state.global_step} (epoch {trainer.state.epoch + 1})")
 
 
 RESUME_MAY_CHANGE = {
@@ -340,6 +339,7 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
             if trainer.is_finished():
                 _say_complete(trainer, run_dir, console)
                 return TrainResult(run_dir, trainer.state, opt.module)
+            console.print(f"resuming {run_dir} at step {trainer.state.global_step} (epoch {trainer.state.epoch + 1})")
         else:
             console.print(f"training {cfg.model.encoder} UNet on {len(train_cases)} cases, validating on "
                           f"{len(val_cases)} ({device}{f' × {env.world} processes' if env.distributed else ''}); "

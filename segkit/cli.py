@@ -11,12 +11,14 @@ import argparse
 import os
 import sys
 import traceback
+from importlib.metadata import version
 from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
 
+import segkit
 from segkit import cli_parsers as parsers
 from segkit.errors import SegkitError
 
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = _OneLineParser(prog="segkit", description="UNet segmentation of 2D/3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"segkit {segkit.__version__} (torch "
+                        f"{version('torch')}, monai {version('monai')})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers.add_train(sub, _cmd_train)
     parsers.add_predict(sub, _cmd_predict)

@@ -223,6 +223,9 @@ def _describe(schema: type[BaseModel], error: dict[str, Any], sources: Sources) 
     loc = tuple(error["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
     source = source_of(sources, key)  # a YAML key that is a number (``{1: 2}``) is recorded as its text
+    if error["type"] == "extra_forbidden" and loc == ("compare",):  # a compare spec given to train or config show
+        return (f"{source}: a compare spec (it has a top-level 'compare' section), not a training config — run "
+                f"segkit compare --config {source}")
     if error["type"] == "extra_forbidden":
         valid = _section_fields(schema, loc[:-1])
         close = closest_match(str(loc[-1]), valid)

@@ -74,3 +74,15 @@ def test_a_file_given_as_a_folder_says_it_is_a_file(tmp_path: Path, capsys: pyte
     assert capsys.readouterr().err.startswith(f"error: {notes}: a file, not a dataset folder")  # named as given
     assert main(["train", "--resume", str(notes)]) == 1
     assert f"{notes}: a file, not a run folder" in capsys.readouterr().err
+
+
+def test_version_names_segkit_torch_and_monai(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    import segkit
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0  # before: "the following arguments are required: COMMAND", exit 2
+    assert capsys.readouterr().out.strip() == (f"segkit {segkit.__version__} (torch {version('torch')}, monai "
+                                               f"{version('monai')})")

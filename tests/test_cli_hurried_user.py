@@ -217,3 +217,13 @@ def test_an_encoder_given_twice_is_listed_once(tmp_path: Path) -> None:
 
     rows = summaries(["resnet18", "resnet18"], [2, 2])
     assert [(row.encoder, row.spatial_dims) for row in rows] == [("resnet18", 2)]
+
+
+def test_a_compare_spec_given_to_train_says_to_run_compare(tmp_path: Path) -> None:
+    import segkit.configs
+
+    done = run_cli("train", "--config", "compare/upsampling_demo.yaml", cwd=tmp_path)
+    packaged = Path(segkit.configs.__path__[0]) / "compare" / "upsampling_demo.yaml"
+    assert done.returncode == 1  # before: "unknown key 'compare': valid keys: run_dir, seed, …"
+    assert done.stderr.strip() == (f"error: {packaged}: a compare spec (it has a top-level 'compare' section), not a "
+                                   f"training config — run segkit compare --config {packaged}")

@@ -258,3 +258,14 @@ def test_a_library_error_while_writing_fails_only_that_case(
     assert error == (f"{tmp_path / 'out' / 'case0.nii.gz'}: cannot write the prediction on the grid of case0.nii.gz "
                      "(RuntimeError: Exception thrown in SimpleITK ImageFileWriter_Execute: ITK ERROR: cannot write) "
                      "— check its header against the image's data (e.g. with nibabel)")
+
+
+def test_an_unavailable_device_is_refused_before_the_output_folder_is_made(
+        random_checkpoint: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _copy(tiny_dataset, 0, tmp_path / "in" / "case.nii.gz")
+    done = run_cli("predict", "--checkpoint", random_checkpoint, "--input", "in", "--output", "out", "--device",
+                   "cuda", cwd=tmp_path)
+    assert done.returncode == 1 and "--device 'cuda' requested but no CUDA GPU is available; use --device cpu" \
+        in done.stderr
+    assert not (tmp_path / "out").exists()  # before: an empty out/ was left behind

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from rich.console import Console
 from safetensors.torch import load_file
 from segkit.pipelines.train import _same_network_and_inputs, resumed_config, run_training
 
@@ -72,8 +74,11 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(reference: Path
         with pytest.raises(Interrupted):
             run_training(_cfg(tiny_dataset, run_dir, ema=0.8))
     assert json.loads((run_dir / "last" / "state.json").read_text())["global_step"] == stop_after
-    result = run_training(resumed_config(run_dir, ["train.surface_metrics=false"]), resume=True)  # Dice only
+    console = Console(file=io.StringIO(), width=200)
+    result = run_training(resumed_config(run_dir, ["train.surface_metrics=false"]), resume=True,  # Dice only
+                          console=console)
     assert result.state.global_step == EPOCHS * STEPS
+    assert f"resuming {run_dir} at step {stop_after} " in console.file.getvalue()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     assert saved["train"]["surface_metrics"] is False  # the run's config.yaml says how it went on
     for name, expected in _weights(reference).items():

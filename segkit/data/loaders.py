@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
 from monai.transforms import Compose, Transform
@@ -19,6 +21,12 @@ from segkit.data.transforms import (
 )
 
 
+def loader_workers(cfg: Config) -> int:
+    """``data.num_workers``, capped at the CPUs this process may use: more worker processes than cores only
+    contend (torch warns), and the patches do not depend on the count (each is seeded by its index)."""
+    return min(cfg.data.num_workers, len(os.sched_getaffinity(0)))
+
+
 def _records(cases: list[Case]) -> list[dict]:
     """MONAI records; several channel files in one list are stacked as channels by LoadImaged."""
     return [{"image": [str(p) for p in c.images] if c.extra_channels else str(c.image), "label": str(c.label),
@@ -28,7 +36,7 @@ def _records(cases: list[Case]) -> list[dict]:
 def _dataset(cfg: Config, records: list[dict], in_memory: Transform, from_disk: Transform) -> Dataset:
     """``data.cache``: memory (decode once, keep), disk (decode once, read raw arrays), none (decode always)."""
     if cfg.data.cache == "memory":
-        return CacheDataset(records, in_memory, cache_rate=1.0, num_workers=max(1, cfg.data.num_workers),
+        return CacheDataset(records, in_memory, cache_rate=1.0, num_workers=max(1, loader_workers(cfg)),
                             progress=False)
     return Dataset(records, from_disk if cfg.data.cache == "disk" else in_memory)
 
@@ -55,8 +63,8 @@ def training_loader(cfg: Config, cases: list[Case], start_step: int = 0, rank: i
     patches = SeededPatches(training_cases(cfg, cases), Compose(patch_drawing(cfg)), cfg.seed,
                             total_steps * layout.samples_per_step())
     return DataLoader(patches, batch_size=train.batch_size, sampler=StepSampler(layout, start_step, total_steps, rank),
-                      num_workers=cfg.data.num_workers, collate_fn=list_data_collate,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=cfg.data.num_workers > 0)
+                      num_workers=loader_workers(cfg), collate_fn=list_data_collate,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=loader_workers(cfg) > 0)
 
 
 def validation_dataset(cfg: Config, cases: list[Case]) -> Dataset:

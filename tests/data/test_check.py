@@ -546,3 +546,19 @@ def test_spacing_and_shape_statistics_are_in_the_reoriented_axis_order(root: Pat
     assert all(after["spacing"][k] == pytest.approx(before["spacing"][k]) for k in ("median", "p10", "p90"))
     assert after["shape"] == before["shape"]
     assert before["spacing"]["median"][2] > 2 * before["spacing"]["median"][0]  # anisotropic, so order matters
+
+
+def test_the_fingerprint_table_shows_whole_voxel_counts_without_decimals() -> None:
+    import io
+
+    from rich.console import Console
+    from segkit.pipelines.data_check import fingerprint_table
+
+    from segkit.data.fingerprint import Fingerprint
+
+    fingerprint = Fingerprint(2, [1.0, 1.0, 2.5], [1.0, 1.0, 2.5], [1.0, 1.0, 2.5], [64, 64, 24], [64.0, 64.5, 24.0],
+                              [64, 65, 24], [], {})
+    console = Console(file=io.StringIO(), width=200)
+    console.print(fingerprint_table(fingerprint, {}, {}))
+    shown = console.file.getvalue()
+    assert "64 × 64.5 × 24" in shown and "64.0" not in shown  # before: "64.0 × 64.5 × 24.0" beside "64 × 64 × 24"

@@ -54,3 +54,12 @@ def test_ranks_draw_disjoint_samples_of_one_global_stream() -> None:
     assert all(len(samples) == len(StepSampler(layout, 5, 7, 0)) == 12 for samples in per_rank)
     single = StepLayout(batch=2, accumulate=3, world=1)
     assert list(StepSampler(single, 0, 2)) == list(range(12))
+
+
+def test_more_workers_than_cores_are_capped_at_the_cores(tiny_dataset: Path, monkeypatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    cases = load_dataset(tiny_dataset, "msd").training
+    assert training_loader(_cfg(tiny_dataset, workers=4), cases).num_workers == 2  # before: 4 (torch warned)
+    assert training_loader(_cfg(tiny_dataset, workers=1), cases).num_workers == 1
