@@ -21,6 +21,7 @@ from segkit.data.check import CheckResult, LabelBound, Problem, check_cases
 from segkit.data.check_2d import image_channels, planar_files
 from segkit.data.fingerprint import Fingerprint, compute_fingerprint
 from segkit.data.index import load_dataset
+from segkit.data.label_names import names_by_index
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
 
@@ -32,17 +33,6 @@ def _manifest(root: Path) -> dict:
     """dataset.json when the layout has one (already validated by the index), else empty."""
     path = root / "dataset.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _names(manifest: dict, key: str) -> dict[int, str]:
-    """Index → name from dataset.json: MSD ``modality``/``labels`` ({"0": name}) or nnU-Net ``channel_names``
-    ({"0": name}) / ``labels`` ({name: 0})."""
-    entries = manifest.get(key)
-    if not isinstance(entries, dict):
-        return {}
-    if all(isinstance(v, int) for v in entries.values()):
-        return {int(v): str(k) for k, v in entries.items()}
-    return {int(k): str(v) for k, v in entries.items() if str(k).isdigit()}
 
 
 def _shown_path(path: Path, root: Path) -> str:
@@ -206,8 +196,8 @@ def _check(root: Path, index: DatasetIndex, model_classes: int | None, dims: int
 
 
 def _print_fingerprints(console: Console, found: Fingerprints, manifest: dict) -> None:
-    channels = _names(manifest, "modality") or _names(manifest, "channel_names")
-    classes = _names(manifest, "labels")
+    channels = names_by_index(manifest.get("modality")) or names_by_index(manifest.get("channel_names"))
+    classes = names_by_index(manifest.get("labels"))
     if found.training is None:
         console.print("[bold red]no training case is free of errors, so there is no fingerprint[/]")
     else:

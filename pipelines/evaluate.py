@@ -27,7 +27,6 @@ removed (recognised by their first line), so they are not read as this run's res
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from segkit.pipelines.evaluation_report import (
 from segkit.pipelines.postprocessing_choice import largest_only_dice, postprocessing_table, suggestion_line
 
 from segkit.data.cases import case_id_of
+from segkit.data.label_names import declared_names
 from segkit.engine.metrics import dice_per_class, foreground_mean, surface_metrics_per_class
 from segkit.errors import DataError, SegkitError
 from segkit.inference.memory import is_out_of_memory
@@ -128,23 +128,10 @@ def _unpaired(preds: dict[str, Path], refs: dict[str, Path], ref_dir: Path) -> l
             + [f"{preds[c]}: no reference for this case in {ref_dir}; not scored" for c in preds if c not in refs])
 
 
-def _declared_labels(ref_dir: Path) -> dict[str, str]:
-    """The ``labels`` of ``dataset.json`` beside the reference folder as label value (a string) → name, from MSD's
-    ``{"1": "liver"}`` or nnU-Net v2's ``{"liver": 1}`` (its regions, lists of values, name no single label)."""
-    try:
-        labels = json.loads((ref_dir.parent / "dataset.json").read_text(encoding="utf-8")).get("labels", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-    if not isinstance(labels, dict):
-        return {}
-    if labels and all(isinstance(v, int | list) for v in labels.values()):  # nnU-Net v2: name → value
-        return {str(v): str(name) for name, v in labels.items() if isinstance(v, int)}
-    return {str(k): str(v) for k, v in labels.items()}
-
-
 def _class_names(ref_dir: Path, num_classes: int) -> list[str]:
-    labels = _declared_labels(ref_dir)
-    return [str(labels.get(str(k), f"class {k}")) for k in range(1, num_classes)]
+    """Foreground class names from ``dataset.json`` beside the reference folder, else ``class K``."""
+    names = declared_names(ref_dir.parent)
+    return [names.get(k, f"class {k}") for k in range(1, num_classes)]
 
 
 def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
@@ -263,8 +250,8 @@ def _reference_classes(ref_dir: Path, top_labels: dict[str, tuple[int, int]]) ->
     """Classes counted with the background, from the references: their largest label, or the labels the dataset's
     ``dataset.json`` declares beside the reference folder, whichever is more. A label only a prediction holds is
     not a class."""
-    declared = _declared_labels(ref_dir)
-    return max(max(ref_top for _, ref_top in top_labels.values()) + 1, len(declared))
+    declared = declared_names(ref_dir.parent)
+    return max(max(ref_top for _, ref_top in top_labels.values()) + 1, max(declared, default=-1) + 1)
 
 
 def _evaluate_or_clear(pred_dir: Path, ref_dir: Path, outputs: list[Path], num_classes: int | None,

@@ -22,7 +22,7 @@ from segkit.io.side_files import preview_path, probabilities_path
 Write = Callable[[Job, tuple[Prediction, np.ndarray]], dict[str, Any]]
 
 
-def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray) -> str:
+def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray, class_names: list[str] | None = None) -> str:
     """Draw three orthogonal slices through the largest predicted structure (one panel for a 2D image), with the
     overlay (``--preview``). Returns ``""``, or one line saying why the preview could not be drawn: the label map
     is written by then, so a preview's failure leaves the case written, with this warning."""
@@ -33,7 +33,7 @@ def write_case_preview(job: Job, labels: np.ndarray, affine: np.ndarray) -> str:
         image, _ = read_image_array(job.case.image)
         affine = np.asarray(affine, dtype=np.float64)
         spacing = np.linalg.norm(affine[:-1, :-1], axis=0)  # 4×4 in 3D, 3×3 in 2D
-        write_preview(target, image, labels, spacing, title=job.case.case_id,
+        write_preview(target, image, labels, spacing, class_names, title=job.case.case_id,
                       affine=affine if labels.ndim == 3 else None)
         return ""
     except Exception as exc:  # matplotlib, numpy and the file system raise many types
@@ -82,20 +82,23 @@ def _postprocessed_counts(prediction: Prediction, keep: tuple[int, ...] | None) 
     return counts
 
 
-def _write_files(job: Job, prediction: Prediction, affine: np.ndarray, level: int, preview: bool) -> str:
+def _write_files(job: Job, prediction: Prediction, affine: np.ndarray, level: int, preview: bool,
+                 class_names: list[str] | None) -> str:
     """The label map, then the side files; every file atomically. Returns the preview's warning, if any."""
     write_like(prediction.labels, job.case.image, job.target, level)
     if prediction.probabilities is not None:
         write_probabilities(probabilities_path(job.target), *_stored_order(job, prediction.probabilities, affine))
-    warning = write_case_preview(job, prediction.labels, affine) if preview else ""
+    warning = write_case_preview(job, prediction.labels, affine, class_names) if preview else ""
     if job.redo:
         _remove_stale_side_files(job, prediction.probabilities is not None, preview and not warning)
     return warning
 
 
-def make_writer(manifest: Manifest, options: PredictOptions, cfg: Config) -> Write:
+def make_writer(manifest: Manifest, options: PredictOptions, cfg: Config, class_names: list[str] | None = None
+                ) -> Write:
     """The write stage: files for one case, and what the manifest records of it (label measures, and
-    ``preview_error`` when the preview could not be drawn)."""
+    ``preview_error`` when the preview could not be drawn). ``class_names`` (background first) label the
+    preview's legend."""
     level, keep = cfg.infer.compression_level, cfg.infer.keep_largest
 
     def write(job: Job, computed: tuple[Prediction, np.ndarray]) -> dict[str, Any]:
@@ -103,7 +106,7 @@ def make_writer(manifest: Manifest, options: PredictOptions, cfg: Config) -> Wri
         counts = _postprocessed_counts(prediction, keep)
         manifest.append({"case_id": job.case.case_id, "output": str(job.target), "status": "started"})
         try:  # a failed write leaves no partial file under a final name
-            warning = _write_files(job, prediction, affine, level, options.preview)
+            warning = _write_files(job, prediction, affine, level, options.preview, class_names)
         except SegkitError:
             raise
         except Exception as exc:  # SimpleITK's writers raise RuntimeError, nibabel its own types: this case only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -19,11 +20,19 @@ from segkit.config import Config, config_to_dict, load_config
 from segkit.data.cases import DatasetIndex
 from segkit.data.check_2d import image_channels
 from segkit.data.index import load_dataset
+from segkit.data.label_names import class_name_list, declared_names
 from segkit.data.loaders import training_loader, validation_dataset
 from segkit.data.presets import resolve_from_fingerprint
 from segkit.data.splits import choose_split
 from segkit.data.transforms import seed_everything
-from segkit.engine.checkpoint import Checkpoint, load_checkpoint, load_resume_state, remove_stale, save_checkpoint
+from segkit.engine.checkpoint import (
+    Checkpoint,
+    Snapshot,
+    load_checkpoint,
+    load_resume_state,
+    remove_stale,
+    save_checkpoint,
+)
 from segkit.engine.cpu_bf16 import refuse_faulty_cpu_bf16
 from segkit.engine.distributed import (
     DistEnv,
@@ -326,9 +335,11 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
     schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every,
                         cfg.train.stop_at_dice)
     validate = _validator(cfg, validation_dataset(cfg, val_cases), device, opt.amp_dtype, env)
-    with RunLog(run_dir, cfg.model.num_classes, enabled=env.is_main) as log:
+    names = class_name_list(declared_names(cfg.data.root), cfg.model.num_classes)  # dataset.json's, for tables
+    with RunLog(run_dir, cfg.model.num_classes, enabled=env.is_main, class_names=names) as log:
         trainer = Trainer(opt, schedule, validate,
-                          save=lambda name, snap: save_checkpoint(run_dir, name, cfg, snap) if env.is_main else None,
+                          save=lambda name, snap: save_checkpoint(run_dir, name, cfg, named(snap, names))
+                          if env.is_main else None,
                           log=log, console=console, is_main=env.is_main,
                           reduce=lambda value: mean_over_ranks(value, device),
                           sync=lambda: broadcast_buffers(opt.module, opt.ema))
@@ -349,9 +360,17 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
         state = trainer.fit(loader)
     barrier()
     if state.history:
-        console.print(summary_table(state.history, None))
+        console.print(summary_table(state.history, names))
     console.print(closing_line(state, run_dir))
     return TrainResult(run_dir, state, opt.module)
+
+
+def named(snapshot: Snapshot, class_names: list[str] | None) -> Snapshot:
+    """The snapshot with the dataset's class names in its state, for what uses the checkpoint (``predict``'s
+    preview legend); training's state ignores the key when it resumes."""
+    if class_names is None:
+        return snapshot
+    return dataclasses.replace(snapshot, state={**snapshot.state, "class_names": class_names})
 
 
 def closing_line(state: TrainState, run_dir: Path) -> str:

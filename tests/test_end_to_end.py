@@ -134,3 +134,25 @@ def test_bad_case_is_reported_and_the_others_finish(trained_run: Path) -> None:
     assert (trained_run / "mixed_preds" / good.name).is_file()
     assert not (trained_run / "mixed_preds" / "broken.nii.gz").exists()
     assert "Traceback" not in done.stderr
+
+
+def test_the_dataset_class_names_reach_the_checkpoint_and_the_preview_legend(trained_run: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import segkit.report.preview as preview
+
+    labels = json.loads((trained_run / "data" / "dataset.json").read_text())["labels"]
+    names = [labels[str(k)] for k in range(len(labels))]
+    assert len(names) == 4 and names[1] != "class 1"
+    assert json.loads((trained_run / "run" / "best" / "state.json").read_text())["class_names"] == names
+    drawn, seen = preview.write_preview, []
+
+    def recording(path, image, labels, spacing, class_names=None, title="", affine=None) -> None:
+        seen.append(class_names)
+        drawn(path, image, labels, spacing, class_names, title, affine)
+
+    monkeypatch.setattr(preview, "write_preview", recording)
+    image = sorted((trained_run / "data" / "imagesTs").iterdir())[0]
+    done = run_cli("predict", "--checkpoint", "run", "--input", str(image), "--output", "named", "--preview",
+                   cwd=trained_run)
+    assert done.returncode == 0, done.stderr
+    assert seen == [names]  # before: None, so the legend said "class 1: 14.9 ml"
