@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from nibabel.orientations import apply_orientation
 
 from segkit.compare import document as doc
 from segkit.compare.measure import PANEL, PanelSlice, load_panel
@@ -19,6 +20,7 @@ from segkit.compare.results import RunResult
 from segkit.compare.slices import foreground_centre
 from segkit.errors import SegkitError
 from segkit.io.image_io import read_image_array, read_label_array
+from segkit.report.preview import display_index, display_order, file_slice
 
 
 def panel_runs(groups: dict[str, list[RunResult]], baseline: str) -> tuple[dict[str, RunResult], int | None]:
@@ -45,20 +47,32 @@ def _seed_text(seed: int | None) -> str:
     return f"seed {seed} of each variant"
 
 
+def _axial_slices(volumes: list[np.ndarray], affine: np.ndarray, voxel) -> tuple[list[np.ndarray], str]:
+    """The axial slice through the file's ``voxel`` of each volume, as ``segkit predict --preview`` shows it
+    (``DISPLAY_AXES``, whatever order the file stores), and where it lies in the file."""
+    transform = display_order(affine)
+    index = display_index(transform, volumes[0].shape, voxel, 2)
+    if transform is not None:
+        volumes = [apply_orientation(volume, transform) for volume in volumes]
+    file_axis, file_index = file_slice(transform, volumes[0].shape, 2, index)
+    where = (f"axial slice {file_index} along the file's axis {file_axis} (patient's right on the left, anterior up), "
+             "through the centre of the reference foreground")
+    return [volume[:, :, index] for volume in volumes], where
+
+
 def _qualitative_image(runs: dict[str, RunResult], baseline: str, seed: int | None) -> doc.Image:
     info = runs[baseline].data["panel"]
     centre = foreground_centre(Path(info["label"]))
     image, _ = read_image_array(Path(info["image"]))
-    reference, _ = read_label_array(Path(info["label"]))
+    reference, affine = read_label_array(Path(info["label"]))
     titles = _panel_titles(runs, seed)
     predictions = {titles[label]: read_label_array(run.folder / run.data["panel"]["prediction"])[0]
                    for label, run in runs.items()}
     where = "the whole image"
     if reference.ndim == 3:
-        index = int(np.rint(centre.voxel[2]))
-        image, reference = image[:, :, index], reference[:, :, index]
-        predictions = {label: labels[:, :, index] for label, labels in predictions.items()}
-        where = f"slice {index} along the file's third axis, through the centre of the reference foreground"
+        (image, reference, *shown), where = _axial_slices([image, reference, *predictions.values()], affine,
+                                                          centre.voxel)
+        predictions = dict(zip(predictions, shown, strict=True))
     png = qualitative_figure(image, reference, predictions, runs[baseline].data["classes"],
                              f"{info['case_id']}: {where}")
     caption = (f"Held-out case {doc.literal(info['case_id'])}, {where} ({_seed_text(seed)}). The first panel shows the "

@@ -196,7 +196,7 @@ def _add_legend(fig: Figure, volumes: dict[int, float], class_names: Sequence[st
                frameon=False, handlelength=1.2)
 
 
-def _display_order(affine: np.ndarray | None) -> np.ndarray | None:
+def display_order(affine: np.ndarray | None) -> np.ndarray | None:
     """``nibabel`` orientation transform from the file's voxel order to ``DISPLAY_AXES`` (rows: file axis →
     (display axis, ±1)); None without an affine or for one whose axes cannot be told apart."""
     if affine is None:
@@ -207,12 +207,21 @@ def _display_order(affine: np.ndarray | None) -> np.ndarray | None:
     return ornt_transform(orientation, axcodes2ornt(DISPLAY_AXES))
 
 
-def _file_slice(transform: np.ndarray | None, shape: Sequence[int], axis: int, index: int) -> tuple[int, int]:
+def file_slice(transform: np.ndarray | None, shape: Sequence[int], axis: int, index: int) -> tuple[int, int]:
     """The file's voxel axis and index of display ``axis`` at ``index``."""
     if transform is None:
         return axis, index
     file_axis = int(np.flatnonzero(transform[:, 0] == axis)[0])
     return file_axis, index if transform[file_axis, 1] > 0 else shape[axis] - 1 - index
+
+
+def display_index(transform: np.ndarray | None, shape: Sequence[int], voxel: Sequence[float], axis: int) -> int:
+    """The index along display ``axis`` of the file's ``voxel`` (a file of ``shape``), rounded."""
+    if transform is None:
+        return int(np.rint(voxel[axis]))
+    file_axis = int(np.flatnonzero(transform[:, 0] == axis)[0])
+    index = int(np.rint(voxel[file_axis]))
+    return index if transform[file_axis, 1] > 0 else shape[file_axis] - 1 - index
 
 
 def _mark_edges(ax: Axes, name: str) -> None:
@@ -234,7 +243,7 @@ def build_preview_figure(image: np.ndarray, labels: np.ndarray, spacing: Sequenc
     if image.ndim == 2:
         return _planar_figure(image, labels, spacing, class_names, title)
     volumes = class_volumes_ml(labels, spacing)
-    transform = _display_order(affine)
+    transform = display_order(affine)
     if transform is not None:
         image, labels = apply_orientation(image, transform), apply_orientation(labels, transform)
         spacing = tuple(spacing[int(np.flatnonzero(transform[:, 0] == axis)[0])] for axis in range(3))
@@ -247,7 +256,7 @@ def build_preview_figure(image: np.ndarray, labels: np.ndarray, spacing: Sequenc
         grey = _oriented_slice(image, axis, centre[axis])
         lab = _oriented_slice(labels, axis, centre[axis])
         _draw_panel(ax, grey, lab, window, spacing[up] / spacing[across], classes)
-        file_axis, index = _file_slice(transform, image.shape, axis, centre[axis])
+        file_axis, index = file_slice(transform, image.shape, axis, centre[axis])
         ax.set_title(f"{name} · axis {file_axis}, slice {index}/{image.shape[axis] - 1}", fontsize=10)
         if transform is not None:
             _mark_edges(ax, name)
