@@ -3,8 +3,9 @@ map on a zoomed region (raw, and with its 3×3 local mean removed so that period
 
 Slices are shown with ``np.rot90``: the first array axis runs left → right, the second bottom → top. The qualitative
 slice comes in ``segkit predict --preview``'s display order (``segkit.compare.panel_data``: axial, the patient's right
-on the left, anterior up); the logit maps are slices of the network's grid (``data.orientation``). Label maps are drawn as closed outlines plus a translucent tint
-(``segkit/compare/outlines.py``), so a label that fills the whole slice or touches its edge stays visible.
+on the left, anterior up); the logit maps are slices of the network's grid (``data.orientation``). Label maps are
+drawn as closed outlines plus a translucent tint (``segkit/compare/outlines.py``), so a label that fills the whole
+slice or touches its edge stays visible.
 """
 
 from __future__ import annotations
