@@ -53,7 +53,7 @@ def held_out_cases(run: PlannedRun) -> list[Case]:
     cases = [case for case in load_dataset(data.root, data.format).test if case.label is not None]
     if not cases:
         raise DataError(f"data.root {data.root}: no held-out (test) cases with reference labels, e.g. imagesTs/ with "
-                        "labelsTs/ in an MSD dataset; compare scores the variants on them — add labelled test cases")
+                        "labelsTs/ (docs/FORMATS.md); compare scores the variants on them — add labelled test cases")
     return cases
 
 

@@ -14,7 +14,7 @@ from segkit.compare import document as doc
 from segkit.compare.figures import curves_figure, dice_bars_figure, scatter_figure
 from segkit.compare.panel_data import artefact_blocks, qualitative_blocks
 from segkit.compare.results import RunResult
-from segkit.compare.spec import value_text
+from segkit.compare.spec import merge_fixed, value_text
 from segkit.compare.stats import CONFIDENCE, RESAMPLES
 from segkit.compare.tables import (
     Summary,
@@ -27,6 +27,7 @@ from segkit.compare.tables import (
     summary_csv,
     summary_table,
 )
+from segkit.errors import ConfigError
 from segkit.io.atomic import atomic_write_bytes, atomic_write_text, own_folder
 
 REPORT_MD, REPORT_HTML, SUMMARY_CSV = "report.md", "report.html", "summary.csv"
@@ -51,6 +52,16 @@ class ReportFiles:
     figures: list[Path]
 
 
+def fixed_overrides(plan: dict[str, Any]) -> list[str]:
+    """The plan's fixed overrides, one value per key: a plan written before they were merged lists the spec's
+    ``set`` and then ``--set``, a key in both twice, and the runs used the later value."""
+    overrides = [str(item) for item in plan.get("overrides") or []]
+    try:
+        return merge_fixed([("--set", item) for item in overrides])[0]
+    except ConfigError:  # not KEY=VALUE (an edited plan): shown as written
+        return overrides
+
+
 def _setup(plan: dict[str, Any], runs: list[RunResult]) -> list[doc.Block]:
     vary = "; ".join(f"{doc.code(key)} = {', '.join(doc.literal(value_text(v)) for v in values)}"
                      for key, values in plan["vary"].items())
@@ -58,7 +69,7 @@ def _setup(plan: dict[str, Any], runs: list[RunResult]) -> list[doc.Block]:
     devices = sorted({str(r.data.get("device", "?")) for r in runs})
     spec = f" (from the spec {doc.code(plan['spec'])})" if plan.get("spec") else ""
     items = [f"Base config: {doc.code(plan['config'])}{spec}", f"Varied: {vary}",
-             "Fixed overrides: " + (", ".join(doc.code(o) for o in plan["overrides"]) or "none"),
+             "Fixed overrides: " + (", ".join(doc.code(o) for o in fixed_overrides(plan)) or "none"),
              f"Seeds: {plan['seeds']}; seed k gives every variant the same data split, patch stream and schedule",
              f"Finished runs: {len(runs)} of {len(plan['runs'])}",
              f"Held-out cases: {len(cases)} ({doc.literal(', '.join(cases))})",

@@ -13,9 +13,10 @@ A compare spec is a YAML file with one ``compare:`` section (``configs/compare/u
       out: runs/compare-upsampling
 
 Command-line flags override the spec: ``--vary KEY=...`` replaces that key's values (other keys stay; the
-replacement is reported in :attr:`Comparison.notes`), ``--set`` applies after the spec's ``set``, and ``--seeds``,
-``--baseline``, ``--out`` replace theirs. One key given in two ``--vary`` flags is an error (the values would
-otherwise silently be the last flag's only).
+replacement is reported in :attr:`Comparison.notes`), ``--set`` applies after the spec's ``set`` (a key in both
+keeps one value, the command line's, also reported in the notes; the fixed overrides hold one value per key), and
+``--seeds``, ``--baseline``, ``--out`` replace theirs. One key given in two ``--vary`` flags is an error (the
+values would otherwise silently be the last flag's only).
 ``--config`` may also be a plain training config, with everything else from the command line.
 """
 
@@ -30,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from segkit.config import Config
-from segkit.config_loading import load_raw_config, refuse_aliases, resolve_config_path, to_config
+from segkit.config_loading import load_raw_config, parse_override, refuse_aliases, resolve_config_path, to_config
 from segkit.errors import ConfigError
 from segkit.registry import closest_match
 
@@ -190,6 +191,52 @@ def _merge_vary(spec: CompareSpec | None, path: Path,
     return vary, sources, notes
 
 
+def _pieces(key: str, value: Any) -> list[tuple[str, Any]]:
+    """A section given whole (``train={epochs: 5, lr: 0.1}``) as the keys it names (``train.epochs``, ``train.lr``):
+    the same assignments, as a section given whole overrides only the keys it names; anything else as it is."""
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) and k and "." not in k for k in value):
+        return [(key, value)]
+    return [piece for sub, inner in value.items() for piece in _pieces(f"{key}.{sub}", inner)]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def merge_fixed(items: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The fixed overrides (``(flag, KEY=VALUE)``, the spec's ``set`` first, then ``--set``) as one effective value
+    per key: a later value of a key replaces the earlier one in its place (a key set to a plain value also replaces
+    the earlier keys inside it), so the list names only values the runs use and loads to the same config. Returns
+    the ``KEY=VALUE`` strings and a note for each spec value that ``--set`` replaced with another."""
+    entries: list[tuple[str, Any, str, str]] = []  # (key, value, flag, KEY=VALUE text)
+    dropped: list[tuple[str, Any]] = []  # the spec's (key, value) that a later item replaced
+    for flag, item in items:
+        key, value = parse_override(item)
+        pieces = _pieces(key, value)
+        for piece_key, piece_value in pieces:
+            text = item if len(pieces) == 1 and piece_key == key else _override(piece_key, piece_value)
+            section_kept = isinstance(piece_value, dict)  # {} merges into the section: the keys inside it stay
+            replaced = [i for i, (k, *_) in enumerate(entries)
+                        if k == piece_key or (not section_kept and k.startswith(piece_key + "."))]
+            dropped += [(entries[i][0], entries[i][1]) for i in replaced if entries[i][2] != "--set"]
+            at = replaced[0] if replaced else len(entries)
+            entries = [e for i, e in enumerate(entries) if i not in replaced]
+            entries.insert(at, (piece_key, piece_value, flag, text))
+    notes = []
+    final = {k: (v, flag) for k, v, flag, _ in entries}
+    for old_key, old_value in dropped:  # each named against the value that holds in the end, when --set gave it
+        if old_key in final:
+            value, flag = final[old_key]
+            if flag == "--set" and not _same(value, old_value):
+                notes.append(f"--set {old_key} replaces the spec's {value_text(old_value)} with {value_text(value)}")
+            continue
+        over = next((k for k in final if old_key.startswith(k + ".") and final[k][1] == "--set"), None)
+        if over is not None:
+            notes.append(f"--set {over}={value_text(final[over][0])} replaces the spec's "
+                         f"{old_key}={value_text(old_value)}")
+    return [text for *_, text in entries], notes
+
+
 def _overlaps(a: str, b: str) -> bool:
     """Whether dotted keys ``a`` and ``b`` are the same key or one is a section holding the other."""
     return a == b or a.startswith(b + ".") or b.startswith(a + ".")
@@ -234,10 +281,10 @@ def resolve_comparison(request: CompareRequest) -> Comparison:
                           "spec")
     from_spec = [(f"{path}: compare.set:", _override(k, v)) for k, v in (spec.set if spec else {}).items()]
     check_fixed_not_varied([*from_spec, *(("--set", item) for item in request.overrides)], vary, sources)
-    fixed = tuple(item for _, item in from_spec) + tuple(request.overrides)
+    fixed, replaced = merge_fixed([*from_spec, *(("--set", item) for item in request.overrides)])
     seeds = request.seeds or (spec.seeds if spec else 3)
     check_run_count(vary, seeds, "--seeds" if request.seeds else f"{path}: compare.seeds:")
     baseline = request.baseline or (spec.baseline if spec else None)
     spec_name = request.config if spec is not None else None
-    return Comparison(base, vary, Path(out), fixed, seeds, baseline, spec.config if spec else request.config, spec_name,
-                      sources, tuple(notes))
+    return Comparison(base, vary, Path(out), tuple(fixed), seeds, baseline, spec.config if spec else request.config,
+                      spec_name, sources, (*notes, *replaced))

@@ -158,7 +158,9 @@ def test_flags_override_the_spec(tmp_path: Path) -> None:
     comparison = resolve_comparison(CompareRequest(str(spec), ("model.fusion=add",), ("train.epochs=5",), 2,
                                                    tmp_path / "o", None))
     assert comparison.vary == {"model.upsample": ["transposed", "nearest"], "model.fusion": ["add"]}
-    assert comparison.notes == ("--vary model.fusion replaces the spec's values ['concat', 'add'] with ['add']",)
+    assert comparison.notes == ("--vary model.fusion replaces the spec's values ['concat', 'add'] with ['add']",
+                                "--set train.epochs replaces the spec's 3 with 5")
+    assert comparison.overrides == ("train.epochs=5",)  # one value per key: the command line's
     assert comparison.seeds == 2 and comparison.out == tmp_path / "o"
     assert comparison.baseline == "upsample=nearest, fusion=add"
     _, runs = plan_runs(comparison)

@@ -24,9 +24,12 @@ IMAGE, LABEL = "images/phantom_000.png", "labels/phantom_000.png"
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three 2D training phantoms (32×32 PNG), seed 5 (a fourth is held out in imagesTs/, outside the layout)."""
+    """Three 2D training phantoms (32×32 PNG), seed 5 (synth's fourth, held out in imagesTs/, is removed: these
+    tests check the training cases)."""
     root = tmp_path_factory.mktemp("png") / "data"
     write_dataset(root, cases=4, seed=5, size_dhw=(8, 32, 32), test_cases=1, layout="folder", dims=2)
+    for held_out in ("imagesTs", "labelsTs"):
+        shutil.rmtree(root / held_out)
     return root
 
 

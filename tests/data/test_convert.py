@@ -215,6 +215,27 @@ def test_png_cases_become_one_slice_nifti_and_rgb_is_split(tmp_path: Path) -> No
         "0": "channel_0", "1": "channel_1", "2": "channel_2"}
 
 
+def test_folder_test_cases_go_to_images_ts_and_labels_ts(tmp_path: Path) -> None:
+    src = tmp_path / "png"
+    write_dataset(src, cases=4, seed=3, size_dhw=SIZE, test_cases=2, layout="folder", dims=2)
+    (src / "labelsTs" / "phantom_003.png").unlink()  # a held-out case without its reference
+    result = _convert(src, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert "converted 4 of 4 case(s) (2 training, 2 test), 0 failed" in " ".join(result.stdout.split())
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["phantom_002_0000.nii.gz",
+                                                                     "phantom_003_0000.nii.gz"]
+    assert sorted(p.name for p in (out / "labelsTs").iterdir()) == ["phantom_002.nii.gz"]
+    for source, converted in ((src / "imagesTs" / "phantom_002.png", out / "imagesTs" / "phantom_002_0000.nii.gz"),
+                              (src / "labelsTs" / "phantom_002.png", out / "labelsTs" / "phantom_002.nii.gz")):
+        np.testing.assert_array_equal(np.asanyarray(nib.load(str(converted)).dataobj)[..., 0],
+                                      sitk.GetArrayFromImage(sitk.ReadImage(str(source))).T)
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+    assert _ids(out, "nnunet") == _ids(src, "folder") == (
+        [("phantom_000", True), ("phantom_001", True)], [("phantom_002", True), ("phantom_003", False)])
+    assert run_cli("data", "check", out, cwd=tmp_path).returncode == 0
+
+
 def test_nifti2_source_becomes_nifti1_with_the_same_grid(tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "images").mkdir(parents=True)
