@@ -1,10 +1,13 @@
 """Seeded synthetic CT-like phantoms written as a Medical Segmentation Decathlon dataset.
 
-Each case: a body with fat rim, a spine and smooth background texture; a large
-deformed organ (label 1), a thin tortuous vessel (label 2) and a few small
-hypodense lesions inside the organ (label 3); Gaussian noise and a smooth bias
-field; anisotropic spacing; identity (LPS), RAS-flipped or oblique directions.
-Same seed → byte-identical files.
+Each case: a body with fat rim, a spine (posterior) and smooth background texture; a large
+deformed organ (label 1, right anterior), a thin tortuous vessel (label 2, left, in front of the
+spine) and a few small hypodense lesions inside the organ (label 3); Gaussian noise and a smooth
+bias field; anisotropic spacing; identity (LPS), RAS-flipped or oblique directions.
+
+The anatomy is drawn once in a canonical patient frame (voxel axes along L, P, S) and then stored in
+the case's voxel order, so every case shows the same anatomy in patient (world) space whatever its
+direction; an oblique case is right up to its small rotation. Same seed → byte-identical files.
 """
 
 from __future__ import annotations
@@ -94,6 +97,34 @@ def _geometry(rng: np.random.Generator, index: int, size_dhw: tuple[int, int, in
     return Geometry(spacing, tuple(np.round(origin, 3)), tuple(np.round(direction.ravel(), 9)))
 
 
+def _stored_axes(direction: tuple[float, ...]) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """For each stored voxel axis (x, y, z), the canonical (L, P, S) axis nearest to it and whether it runs
+    the other way: the stored array is the canonical one permuted and flipped to match."""
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)  # column j: world direction of voxel axis j
+    axes = tuple(int(np.argmax(np.abs(matrix[:, j]))) for j in range(3))
+    if sorted(axes) != [0, 1, 2]:
+        raise ValueError(f"direction {direction} has no nearest axis order")
+    return axes, tuple(bool(matrix[axes[j], j] < 0) for j in range(3))
+
+
+def _to_stored(canonical: np.ndarray, direction: tuple[float, ...]) -> np.ndarray:
+    """The canonical (z, y, x) = (S, P, L) array in the stored voxel order of ``direction``."""
+    axes, flips = _stored_axes(direction)
+    # numpy axis n holds voxel axis 2 - n
+    stored = np.transpose(canonical, [2 - axes[2 - n] for n in range(3)])
+    return np.flip(stored, [n for n in range(3) if flips[2 - n]])
+
+
+def _canonical_grid(size_dhw: tuple[int, int, int], spacing_xyz: tuple[float, ...],
+                    direction: tuple[float, ...]) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Size (z, y, x) and spacing (x, y, z) of the canonical grid that ``_to_stored`` turns into the stored one."""
+    axes, _ = _stored_axes(direction)
+    size_xyz, spacing = [0, 0, 0], [0.0, 0.0, 0.0]
+    for j, axis in enumerate(axes):
+        size_xyz[axis], spacing[axis] = size_dhw[2 - j], spacing_xyz[j]
+    return (size_xyz[2], size_xyz[1], size_xyz[0]), (spacing[0], spacing[1], spacing[2])
+
+
 def _grid_mm(size_dhw: tuple[int, int, int], spacing_xyz: tuple[float, float, float]) -> tuple[np.ndarray, ...]:
     """Centred voxel coordinates in mm, broadcastable as (z, y, x)."""
     axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(size_dhw, spacing_xyz[::-1], strict=True)]
@@ -101,6 +132,7 @@ def _grid_mm(size_dhw: tuple[int, int, int], spacing_xyz: tuple[float, float, fl
 
 
 def _anatomy(rng: np.random.Generator, size_dhw, spacing, style: Style) -> tuple[np.ndarray, np.ndarray]:
+    """Image and label in the canonical frame: voxel +x is patient left, +y posterior, +z superior (LPS)."""
     hu = style.hu
     z, y, x = _grid_mm(size_dhw, spacing)
     half = np.array(size_dhw) * np.array(spacing[::-1]) / 2  # z, y, x half-extents in mm
@@ -110,14 +142,14 @@ def _anatomy(rng: np.random.Generator, size_dhw, spacing, style: Style) -> tuple
     image[body_r < 1.0] = hu["fat"]
     image[body_r < 0.9] = hu["tissue"]
     image += np.where(body_r < 0.9, 18.0 * _smooth_field(rng, size_dhw, 5), 0.0)
-    spine = np.sqrt(x**2 + (y - 0.55 * half[1]) ** 2) + 0 * z < 0.12 * half[2]
+    spine = np.sqrt(x**2 + (y - 0.55 * half[1]) ** 2) + 0 * z < 0.12 * half[2]  # posterior
     image[spine] = hu["bone"]
 
-    centre = rng.uniform(-0.15, 0.15, size=3) * half
+    centre = rng.uniform([-0.15, -0.25, -0.30], [0.15, -0.10, -0.15]) * half  # right anterior (z, y, x)
     radii = half * rng.uniform([0.55, 0.35, 0.35], [0.75, 0.45, 0.45])
     organ_r = np.sqrt(((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
                       + ((x - centre[2]) / radii[2]) ** 2)
-    organ = organ_r + 0.15 * _smooth_field(rng, size_dhw) < 1.0
+    organ = (organ_r + 0.15 * _smooth_field(rng, size_dhw) < 1.0) & (body_r < 0.9)
     image[organ] = hu["organ"] + 8.0 * _smooth_field(rng, size_dhw, 6)[organ]
     label[organ] = 1
     _add_lesions(rng, image, label, (z, y, x), organ, spacing, hu["lesion"], style.classes >= 3)
@@ -126,11 +158,14 @@ def _anatomy(rng: np.random.Generator, size_dhw, spacing, style: Style) -> tuple
 
 
 def _add_vessel(rng, image, label, grid, half, intensity: float, paint: bool) -> None:
+    """A tube along z, left of the midline in front of the spine, meandering about that mean course."""
     z, y, x = grid
     radius = rng.uniform(2.5, 3.5)
     phase, period = rng.uniform(0, 2 * np.pi, size=2), rng.uniform(1.2, 2.0, size=2) * half[0] * 2
-    cx = rng.uniform(-0.2, 0.2) * half[2] + 0.25 * half[2] * np.sin(2 * np.pi * z / period[0] + phase[0])
-    cy = rng.uniform(-0.2, 0.2) * half[1] + 0.25 * half[1] * np.cos(2 * np.pi * z / period[1] + phase[1])
+    wave_x = np.sin(2 * np.pi * z / period[0] + phase[0])
+    wave_y = np.cos(2 * np.pi * z / period[1] + phase[1])
+    cx = rng.uniform(0.15, 0.30) * half[2] + 0.25 * half[2] * (wave_x - wave_x.mean())
+    cy = rng.uniform(0.10, 0.20) * half[1] + 0.25 * half[1] * (wave_y - wave_y.mean())
     vessel = (x - cx) ** 2 + (y - cy) ** 2 < radius**2
     if paint:  # the random draws above happen either way, so other structures stay the same
         image[vessel] = intensity
@@ -139,7 +174,9 @@ def _add_vessel(rng, image, label, grid, half, intensity: float, paint: bool) ->
 
 def _add_lesions(rng, image, label, grid, organ, spacing, intensity: float, paint: bool) -> None:
     z, y, x = grid
-    candidates = np.argwhere(organ)
+    # centres in the organ's right anterior part (about 10-45 degrees anterior of the patient's right), so the
+    # lesions stay right of and anterior to the body's centre also when an oblique direction rotates them
+    candidates = np.argwhere(organ & (x < 0) & (-y > -0.2 * x) & (-y < -x))
     if not len(candidates):  # a grid too coarse to hold the organ (an axis of 2 voxels) holds no lesion either
         return
     wanted = int(rng.integers(2, 5))
@@ -168,13 +205,14 @@ def make_case(seed: int, index: int, size_dhw: tuple[int, int, int],
     """One phantom: an int16 CT-like image and its uint8 label map, with geometry set."""
     rng = np.random.default_rng([seed, index])
     geometry = _geometry(rng, index, size_dhw)
-    image, label = _anatomy(rng, size_dhw, geometry.spacing, style)
-    bias = 1.0 + style.bias_amplitude * _smooth_field(rng, size_dhw, 3)
-    image = (image - HU["air"]) * bias + HU["air"] + rng.normal(0.0, style.noise_sd, size=size_dhw)
+    shape, spacing = _canonical_grid(size_dhw, geometry.spacing, geometry.direction)
+    image, label = _anatomy(rng, shape, spacing, style)
+    bias = 1.0 + style.bias_amplitude * _smooth_field(rng, shape, 3)
+    image = (image - HU["air"]) * bias + HU["air"] + rng.normal(0.0, style.noise_sd, size=shape)
     image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
     out = []
-    for array in (image, label):
-        itk_image = sitk.GetImageFromArray(array)
+    for array in (image, label):  # the same reordering for both, so the label stays on the image
+        itk_image = sitk.GetImageFromArray(np.ascontiguousarray(_to_stored(array, geometry.direction)))
         itk_image.SetSpacing(geometry.spacing)
         itk_image.SetOrigin(geometry.origin)
         itk_image.SetDirection(geometry.direction)
@@ -210,7 +248,12 @@ def _write_case(out: Path, split: str, name: str, images: list[sitk.Image], labe
 
 
 def slice_2d(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
-    """A 2D case: the axial slice with the most lesion voxels, intensities windowed to uint8 (-200..300 HU)."""
+    """A 2D case: the axial slice with the most lesion voxels, intensities windowed to uint8 (-200..300 HU).
+
+    The slice is taken in the nearest LPS voxel order, i.e. the radiological view (patient's right on the
+    image's left, anterior at the top), so every case shows its anatomy the same way up whatever its
+    stored direction."""
+    image, label = sitk.DICOMOrient(image, "LPS"), sitk.DICOMOrient(label, "LPS")
     array, labels = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(label)
     z = int(np.argmax((labels == labels.max()).sum(axis=(1, 2))))
     grey = np.clip(np.rint((array[z].astype(np.float32) + 200.0) * 255.0 / 500.0), 0, 255).astype(np.uint8)
