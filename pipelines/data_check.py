@@ -19,13 +19,13 @@ from segkit.data.cache import default_cache_dir
 from segkit.data.cases import Case, DatasetIndex
 from segkit.data.check import CheckResult, LabelBound, Problem, check_cases
 from segkit.data.check_2d import image_channels, planar_files
+from segkit.data.check_report import FINGERPRINT_NAME, written_by_check
 from segkit.data.fingerprint import Fingerprint, compute_fingerprint
 from segkit.data.index import load_dataset
 from segkit.data.label_names import names_by_index
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_write_text
 
-FINGERPRINT_NAME = "segkit_fingerprint.json"
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
 
 
@@ -106,16 +106,6 @@ def _as_dict(fingerprint: Fingerprint | None) -> dict | None:
     return fingerprint.as_dict() if fingerprint is not None else None
 
 
-REPORT_KEYS = ("dataset", "image_dims", "cases_checked", "ok", "problems")  # how a report this command wrote begins
-
-
-def _written_by_check(path: Path) -> bool:
-    """Whether ``path`` holds a report ``segkit data check`` wrote (a JSON object whose keys begin as ours)."""
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and tuple(report)[: len(REPORT_KEYS)] == REPORT_KEYS
 
 
 def check_report_path(path: Path) -> None:
@@ -123,7 +113,7 @@ def check_report_path(path: Path) -> None:
     only an earlier report is replaced (``--json dataset.json`` would otherwise replace the dataset's own file)."""
     if path.is_dir():
         raise DataError(f"--json {path}: is a folder — give a file path for the report")
-    if path.exists() and not _written_by_check(path):
+    if path.exists() and not written_by_check(path):
         raise DataError(f"{path}: exists and is not a report segkit data check wrote, which it never "
                         "replaces — give --json another path, or move the file")
 

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path, PurePosixPath
 
+from segkit.data.check_report import FINGERPRINT_NAME, written_by_check
 from segkit.errors import SegkitError
 from segkit.io.atomic import atomic_write_text
 
@@ -71,7 +72,8 @@ def _recorded(out: Path) -> list[str]:
 
 def clear_previous(out: Path) -> None:
     """Remove what an earlier synth wrote to ``out``: its recorded files, then its folders if left empty, then
-    the record. Files synth did not write stay; a recorded name reached through a linked folder is left alone."""
+    the record, and a ``segkit data check`` report of those cases. Files synth did not write stay; a recorded name
+    reached through a linked folder is left alone."""
     files = _recorded(out)
     root = out.resolve()
     for name in files:
@@ -83,3 +85,6 @@ def clear_previous(out: Path) -> None:
             if not (out / folder).is_symlink():
                 (out / folder).rmdir()
     (out / RECORD).unlink()
+    report = out / FINGERPRINT_NAME  # data check's report of the cases just removed would describe other cases
+    if not report.is_symlink() and written_by_check(report):
+        report.unlink()

@@ -188,3 +188,18 @@ def test_overwrite_never_writes_through_a_linked_case_folder(tmp_path: Path, lay
     write_dataset(root, cases=3, seed=1, size_dhw=SMALL, overwrite=True, **LAYOUTS[layout])
     assert _files(elsewhere) == {"keep.txt"}
     assert not (root / images).is_symlink() and len(list((root / images).iterdir())) >= 2
+
+
+def test_overwrite_removes_data_checks_report_of_the_replaced_cases_only(tmp_path: Path) -> None:
+    from tests.cli_run import run_cli
+
+    root = tmp_path / "d"
+    write_dataset(root, cases=4, seed=0, size_dhw=SMALL)
+    assert run_cli("data", "check", str(root), cwd=tmp_path).returncode == 0
+    report = root / "segkit_fingerprint.json"
+    assert json.loads(report.read_text())["cases_checked"] == 4
+    write_dataset(root, cases=3, seed=5, size_dhw=SMALL, overwrite=True)
+    assert not report.exists()  # before: it stayed, describing the 4 cases just replaced
+    report.write_text('{"mine": true}')  # a file of the user's under that name stays
+    write_dataset(root, cases=3, seed=6, size_dhw=SMALL, overwrite=True)
+    assert report.read_text() == '{"mine": true}'
