@@ -134,7 +134,7 @@ def checkpoint_settings(ckpts: Sequence[Checkpoint]) -> dict:
     return {"checkpoint": paths, "step": steps, "checkpoint_files": files}
 
 
-def class_names(ckpt: Checkpoint, cfg: Config) -> list[str] | None:
+def checkpoint_class_names(ckpt: Checkpoint, cfg: Config) -> list[str] | None:
     """The class names (background first) training saved from the dataset's ``dataset.json``, if they fit."""
     names = ckpt.state.get("class_names")
     if isinstance(names, list) and len(names) == cfg.model.num_classes and all(isinstance(n, str) for n in names):
@@ -161,7 +161,8 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
     console.print(escape(f"predicting {len(jobs)} case(s) with {weights} on {device}{shards}")
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
-        stages = _stages(model, cfg, device, options, make_writer(manifest, options, cfg, class_names(ckpts[0], cfg)))
+        write = make_writer(manifest, options, cfg, checkpoint_class_names(ckpts[0], cfg))
+        stages = _stages(model, cfg, device, options, write)
         # one intra-op thread per helper thread: OpenMP teams of helpers and the network on the same cores
         # spin against each other (measured on 2 cores: the network's compute went from 14 s to 26 s per case)
         for outcome in run_pipeline(jobs, stages, options.workers, options.workers, expected=(SegkitError, OSError),
