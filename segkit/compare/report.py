@@ -33,7 +33,8 @@ from segkit.io.atomic import atomic_write_bytes, atomic_write_text, own_folder
 REPORT_MD, REPORT_HTML, SUMMARY_CSV = "report.md", "report.html", "summary.csv"
 SUMMARY_TEXT = (
     "Mean ± standard deviation over seeds (sample std; a single number when a variant has one seed). Dice, HD95 "
-    "and NSD are each run's means over held-out cases and foreground classes; best val Dice is the run's highest "
+    "and NSD are each run's mean foreground scores (the mean over foreground classes of each class's mean over "
+    "held-out cases, nnU-Net's foreground mean); best val Dice is the run's highest "
     "validation Dice during training; params M are millions of parameters; GFLOPs are for one training patch; "
     "train s/epoch is training wall time (validation and checkpoints included) divided by the epochs the run "
     "trained (fewer than train.epochs when train.stop_at_dice ended it early); infer "
