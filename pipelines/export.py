@@ -125,7 +125,7 @@ def run_export(checkpoint: Path, out: Path, options: ExportOptions | None = None
                   f"{cfg.model.encoder}, {options.exporter} exporter, opset {options.opset}",
                   highlight=False, soft_wrap=True)
     settings = ExportSettings(options.exporter, options.opset, quiet=options.quiet)
-    result = export_onnx(model, cfg, out, settings, step)
+    result = export_onnx(model, cfg, out, settings, step, ckpt.class_names)
     for line in report_lines(result, cfg):
         console.print(line, highlight=False, soft_wrap=True)
     return result

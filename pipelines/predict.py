@@ -134,14 +134,6 @@ def checkpoint_settings(ckpts: Sequence[Checkpoint]) -> dict:
     return {"checkpoint": paths, "step": steps, "checkpoint_files": files}
 
 
-def checkpoint_class_names(ckpt: Checkpoint, cfg: Config) -> list[str] | None:
-    """The class names (background first) training saved from the dataset's ``dataset.json``, if they fit."""
-    names = ckpt.state.get("class_names")
-    if isinstance(names, list) and len(names) == cfg.model.num_classes and all(isinstance(n, str) for n in names):
-        return names
-    return None
-
-
 def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config, cases: list[Case],
                    output_dir: Path, options: PredictOptions, device: torch.device, env: DistEnv,
                    console: Console) -> list[CaseResult]:
@@ -161,7 +153,7 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
     console.print(escape(f"predicting {len(jobs)} case(s) with {weights} on {device}{shards}")
                   + (f"; {skipped} skipped (complete or not ours)" if skipped else ""))
     if jobs:
-        write = make_writer(manifest, options, cfg, checkpoint_class_names(ckpts[0], cfg))
+        write = make_writer(manifest, options, cfg, ckpts[0].class_names)
         stages = _stages(model, cfg, device, options, write)
         # one intra-op thread per helper thread: OpenMP teams of helpers and the network on the same cores
         # spin against each other (measured on 2 cores: the network's compute went from 14 s to 26 s per case)

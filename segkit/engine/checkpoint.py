@@ -43,6 +43,13 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     state: dict[str, Any]
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names (background first) training saved from the dataset's ``dataset.json``, if they fit."""
+        names = self.state.get("class_names")
+        fits = isinstance(names, list) and len(names) == self.config.model.num_classes
+        return names if fits and all(isinstance(n, str) for n in names) else None
+
 
 @dataclass(frozen=True)
 class Snapshot:

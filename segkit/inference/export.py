@@ -94,8 +94,10 @@ def axis_names(spatial_dims: int) -> dict[int, str]:
     return {0: "batch", **{2 + i: f"spatial_{i}" for i in range(spatial_dims)}}
 
 
-def onnx_metadata(cfg: Config, divisor: tuple[int, ...], exporter: str, step: Any = None) -> dict[str, str]:
-    """``metadata_props`` of the exported model: shapes, the divisor, the roi and the whole config."""
+def onnx_metadata(cfg: Config, divisor: tuple[int, ...], exporter: str, step: Any = None,
+                  class_names: list[str] | None = None) -> dict[str, str]:
+    """``metadata_props`` of the exported model: shapes, the divisor, the roi, the class names (JSON, ``null`` when
+    the dataset declared none) and the whole config."""
     model = cfg.model
     return {
         "segkit_version": segkit.__version__,
@@ -103,6 +105,7 @@ def onnx_metadata(cfg: Config, divisor: tuple[int, ...], exporter: str, step: An
         "spatial_dims": str(model.spatial_dims),
         "in_channels": str(model.in_channels),
         "num_classes": str(model.num_classes),
+        "class_names": json.dumps(class_names),
         "size_divisor": json.dumps(list(divisor)),
         "roi_size": json.dumps(list(cfg.roi_size)),
         "spatial_sizes": "any: padded inside the graph to a multiple of size_divisor, logits cropped back",
@@ -256,9 +259,10 @@ def _write_checked(model: nn.Module, cfg: Config, out: Path, exporter: str, sett
 
 
 def export_onnx(model: nn.Module, cfg: Config, out: Path, settings: ExportSettings | None = None,
-                step: Any = None) -> ExportResult:
+                step: Any = None, class_names: list[str] | None = None) -> ExportResult:
     """Export the eval-mode ``model`` (a segkit UNet on the CPU in fp32) to ``out`` atomically: a failed
-    export or a failed check never leaves a file under ``out``. ``step`` is recorded in the metadata."""
+    export or a failed check never leaves a file under ``out``. ``step`` and ``class_names`` are recorded in
+    the metadata."""
     settings = settings or ExportSettings()
     if settings.exporter not in EXPORTERS:
         raise SegkitError(f"exporter '{settings.exporter}': choose one of {', '.join(EXPORTERS)}")
@@ -268,7 +272,7 @@ def export_onnx(model: nn.Module, cfg: Config, out: Path, settings: ExportSettin
     last: _ExportFailed | None = None
     start = time.perf_counter()
     for exporter in order:
-        metadata = onnx_metadata(cfg, tuple(model.size_divisor), exporter, step)
+        metadata = onnx_metadata(cfg, tuple(model.size_divisor), exporter, step, class_names)
         try:
             parity = _write_checked(model, cfg, Path(out), exporter, settings, metadata)
         except _ExportFailed as exc:

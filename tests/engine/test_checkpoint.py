@@ -118,3 +118,14 @@ def test_resume_state_is_loaded_without_unpickling_objects(tmp_path: Path) -> No
     with pytest.raises(CheckpointError, match="resume state refused"):
         load_resume_state(tmp_path)
     assert not sentinel.exists()
+
+
+def test_class_names_are_read_only_when_they_fit_the_model() -> None:
+    from segkit.config import Config
+    from segkit.engine.checkpoint import Checkpoint
+
+    cfg = Config()  # 4 classes
+    names = ["background", "liver", "vessel", "lesion"]
+    assert Checkpoint(Path("c"), cfg, {}, {"class_names": names}).class_names == names
+    for wrong in (names[:3], [*names[:3], 4], "liver", None):  # an edited state.json: not used, never a crash
+        assert Checkpoint(Path("c"), cfg, {}, {"class_names": wrong}).class_names is None

@@ -45,7 +45,8 @@ def _checkpoint(root: Path, dims: int) -> tuple[Path, torch.nn.Module, Config]:
         for name, param in model.named_parameters():
             if name.endswith("bias") or param.dim() == 1:
                 param.normal_(0.0, 0.5)
-    save_checkpoint(root, "best", cfg, Snapshot.of(model, {"global_step": 1}))
+    names = {"class_names": ["background", "liver", "vessel", "lesion"]} if dims == 3 else {}
+    save_checkpoint(root, "best", cfg, Snapshot.of(model, {"global_step": 1, **names}))
     return root, model.eval(), cfg
 
 
@@ -165,6 +166,7 @@ def test_metadata_and_axis_names(cli3d, run3d) -> None:
     assert json.loads(meta["size_divisor"]) == [32, 32, 32] and json.loads(meta["roi_size"]) == [64, 48, 32]
     assert (meta["num_classes"], meta["in_channels"], meta["spatial_dims"]) == ("4", "1", "3")
     assert meta["segkit_version"] and meta["checkpoint_step"] == "1"
+    assert json.loads(meta["class_names"]) == ["background", "liver", "vessel", "lesion"]  # from state.json
     for value, channels in ((model.graph.input[0], 1), (model.graph.output[0], 4)):
         dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
         assert dims == ["batch", channels, "spatial_0", "spatial_1", "spatial_2"]
