@@ -6,6 +6,7 @@ Orchestration only: the checks live in :mod:`segkit.data.check`, the statistics 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -181,8 +182,10 @@ def _dims_of(index: DatasetIndex, image_dims: int | None) -> int:
 
 
 def _check(root: Path, index: DatasetIndex, model_classes: int | None, dims: int) -> CheckResult:
-    return check_cases(index.training + index.test, _label_bound(index, model_classes), image_channels(index, dims),
-                       _cache_path(root), optional_labels={case.case_id for case in index.test}, image_dims=dims)
+    result = check_cases(index.training + index.test, _label_bound(index, model_classes), image_channels(index, dims),
+                         _cache_path(root), optional_labels={case.case_id for case in index.test}, image_dims=dims)
+    skipped = [Problem(case_id, path, "error", message) for case_id, path, message in index.skipped]
+    return dataclasses.replace(result, problems=skipped + result.problems) if skipped else result
 
 
 def _print_fingerprints(console: Console, found: Fingerprints, manifest: dict) -> None:

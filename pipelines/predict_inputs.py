@@ -82,7 +82,7 @@ def group_channels(files: list[Path], channels: int, image_dims: int = 3) -> tup
         if sorted(by_channel) != list(range(channels)):
             problems.append(InputProblem(case_id, paths[0], f"{paths[0].parent / case_id}: found channel file(s) "
                                          f"{_channel_list(by_channel)}, the model needs _0000 to _{channels - 1:04d}"
-                                         " — add the missing channels or remove the case from the input"))
+                                         f" — {_channel_fix(by_channel, channels)}"))
         else:
             cases.append(Case(case_id, paths[0], None, tuple(paths[1:])))
     kept, clashes = _unique_ids(cases)
@@ -103,8 +103,18 @@ def _all_channels_in_one_file(path: Path, channels: int, image_dims: int = 3
                               f"{channels} channels (this one is {'×'.join(map(str, shape))})")
 
 
-def _channel_list(by_channel: dict[int, Path]) -> str:
+def _channel_list(by_channel: dict[int, Path] | list[int]) -> str:
     return ", ".join(f"_{c:04d}" for c in sorted(by_channel))
+
+
+def _channel_fix(by_channel: dict[int, Path], channels: int) -> str:
+    """What to do about a case whose channel files are not ``_0000`` … ``_{channels - 1}``: add the missing ones,
+    remove the extra ones (or both)."""
+    missing = [c for c in range(channels) if c not in by_channel]
+    extra = [c for c in by_channel if c >= channels]
+    steps = ([f"add the missing {_channel_list(missing)}"] if missing else []) + (
+        [f"remove {_channel_list(extra)} (the model takes {channels} channel(s))"] if extra else [])
+    return " and ".join(steps) + ", or remove the case from the input"
 
 
 def _unique_ids(cases: list[Case]) -> tuple[list[Case], list[InputProblem]]:

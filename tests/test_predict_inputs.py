@@ -48,6 +48,17 @@ def test_incomplete_or_unnamed_channels_fail_their_case_only(tmp_path: Path) -> 
     assert "name inputs CASE_0000 … CASE_0001" in messages["z"] and "this one is 6×5×4" in messages["z"]
 
 
+def test_a_missing_or_an_extra_channel_file_is_named_with_its_fix() -> None:
+    names = ("x_0000.nii.gz", "e_0000.nii.gz", "e_0001.nii.gz", "e_0002.nii.gz", "g_0000.nii.gz", "g_0002.nii.gz")
+    _, problems = group_channels([Path(f"/in/{name}") for name in names], channels=2)
+    messages = _messages(problems)
+    assert messages["x"].endswith("— add the missing _0001, or remove the case from the input")
+    assert messages["e"] == ("/in/e: found channel file(s) _0000, _0001, _0002, the model needs _0000 to _0001 — "
+                             "remove _0002 (the model takes 2 channel(s)), or remove the case from the input")
+    assert messages["g"].endswith("— add the missing _0001 and remove _0002 (the model takes 2 channel(s)), or "
+                                  "remove the case from the input")  # before: "add the missing channels" for all
+
+
 def test_one_file_holding_every_channel_is_a_case(tmp_path: Path) -> None:
     four_d = _image(tmp_path / "msd.nii.gz", (6, 5, 4, 2))
     three = _image(tmp_path / "wrong.nii.gz", (6, 5, 4, 3))

@@ -32,6 +32,8 @@ class DatasetIndex:
     test: list[Case] = field(default_factory=list)
     num_classes: int | None = None  # including background, when declared
     channels: int | None = None  # when declared
+    skipped: list[tuple[str, Path, str]] = field(default_factory=list)  # held-out files that make no case: (case
+    # id, file, what is wrong); they never block training, and `segkit data check` lists them
 
 
 def case_id_of(path: Path) -> str:
