@@ -269,3 +269,13 @@ def test_an_unavailable_device_is_refused_before_the_output_folder_is_made(
     assert done.returncode == 1 and "--device 'cuda' requested but no CUDA GPU is available; use --device cpu" \
         in done.stderr
     assert not (tmp_path / "out").exists()  # before: an empty out/ was left behind
+
+
+def test_a_channel_file_of_another_size_shows_whole_voxel_counts(tmp_path: Path) -> None:
+    from segkit.io.channel_grids import channel_grid_mismatch
+
+    for name, shape in (("c_0000.nii.gz", (8, 6, 4)), ("c_0001.nii.gz", (8, 6, 5))):
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), tmp_path / name)
+    message = channel_grid_mismatch([tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"])
+    assert f"{tmp_path / 'c_0001.nii.gz'}: channel file with size [8, 6, 5], but the first channel c_0000.nii.gz " \
+           "has [8, 6, 4] — " in message  # before: [8.0, 6.0, 5.0]

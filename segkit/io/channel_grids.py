@@ -36,7 +36,8 @@ def channel_grid_mismatch(paths: Sequence[Path]) -> str | None:
                 np.array_equal(value, reference) if key == "size" else np.allclose(value, reference,
                                                                                    atol=GRID_TOLERANCE))
             if not same:
-                shown = [(np.round(v, 4) + 0.0).tolist() for v in (value, reference)]  # + 0.0: no -0.0
+                shown = [v.tolist() if key == "size" else (np.round(v, 4) + 0.0).tolist()  # + 0.0: no -0.0
+                         for v in (value, reference)]
                 return (f"{path}: channel file with {key} {shown[0]}, but the first channel {Path(paths[0]).name} has "
                         f"{shown[1]} — save every channel file of a case on the first channel's grid (resample it, "
                         "e.g. with SimpleITK)")
