@@ -215,8 +215,7 @@ def _resumable_checkpoint(run_dir: Path, cfg: Config) -> Checkpoint:
     return checkpoint
 
 
-def _resume_into(trainer: Trainer, checkpoint: Checkpoint, run_dir: Path, console: Console, cfg: Config,
-                 is_main: bool) -> None:
+def _resume_into(trainer: Trainer, checkpoint: Checkpoint, run_dir: Path, cfg: Config, is_main: bool) -> None:
     train_weights, resume = load_resume_state(checkpoint.path)
     trainer.restore(checkpoint.weights, train_weights, resume, checkpoint.state)
     if is_main:  # the run goes on with the --set overrides: its config.yaml says so
@@ -344,7 +343,7 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
                           reduce=lambda value: mean_over_ranks(value, device),
                           sync=lambda: broadcast_buffers(opt.module, opt.ema))
         if checkpoint is not None:
-            _resume_into(trainer, checkpoint, run_dir, console, cfg, env.is_main)
+            _resume_into(trainer, checkpoint, run_dir, cfg, env.is_main)
             _warn_on_other_processes(trainer.state.processes, env.world, cfg.train.batch_size, console)
             log.truncate_after(trainer.state.global_step)
             if trainer.is_finished():
