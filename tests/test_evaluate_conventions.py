@@ -75,12 +75,18 @@ def test_class_names_come_from_an_nnunet_v2_dataset_json(tmp_path: Path) -> None
     assert result.class_names == ["liver", "tumour"]  # before: "class 1", "class 2" (MSD's index → name only)
 
 
-def test_a_case_id_several_files_share_is_a_problem_not_a_guess(tmp_path: Path) -> None:
+def _same_labels(tmp_path: Path, names: tuple[str, ...]) -> np.ndarray:
+    """One labelled cube saved under each name as both reference and prediction."""
     labels = np.zeros((16, 12, 10), np.uint8)
     labels[2:6, 2:6, 2:6] = 1
-    for name in ("dup", "other"):
+    for name in names:
         save(tmp_path / "ref", name, labels)
         save(tmp_path / "pred", name, labels)
+    return labels
+
+
+def test_a_case_id_several_files_share_is_a_problem_not_a_guess(tmp_path: Path) -> None:
+    labels = _same_labels(tmp_path, ("dup", "other"))
     nib.save(nib.Nifti1Image(np.zeros_like(labels), np.diag([2.0, 1.0, 3.0, 1.0])), tmp_path / "pred" / "dup.nii")
     result = evaluate_folders(tmp_path / "pred", tmp_path / "ref")
     assert result.case_ids == ["other"]  # before: dup.nii.gz scored silently, dup.nii (a stale copy) ignored
@@ -89,11 +95,7 @@ def test_a_case_id_several_files_share_is_a_problem_not_a_guess(tmp_path: Path) 
 
 
 def test_a_case_called_mean_is_refused_as_the_name_of_the_summary_rows(tmp_path: Path) -> None:
-    labels = np.zeros((16, 12, 10), np.uint8)
-    labels[2:6, 2:6, 2:6] = 1
-    for name in ("mean", "other"):
-        save(tmp_path / "ref", name, labels)
-        save(tmp_path / "pred", name, labels)
+    _same_labels(tmp_path, ("mean", "other"))
     result = run_evaluation(tmp_path / "pred", tmp_path / "ref", console=Console(file=io.StringIO()))
     assert result.case_ids == ["other"]
     assert result.problems == [f"{tmp_path / 'pred' / 'mean.nii.gz'}: case id 'mean' names the CSV's per-class mean "

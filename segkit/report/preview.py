@@ -207,11 +207,16 @@ def display_order(affine: np.ndarray | None) -> np.ndarray | None:
     return ornt_transform(orientation, axcodes2ornt(DISPLAY_AXES))
 
 
+def _file_axis(transform: np.ndarray, axis: int) -> int:
+    """The file's voxel axis that display ``axis`` shows."""
+    return int(np.flatnonzero(transform[:, 0] == axis)[0])
+
+
 def file_slice(transform: np.ndarray | None, shape: Sequence[int], axis: int, index: int) -> tuple[int, int]:
     """The file's voxel axis and index of display ``axis`` at ``index``."""
     if transform is None:
         return axis, index
-    file_axis = int(np.flatnonzero(transform[:, 0] == axis)[0])
+    file_axis = _file_axis(transform, axis)
     return file_axis, index if transform[file_axis, 1] > 0 else shape[axis] - 1 - index
 
 
@@ -219,7 +224,7 @@ def display_index(transform: np.ndarray | None, shape: Sequence[int], voxel: Seq
     """The index along display ``axis`` of the file's ``voxel`` (a file of ``shape``), rounded."""
     if transform is None:
         return int(np.rint(voxel[axis]))
-    file_axis = int(np.flatnonzero(transform[:, 0] == axis)[0])
+    file_axis = _file_axis(transform, axis)
     index = int(np.rint(voxel[file_axis]))
     return index if transform[file_axis, 1] > 0 else shape[file_axis] - 1 - index
 
@@ -246,7 +251,7 @@ def build_preview_figure(image: np.ndarray, labels: np.ndarray, spacing: Sequenc
     transform = display_order(affine)
     if transform is not None:
         image, labels = apply_orientation(image, transform), apply_orientation(labels, transform)
-        spacing = tuple(spacing[int(np.flatnonzero(transform[:, 0] == axis)[0])] for axis in range(3))
+        spacing = tuple(spacing[_file_axis(transform, axis)] for axis in range(3))
     centre, classes, window = preview_centre(labels), sorted(volumes), _grey_window(image)
     panels = _panels_to_show(image.shape)
     fig = Figure(figsize=(FIG_WIDTH_IN[len(panels)], FIG_HEIGHT_IN), dpi=DPI, layout="constrained")
