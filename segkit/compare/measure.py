@@ -17,7 +17,7 @@ import torch
 
 from segkit.compare.checkerboard import checkerboard_index
 from segkit.compare.memory import Probe
-from segkit.compare.slices import Centre, index_on_grid, network_axes, slice_axis
+from segkit.compare.slices import Centre, display_plane, index_on_grid, network_axes, slice_axis
 from segkit.data.cases import Case
 from segkit.engine.checkpoint import load_checkpoint, load_weights
 from segkit.inference.predictor import Predictor
@@ -39,12 +39,15 @@ class CaseMeasurement:
 
 @dataclass(frozen=True)
 class PanelSlice:
-    """Logits ``(K, rows, cols)`` of one slice of the panel case on the network's grid."""
+    """Logits ``(K, rows, cols)`` of one slice of the panel case on the network's grid: slice ``index`` across the
+    grid's ``axis``, turned into the preview's display order when ``view`` names it (``"axial"``, …); ``view`` is
+    None for a 2D image, a grid whose axes cannot be told apart, and panels saved before segkit turned them."""
 
     case_id: str
     logits: np.ndarray
     axis: int | None  # None: a 2D image, the whole map
     index: int | None
+    view: str | None = None
 
 
 def load_predictor(checkpoint: Path, device: torch.device) -> Predictor:
@@ -63,7 +66,9 @@ def cut_panel(logits: torch.Tensor, image: torch.Tensor, case_id: str, centre: C
         return PanelSlice(case_id, logits.float().cpu().numpy(), None, None)
     affine = torch.as_tensor(image.affine).detach().cpu().double().numpy()  # may live on the GPU
     index = index_on_grid(centre.world, affine, axis, logits.shape[axis + 1])
-    return PanelSlice(case_id, logits.select(axis + 1, index).float().cpu().numpy(), axis, index)
+    plane = logits.narrow(axis + 1, index, 1).float().cpu().numpy()
+    shown, view = display_plane(plane, affine, axis, 0)
+    return PanelSlice(case_id, shown, axis, index, view)
 
 
 def measure_cases(predictor: Predictor, cases: list[Case], panel: tuple[Case, Centre] | None = None
@@ -86,11 +91,13 @@ def measure_cases(predictor: Predictor, cases: list[Case], panel: tuple[Case, Ce
 
 
 def save_panel(path: Path, panel: PanelSlice) -> None:
-    """The panel slice as ``.npz`` (float16 logits, case id, axis and index; -1 for none), written atomically."""
+    """The panel slice as ``.npz`` (float16 logits, case id, axis and index: -1 for none, view: "" for none),
+    written atomically."""
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.savez_compressed(handle, logits=panel.logits.astype(np.float16), case_id=np.array(panel.case_id),
                             axis=np.array(-1 if panel.axis is None else panel.axis),
-                            index=np.array(-1 if panel.index is None else panel.index))
+                            index=np.array(-1 if panel.index is None else panel.index),
+                            view=np.array(panel.view or ""))
 
 
 def load_panel(path: Path) -> PanelSlice | None:
@@ -98,7 +105,8 @@ def load_panel(path: Path) -> PanelSlice | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             axis, index = int(data["axis"]), int(data["index"])
+            view = str(data["view"]) if "view" in data.files else ""  # panels saved before they were turned
             return PanelSlice(str(data["case_id"]), data["logits"].astype(np.float32),
-                              None if axis < 0 else axis, None if index < 0 else index)
+                              None if axis < 0 else axis, None if index < 0 else index, view or None)
     except (OSError, ValueError, KeyError):
         return None

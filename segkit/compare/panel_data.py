@@ -20,7 +20,7 @@ from segkit.compare.results import RunResult
 from segkit.compare.slices import foreground_centre
 from segkit.errors import SegkitError
 from segkit.io.image_io import read_image_array, read_label_array
-from segkit.report.preview import display_index, display_order, file_slice
+from segkit.report.preview import display_index, display_order, file_slice, view_text
 
 
 def panel_runs(groups: dict[str, list[RunResult]], baseline: str) -> tuple[dict[str, RunResult], int | None]:
@@ -55,7 +55,7 @@ def _axial_slices(volumes: list[np.ndarray], affine: np.ndarray, voxel) -> tuple
     if transform is not None:
         volumes = [apply_orientation(volume, transform) for volume in volumes]
     file_axis, file_index = file_slice(transform, volumes[0].shape, 2, index)
-    where = (f"axial slice {file_index} along the file's axis {file_axis} (patient's right on the left, anterior up), "
+    where = (f"axial slice {file_index} along the file's axis {file_axis} ({view_text('axial')}), "
              "through the centre of the reference foreground")
     return [volume[:, :, index] for volume in volumes], where
 
@@ -98,6 +98,16 @@ def _grid_text(panel: PanelSlice) -> str:
     return f"a {size} slice" if panel.axis is None else f"slice {panel.index} across axis {panel.axis}, {size}"
 
 
+def _where_text(panel: PanelSlice) -> str:
+    """Which slice of the network's grid the baseline's maps show, and how it is turned."""
+    if panel.axis is None:
+        return "the whole image of the network's grid"
+    where = f"slice {panel.index} across axis {panel.axis} of the network's grid"
+    if panel.view is None:
+        return f"{where}, as stored (its first axis left to right, its second up)"
+    return f"{panel.view} {where}, shown with {view_text(panel.view)}"
+
+
 def _left_out_text(panels: dict[str, PanelSlice | None], base: PanelSlice) -> str:
     """What the caption says about variants on another grid than the baseline's, and about missing panels."""
     other = [f"{doc.literal(label)} ({_grid_text(p)})" for label, p in panels.items()
@@ -127,9 +137,8 @@ def artefact_blocks(groups: dict[str, list[RunResult]], baseline: str) -> list[d
                for label, m in maps.items()}
     names = _panel_titles(runs, seed)
     titles = {label: f"{names[label]}\ncheckerboard {runs[label].value('checkerboard_index'):.2g}" for label in maps}
-    where = "the whole image" if base.axis is None else f"slice {base.index} across axis {base.axis}"
-    caption = (f"Held-out case {doc.literal(base.case_id)}, {where} of the network's grid, a {ZOOM}×{ZOOM}-voxel "
-               f"window straddling the top edge of the baseline's foreground ({_seed_text(seed)}). Top: the "
+    caption = (f"Held-out case {doc.literal(base.case_id)}, {_where_text(base)}: a {ZOOM}×{ZOOM}-voxel "
+               f"window centred on the top edge of the baseline's foreground ({_seed_text(seed)}). Top: the "
                "logit margin (largest foreground logit minus background logit; red is foreground, blue background, "
                "each panel scaled to its own range). Bottom: the same minus its 3×3 local mean, where a "
                "checkerboard artefact shows as a regular alternating ± texture and a smooth map as faint noise. "

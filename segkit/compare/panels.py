@@ -1,11 +1,11 @@
 """Image panels: one held-out slice with the reference and each variant's contours, and each variant's logit
 map on a zoomed region (raw, and with its 3×3 local mean removed so that period-2 patterns stand out).
 
-Slices are shown with ``np.rot90``: the first array axis runs left → right, the second bottom → top. The qualitative
-slice comes in ``segkit predict --preview``'s display order (``segkit.compare.panel_data``: axial, the patient's right
-on the left, anterior up); the logit maps are slices of the network's grid (``data.orientation``). Label maps are
-drawn as closed outlines plus a translucent tint (``segkit/compare/outlines.py``), so a label that fills the whole
-slice or touches its edge stays visible.
+Slices are shown with ``np.rot90``: the first array axis runs left → right, the second bottom → top. Both the
+qualitative slice and the logit maps come in ``segkit predict --preview``'s display order (``segkit.compare.slices``:
+an axial slice shows the patient's right on the left, anterior up). Label maps are drawn as closed outlines plus a
+translucent tint (``segkit/compare/outlines.py``), so a label that fills the whole slice or touches its edge stays
+visible.
 """
 
 from __future__ import annotations
@@ -70,10 +70,14 @@ def foreground_margin(logits: np.ndarray) -> np.ndarray:
 
 
 def zoom_window(margin: np.ndarray, size: int = ZOOM) -> tuple[slice, slice]:
-    """A ``size``² window straddling the top edge of the foreground (margin > 0): inside and outside both show."""
+    """A ``size``² window centred on the top edge of the foreground (margin > 0) as shown (``np.rot90``: the highest
+    index along the second axis), so that inside and outside both show."""
     rows, cols = margin.shape
     found = np.argwhere(margin > 0)
-    centre = (found[:, 0].min(), int(found[:, 1].mean())) if len(found) else (rows // 2, cols // 2)
+    centre = (rows // 2, cols // 2)
+    if len(found):
+        top = found[:, 1].max()
+        centre = (int(np.median(found[found[:, 1] == top, 0])), int(top))
     starts = [int(np.clip(c - size // 2, 0, max(n - size, 0))) for c, n in zip(centre, (rows, cols), strict=True)]
     return slice(starts[0], starts[0] + size), slice(starts[1], starts[1] + size)
 
@@ -98,11 +102,17 @@ def artefact_figure(maps: dict[str, np.ndarray], titles: dict[str, str],
                     windows: dict[str, tuple[slice, slice]]) -> bytes:
     """Top row: each variant's foreground margin (logits of one slice, in its window); bottom row: the same minus
     its 3×3 local mean (high-pass), where a checkerboard shows as a regular ± texture."""
-    figure = Figure(figsize=(3.2 * len(maps), 6.0))
+    return to_png(artefact_maps(maps, titles, windows))
+
+
+def artefact_maps(maps: dict[str, np.ndarray], titles: dict[str, str],
+                  windows: dict[str, tuple[slice, slice]]) -> Figure:
+    """:func:`artefact_figure` as a ``Figure``."""
+    figure = Figure(figsize=(3.2 * len(maps), 6.0), layout="constrained")  # keeps colour-bar ticks off the next map
     for i, (label, logits) in enumerate(maps.items()):
         margin = foreground_margin(logits)[windows[label]]
         first = i == 0
         _show_map(figure, i + 1, len(maps), margin, titles.get(label, label), "logit margin" if first else None)
         _show_map(figure, len(maps) + i + 1, len(maps), margin - ndimage.uniform_filter(margin, 3, mode="nearest"),
                   None, "minus its 3×3 mean" if first else None)
-    return to_png(figure)
+    return figure

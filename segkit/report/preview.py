@@ -47,6 +47,8 @@ _PERCENTILE_SAMPLE = 2_000_000  # voxels used to estimate the grey window
 DISPLAY_AXES = "LAS"  # voxel order the panels are drawn in when the affine is known (radiological convention)
 EDGE_LETTERS = {  # (left, right, bottom, top) of each panel in DISPLAY_AXES order
     "axial": ("R", "L", "P", "A"), "coronal": ("R", "L", "I", "S"), "sagittal": ("P", "A", "I", "S")}
+_EDGE_WORDS = {"R": "the patient's right", "L": "the patient's left", "A": "anterior", "P": "posterior",
+               "S": "superior", "I": "inferior"}
 
 
 def class_colour(k: int) -> tuple[float, float, float]:
@@ -205,6 +207,17 @@ def display_order(affine: np.ndarray | None) -> np.ndarray | None:
     if np.isnan(orientation).any():
         return None
     return ornt_transform(orientation, axcodes2ornt(DISPLAY_AXES))
+
+
+def view_name(display_axis: int) -> str:
+    """The name of the panel perpendicular to ``display_axis`` of ``DISPLAY_AXES`` (2: ``"axial"``)."""
+    return dict(PANELS)[display_axis]
+
+
+def view_text(name: str) -> str:
+    """How the panel ``name`` is turned, in words: ``"the patient's right on the left, anterior up"``."""
+    left, _, _, top = EDGE_LETTERS[name]
+    return f"{_EDGE_WORDS[left]} on the left, {_EDGE_WORDS[top]} up"
 
 
 def _file_axis(transform: np.ndarray, axis: int) -> int:
