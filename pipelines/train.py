@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,11 @@ import yaml
 from monai.data import Dataset
 from rich.console import Console
 from segkit.pipelines.data_check import check_dataset, problem_table
+from segkit.pipelines.train_checks import check_trainable, small_deepest_stage_warning
 from torch.utils.data import Subset
 
 from segkit.config import Config, config_to_dict, load_config
 from segkit.data.cases import DatasetIndex
-from segkit.data.check_2d import image_channels
 from segkit.data.index import load_dataset
 from segkit.data.label_names import class_name_list, declared_names
 from segkit.data.loaders import training_loader, validation_dataset
@@ -69,24 +68,6 @@ class TrainResult:
     run_dir: Path
     state: TrainState
     model: torch.nn.Module  # the trained weights (not the EMA copy)
-
-
-def check_trainable(cfg: Config, size_divisor: tuple[int, ...], index: DatasetIndex, world: int = 1) -> None:
-    """Config checks that need the built model (sizes), the dataset's manifest or the number of processes."""
-    deepest = math.prod(-(-s // d) for s, d in zip(cfg.train.patch_size, size_divisor, strict=True))
-    batch = cfg.train.batch_size * (world if cfg.train.sync_batchnorm else 1)  # SyncBatchNorm pools all ranks
-    values = deepest * {"batch": batch, "instance": 1, "group": 2}[cfg.model.norm]
-    if values < 2:
-        raise ConfigError(f"train.patch_size: {list(cfg.train.patch_size)} leaves {deepest} voxel(s) at the deepest "
-                          f"stage, too few for {cfg.model.norm} norm; use a larger patch"
-                          + (" or train.batch_size" if cfg.model.norm == "batch" else " or model.norm: batch"))
-    if index.num_classes is not None and index.num_classes != cfg.model.num_classes:
-        raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but the dataset at {cfg.data.root} "
-                          f"declares {index.num_classes} labels; set model.num_classes: {index.num_classes}")
-    channels = image_channels(index, cfg.data.image_dims)  # 2D colour images: their components (RGB: 3)
-    if channels is not None and channels != cfg.model.in_channels:
-        raise ConfigError(f"model.in_channels is {cfg.model.in_channels} but the dataset at {cfg.data.root} "
-                          f"has {channels} channel(s); set model.in_channels: {channels}")
 
 
 def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config:
@@ -310,6 +291,8 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
     model = build_model(cfg.model)
     index = load_dataset(cfg.data.root, cfg.data.format)
     check_trainable(cfg, model.size_divisor, index, env.world)
+    if (warning := small_deepest_stage_warning(cfg, model.size_divisor)) is not None:
+        console.print(f"warning: {warning}", style="yellow")
     if cfg.train.albumentations:  # imported only then: albumentations takes a second to import
         from segkit.data.albu import check_on_a_patch
 
