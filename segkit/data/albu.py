@@ -40,8 +40,23 @@ def build_pipeline(specs: list[Any]) -> A.Compose:
     return A.Compose(transforms)
 
 
+def to_unit_range(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A channel-last float32 ``image`` mapped per channel onto [0, 1], albumentations' range for float images
+    (its noise, blur, brightness and sharpening clip their output to it), with the ``low`` and ``span`` that map
+    it back. The range mapped is ``[min(channel min, 0), max(channel max, 1)]``: an image already within [0, 1]
+    (``data.normalize: window``) is left as it is; a z-scored one (``ct``, ``mri``) is scaled onto it."""
+    axes = tuple(range(image.ndim - 1))
+    low = np.minimum(image.min(axis=axes), 0.0).astype(np.float32)
+    span = (np.maximum(image.max(axis=axes), 1.0) - low).astype(np.float32)
+    return (image - low) / span, low, span
+
+
 class Albumentationsd(MapTransform, Randomizable):
-    """Apply an albumentations pipeline to a channel-first 2D image and its label."""
+    """Apply an albumentations pipeline to a channel-first 2D image and its label.
+
+    The image passes through the pipeline mapped onto [0, 1] per channel (:func:`to_unit_range`) and is mapped
+    back after it, so normalised intensities (negative, or above 1) keep their values instead of being clipped.
+    """
 
     def __init__(self, image_key: str, label_key: str, pipeline: A.Compose) -> None:
         super().__init__([image_key, label_key])
@@ -56,23 +71,26 @@ class Albumentationsd(MapTransform, Randomizable):
         return None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """``data`` with its image and label transformed together by the pipeline."""
         out = dict(data)
-        image = np.ascontiguousarray(np.moveaxis(np.asarray(out[self.image_key], dtype=np.float32), 0, -1))
+        image = np.moveaxis(np.asarray(out[self.image_key], dtype=np.float32), 0, -1)
+        unit, low, span = to_unit_range(image)
         label = np.asarray(out[self.label_key])[0].astype(np.uint8)
-        result = self.pipeline(image=image, mask=label)
-        out[self.image_key] = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result["image"], -1, 0)))
+        result = self.pipeline(image=np.ascontiguousarray(unit), mask=label)
+        restored = np.asarray(result["image"], dtype=np.float32) * span + low
+        out[self.image_key] = torch.from_numpy(np.ascontiguousarray(np.moveaxis(restored, -1, 0)))
         out[self.label_key] = torch.from_numpy(np.ascontiguousarray(result["mask"]))[None]
         return out
 
 
 def check_on_a_patch(specs: list[Any], channels: int, patch_size: tuple[int, ...], seed: int = 0) -> None:
     """Apply each transform (always) to a random float32 patch of the model's channels holding negative values,
-    as normalised images do (``data.normalize`` ct/mri, or window after ``train.augment.noise``). A transform that
-    fails there, or returns NaN or infinite values, is a :class:`ConfigError` naming its entry — before training
-    starts, not mid-run."""
+    as normalised images do (``data.normalize`` ct/mri, or window after ``train.augment.noise``), mapped onto
+    [0, 1] as :class:`Albumentationsd` maps it. A transform that fails there, or returns NaN or infinite values,
+    is a :class:`ConfigError` naming its entry — before training starts, not mid-run."""
     build_pipeline(specs)  # names and parameters first, each error naming its entry
     rng = np.random.default_rng(seed)
-    image = rng.standard_normal((*patch_size, channels)).astype(np.float32)
+    image, _, _ = to_unit_range(rng.standard_normal((*patch_size, channels)).astype(np.float32))
     mask = (rng.random(patch_size) > 0.5).astype(np.uint8)
     for index, spec in enumerate(specs):
         key = f"train.albumentations[{index}] ({spec.name})"
@@ -86,5 +104,5 @@ def check_on_a_patch(specs: list[Any], channels: int, patch_size: tuple[int, ...
             raise ConfigError(f"{key}: fails on a {channels}-channel float32 patch ({reason[:160]}); remove it or "
                               "use a transform that takes such images") from None
         if not np.isfinite(result).all():
-            raise ConfigError(f"{key}: gives NaN or infinite values on negative intensities, which normalised images "
-                              "hold; remove it (for gamma, use train.augment.gamma, which rescales first)")
+            raise ConfigError(f"{key}: gives NaN or infinite values on a normalised patch; remove it or change its "
+                              "params")

@@ -155,7 +155,7 @@ def disk_cached_training_transforms(cfg: Config, cache_dir: Path) -> mt.Compose:
 
 def preprocessing_settings(cfg: DataCfg) -> str:
     """The data settings that change preprocessed arrays (the disk cache key includes them)."""
-    fields = {"spacing", "orientation", "normalize", "window", "ct_stats"}
+    fields = {"spacing", "orientation", "normalize", "window", "ct_stats", "image_dims"}  # 2: no resampling, (X, Y)
     return json.dumps(cfg.model_dump(mode="json", include=fields), sort_keys=True)
 
 

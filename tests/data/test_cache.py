@@ -73,3 +73,23 @@ def test_changed_source_or_settings_are_read_again(tiny_dataset: Path, tmp_path:
     other = _config(tiny_dataset, tmp_path / "cache", "data.window=[-100,200]")
     validation_transforms(other.data, tmp_path / "cache")(record)
     assert len(count_reads) == 6
+
+
+def test_a_2d_reading_of_a_flat_volume_is_not_served_its_3d_cache(tmp_path: Path) -> None:
+    """A NIfTI of shape (X, Y, 1) preprocessed as a volume (data.image_dims 3) and as a 2D image (2) gives arrays of
+    different shapes; the cache used to key both alike and served the 4D array to 2D training."""
+    import numpy as np
+
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    rng = np.random.default_rng(0)
+    image, label = tmp_path / "image.nii.gz", tmp_path / "label.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(rng.normal(0, 100, (12, 10, 1)).astype(np.float32), affine), image)
+    nibabel.save(nibabel.Nifti1Image((rng.random((12, 10, 1)) > 0.5).astype(np.uint8), affine), label)
+    record = {"image": str(image), "label": str(label), "case_id": "flat"}
+    common = ["data.spacing=null", "data.cache=disk", f"data.cache_dir={tmp_path / 'cache'}"]
+    volume = load_config("demo_unet_resnet34.yaml", common)
+    flat = load_config("demo_unet_resnet34.yaml", [*common, "data.image_dims=2", "model.spatial_dims=2",
+                                                   "train.patch_size=[32,32]", "infer.roi_size=[32,32]"])
+    assert validation_transforms(volume.data, tmp_path / "cache")(record)["image"].shape == (1, 12, 10, 1)
+    served = validation_transforms(flat.data, tmp_path / "cache")(record)
+    assert served["image"].shape == (1, 12, 10) and served["label"].shape == (1, 12, 10)
