@@ -20,16 +20,23 @@ so that each class wins a third of the window's voxels (exact quantiles, a few s
 segkit's side is the product path: ``run_prediction`` on the files (reader threads -> device -> writer threads),
 timed as the wall time of the whole folder divided by N; it includes loading the checkpoint and building the
 model (that cost is also reported on its own). The per-stage seconds come from its manifest.jsonl (read,
-compute, write; they overlap in the pipeline). MONAI's side is the standard tutorial pipeline, case by case:
-LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(1.5, bilinear) -> ScaleIntensityRanged ->
-sliding_window_inference (same roi, windows per pass, overlap, blending and autocast) -> Invertd
-(nearest_interp=False) -> AsDiscreted(argmax) -> SaveImaged(uint8, resample=False), each stage timed (CUDA
-synchronised). As in MONAI's tutorials the image is moved to the device only for the sliding window, and the
+compute, write; they overlap in the pipeline). MONAI's side is the standard tutorial pipeline as MONAI's own
+inference bundle (model-zoo spleen_ct_segmentation, configs/inference.json) runs it: a ``Dataset`` of the files
+behind a ``DataLoader(batch_size=1, num_workers=--monai-workers)`` (default: as many worker processes as segkit
+has reader threads, so that loading overlaps inference on both sides; 0 gives the old case-by-case run) doing
+LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(1.5, bilinear) -> ScaleIntensityRanged, then
+in the main process per decollated case sliding_window_inference (same roi, windows per pass, overlap, blending
+and autocast) -> Invertd (nearest_interp=False) -> AsDiscreted(argmax) -> SaveImaged(uint8, resample=False),
+each stage timed (CUDA synchronised; "load+preprocess" is the wait for the loader's next case plus any device
+preprocessing). As in MONAI's tutorials the image is moved to the device only for the sliding window, and the
 logits stay where it leaves them (the GPU) for Invertd and argmax. With ``--device cuda`` (or ``--monai-best``
-on CPU) also MONAI's "best practice" variant: EnsureTyped(device) right after EnsureChannelFirstd so that
-orientation, resampling and intensity scaling run on the GPU, the model in channels_last_3d (CUDA only; a copy
-with the same weights), 8 windows per pass, and the label map cast to uint8 on the device before saving. Output
-files are gzip level 1 on both sides (segkit's infer.compression_level, nibabel's default for MONAI).
+on CPU) also MONAI's "best practice" variant: the loader's workers only read (LoadImaged, EnsureChannelFirstd),
+then EnsureTyped(device) so that orientation, resampling and intensity scaling run on the GPU, the model in
+channels_last_3d where its norm keeps that layout (CUDA, batch or group norm; PyTorch's instance norm converts
+layouts at every norm and is slower channels-last: forward_variants.py, so instance-norm models stay
+contiguous; a copy with the same weights), 8 windows per pass, and the label map cast to uint8 on the device
+before saving. Output files are gzip level 1 on both sides (segkit's infer.compression_level, nibabel's default
+for MONAI).
 
 Precision is the same on both sides: by default bf16, the issue's pipeline precision, on CUDA and on CPUs that
 compute bf16 in hardware (AMX or AVX512-BF16; segkit: ``segkit predict --precision bf16``, oneDNN-packed bf16
@@ -39,10 +46,11 @@ on AMX (docs/PREDICTION.md): MONAI's NaN/Inf logits are counted per case and rep
 
 Each side first predicts one untimed warm-up case (lazy initialisation: imports, cuDNN, thread pools); then
 ``--repeats`` folder runs alternate segkit, MONAI (, MONAI best). Both sides read the same files (in the page
-cache after generation and warm-up). The outputs of the last repeat are compared case by case: same shape, same
-affine (1e-4) and the mean foreground Dice between segkit's and MONAI's label maps; the script exits non-zero
-if any Dice is below 0.99 or any geometry differs. Prints a table and, with --json, writes the same numbers
-with versions, device, date and the command line.
+cache after generation; with a reused --data folder only the warm-up case is sure to be, and segkit reads first in
+each repeat, so a cold read falls on segkit's side). The outputs of the last repeat are compared case by case:
+same shape, same affine (1e-4) and the mean foreground Dice between segkit's and MONAI's label maps; the script
+exits non-zero if any Dice is below 0.99 or any geometry differs. Prints a table and, with --json, writes the
+same numbers with versions, device, date and the command line.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ import numpy as np
 import torch
 from machine import device_name
 from monai import transforms as mt
+from monai.data import DataLoader, Dataset, decollate_batch
 from monai.inferers import sliding_window_inference
 from rich.console import Console
 from rich.table import Table
@@ -110,6 +119,8 @@ def _parse_args() -> argparse.Namespace:
                         help="both sides (default: bf16, the issue's pipeline, on CUDA and on CPUs with AMX or "
                              "AVX512-BF16; fp32 on other CPUs)")
     parser.add_argument("--workers", type=int, default=2, help="segkit's reader and writer threads (each)")
+    parser.add_argument("--monai-workers", type=int,
+                        help="MONAI's DataLoader worker processes (default: --workers; 0: load in the main process)")
     parser.add_argument("--repeats", type=int, default=1, help="folder runs per side, alternating")
     parser.add_argument("--monai-best", action="store_true", help="also MONAI's best practice (always on CUDA)")
     parser.add_argument("--seed", type=int, default=0)
@@ -121,6 +132,7 @@ def _parse_args() -> argparse.Namespace:
     args.sw_batch = args.sw_batch or (8 if cuda else 2)
     args.precision = args.precision or ("bf16" if cuda or cpu_has_native_bf16() else "fp32")
     args.monai_best = args.monai_best or cuda
+    args.monai_workers = args.workers if args.monai_workers is None else args.monai_workers
     return args
 
 
@@ -285,13 +297,17 @@ def make_model(cfg: Config, first_case: Path, device: torch.device, work: Path) 
 
 @dataclass
 class MonaiVariant:
-    """One MONAI pipeline: preprocessing, the model (as it runs) and its settings; results per folder run."""
+    """One MONAI pipeline: preprocessing (all of it, for Invertd; its host part, run by the loader's workers;
+    the rest, run in the main process), the model (as it runs) and its settings; results per folder run."""
 
     name: str
     pre: mt.Compose
+    host_pre: mt.Compose
+    device_pre: mt.Compose | None
     model: torch.nn.Module
     sw_batch: int
     uint8_on_device: bool
+    channels_last: bool
     walls: list[float] = field(default_factory=list)  # folder wall / N, per repeat
     cases: list[dict[str, float]] = field(default_factory=list)  # stage seconds per case (all repeats)
     nonfinite_logits: list[int] = field(default_factory=list)  # NaN/Inf voxels of the blended logits, per case
@@ -299,21 +315,25 @@ class MonaiVariant:
 
 
 def monai_variant(cfg: Config, model: torch.nn.Module, device: torch.device, best: bool) -> MonaiVariant:
-    """The standard tutorial chain, or (best) with EnsureTyped(device) first and a channels-last model on CUDA."""
+    """The standard tutorial chain (all of it in the loader's workers), or (best) the workers only reading, then
+    EnsureTyped(device) and the rest on the device, with a channels-last model where that is faster (CUDA, a norm
+    other than PyTorch's instance norm, which converts layouts at every norm: forward_variants.py)."""
     image, low, high = "image", *cfg.data.window
+    read = [mt.LoadImaged(image), mt.EnsureChannelFirstd(image)]
     to_device = [mt.EnsureTyped(image, device=device, track_meta=True)] if best else []
-    pre = mt.Compose([
-        mt.LoadImaged(image), mt.EnsureChannelFirstd(image), *to_device,
-        mt.Orientationd(image, axcodes="RAS"), mt.Spacingd(image, pixdim=cfg.data.spacing, mode="bilinear"),
-        mt.ScaleIntensityRanged(image, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
-    ])
+    rest = [mt.Orientationd(image, axcodes="RAS"), mt.Spacingd(image, pixdim=cfg.data.spacing, mode="bilinear"),
+            mt.ScaleIntensityRanged(image, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)]
+    pre = mt.Compose([*read, *to_device, *rest])  # the same transform objects: Invertd matches them by id
+    host_pre, device_pre = (mt.Compose(read), mt.Compose([*to_device, *rest])) if best else (pre, None)
+    channels_last = best and device.type == "cuda" and cfg.model.norm != "instance"
     if best:
         model = copy.deepcopy(model)
-        if device.type == "cuda":
+        if channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
     model = model.to(device).eval()
-    return MonaiVariant("MONAI best practice" if best else "MONAI standard", pre, model,
-                        BEST_SW_BATCH if best else cfg.infer.sw_batch_size, uint8_on_device=best)
+    return MonaiVariant("MONAI best practice" if best else "MONAI standard", pre, host_pre, device_pre, model,
+                        BEST_SW_BATCH if best else cfg.infer.sw_batch_size, uint8_on_device=best,
+                        channels_last=channels_last)
 
 
 class _Stopwatch:
@@ -347,12 +367,15 @@ def _post(variant: MonaiVariant, out_dir: Path) -> tuple[mt.Compose, mt.SaveImag
 
 
 @torch.no_grad()
-def monai_case(variant: MonaiVariant, cfg: Config, path: Path, post: tuple, device: torch.device) -> dict:
-    """One case through the MONAI pipeline; seconds per stage."""
+def monai_case(variant: MonaiVariant, cfg: Config, cases, post: tuple, device: torch.device) -> dict:
+    """The loader's next case through the rest of the MONAI pipeline; seconds per stage ("load+preprocess": the
+    wait for the loader plus any preprocessing on the device)."""
     invert, save = post
     amp = autocast_dtype(device, cfg.train.precision)
     watch = _Stopwatch(device)
-    data = variant.pre({"image": str(path)})
+    data = decollate_batch(next(cases))[0]  # batch_size 1, as in MONAI's tutorials and bundles
+    if variant.device_pre is not None:
+        data = variant.device_pre(data)
     watch.lap("load+preprocess")
     with autocast(device, amp):
         logits = sliding_window_inference(data["image"].unsqueeze(0).to(device), cfg.roi_size, variant.sw_batch,
@@ -370,11 +393,17 @@ def monai_case(variant: MonaiVariant, cfg: Config, path: Path, post: tuple, devi
     return watch.laps
 
 
-def run_monai(variant: MonaiVariant, cfg: Config, files: list[Path], out_dir: Path, device: torch.device) -> None:
-    """All cases in turn; records the folder wall time per case and each case's stages."""
+def run_monai(variant: MonaiVariant, cfg: Config, files: list[Path], out_dir: Path, device: torch.device,
+              workers: int) -> None:
+    """All cases through a DataLoader with ``workers`` worker processes (started inside the wall, as segkit's
+    threads are); records the folder wall time per case and each case's stages."""
     post = _post(variant, out_dir)
     variant.check_seconds, started = 0.0, time.perf_counter()
-    variant.cases += [monai_case(variant, cfg, path, post, device) for path in files]
+    loader = DataLoader(Dataset([{"image": str(p)} for p in files], transform=variant.host_pre), batch_size=1,
+                        shuffle=False, num_workers=workers)
+    cases = iter(loader)
+    variant.cases += [monai_case(variant, cfg, cases, post, device) for _ in files]
+    del cases  # the workers end here, inside the wall
     variant.walls.append((time.perf_counter() - started - variant.check_seconds) / len(files))
 
 
@@ -452,7 +481,8 @@ def _environment(device: torch.device) -> dict:
             "command": shlex.join(sys.orig_argv)}
 
 
-def _setup(args: argparse.Namespace, cfg: Config, device: torch.device, model_info: dict, written: int) -> dict:
+def _setup(args: argparse.Namespace, cfg: Config, device: torch.device, model_info: dict, written: int,
+           variants: list[MonaiVariant]) -> dict:
     amp = autocast_dtype(device, cfg.train.precision)
     return {"cases": args.cases, "size": list(args.size), "spacing_mm": list(SPACING_MM), "gzip_level": GZIP_LEVEL,
             "volumes_written_now": written, "config": args.config, "norm": cfg.model.norm,
@@ -460,7 +490,9 @@ def _setup(args: argparse.Namespace, cfg: Config, device: torch.device, model_in
             "roi": list(cfg.roi_size), "overlap": cfg.infer.overlap, "blend": cfg.infer.blend,
             "sw_batch": cfg.infer.sw_batch_size, "best_sw_batch": BEST_SW_BATCH,
             "precision": str(amp).removeprefix("torch.") if amp is not None else "fp32",
-            "segkit_workers": args.workers, "segkit_output_gzip_level": cfg.infer.compression_level,
+            "segkit_workers": args.workers, "monai_loader_workers": args.monai_workers,
+            "monai_best_channels_last": any(v.channels_last for v in variants),
+            "segkit_output_gzip_level": cfg.infer.compression_level,
             "monai_output_gzip_level": nib.openers.Opener.default_compresslevel, "repeats": args.repeats,
             "warmup": "one untimed case per side before timing", **model_info}
 
@@ -475,7 +507,9 @@ def _table(results: dict) -> Table:
              f"{setup['precision']}, {env['device']}")
     caption = ("s/case = folder wall / N (median over repeats). min-max: segkit over repeats (its cases overlap in "
                "the pipeline), MONAI over single cases. Stage columns: mean s per case (segkit: read | compute incl. "
-               "resample back + argmax | write, overlapping). segkit's wall includes checkpoint -> model "
+               "resample back + argmax | write, overlapping; MONAI: load+pre = wait for its DataLoader "
+               f"({setup['monai_loader_workers']} workers) + device preprocessing). "
+               "segkit's wall includes checkpoint -> model "
                f"({setup['segkit_checkpoint_to_model_s']:.2f} s per folder run), MONAI's model is built beforehand. "
                "One untimed warm-up case per side. ratio = MONAI / segkit s/case (> 1: segkit faster); "
                "min Dice = lowest mean foreground Dice of MONAI's label maps against segkit's")
@@ -505,14 +539,14 @@ def _timed_runs(args, cfg, device, files, side, variants, work) -> None:
     side.walls.clear()
     side.stages.clear()
     for v in variants:
-        run_monai(v, cfg, files[:1], work / f"warmup-{v.name.replace(' ', '-')}", device)
+        run_monai(v, cfg, files[:1], work / f"warmup-{v.name.replace(' ', '-')}", device, args.monai_workers)
         v.walls.clear()
         v.cases.clear()
         v.nonfinite_logits.clear()
     for r in range(args.repeats):
         run_segkit(side, files, work / f"segkit-{r}", device)
         for v in variants:
-            run_monai(v, cfg, files, work / f"{v.name.replace(' ', '-')}-{r}", device)
+            run_monai(v, cfg, files, work / f"{v.name.replace(' ', '-')}-{r}", device, args.monai_workers)
 
 
 def main() -> None:
@@ -540,7 +574,8 @@ def main() -> None:
         last = args.repeats - 1
         checks = {v.name: compare(files, work / f"segkit-{last}", work / f"{v.name.replace(' ', '-')}-{last}")
                   for v in variants}
-    results = {"setup": _setup(args, cfg, device, model_info, written), "environment": _environment(device),
+    results = {"setup": _setup(args, cfg, device, model_info, written, variants),
+               "environment": _environment(device),
                "sides": _summaries(side, variants, checks)}
     console.print(_table(results))
     env = results["environment"]

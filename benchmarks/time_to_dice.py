@@ -1,10 +1,11 @@
 """Training time until the held-out mean foreground Dice first reaches a target: segkit's demo recipe against a
 MONAI-tutorial baseline, same phantoms, same split, same machine, one run.
 
-    python benchmarks/time_to_dice.py                          # make bench: 20 phantoms, organ + vessel, 0.90
+    python benchmarks/time_to_dice.py                          # make bench: 20 phantoms, the organ, 0.90
     python benchmarks/time_to_dice.py --classes 3 --target 0.85 --cap 3 --json out.json
 
-Data: seeded synthetic CT phantoms (``segkit data synth``; --classes 2 labels the organ and the vessel), written
+Data: seeded synthetic CT phantoms (``segkit data synth``; the default --classes 1 labels the organ, --classes 2
+the organ and the vessel), written
 once to ``--data`` (reused when present) or a temp folder. Both sides train on segkit's training split of
 ``imagesTr`` and validate on its validation split (the held-out cases; ``imagesTs`` is not used).
 
@@ -14,7 +15,8 @@ norm, Dice+CE, AdamW 2e-3 with a 400-step poly schedule, 2 patches of 64x64x32 p
 tutorial's recipe on the same data: LoadImaged, EnsureChannelFirstd, ScaleIntensityRanged (segkit's HU window),
 CropForegroundd, Orientationd(RAS), Spacingd (segkit's spacing), SpatialPadd to the patch size,
 RandCropByPosNegLabeld (segkit's patch size,
-pos 1, neg 1, 4 samples), CacheDataset, DataLoader(batch 2, shuffled), MONAI UNet (16-32-64-128-256, strides 2,
+pos 1, neg 1, 4 samples), CacheDataset, DataLoader(batch 2, shuffled: 2 volumes x 4 patches = 8 patches per
+step, against segkit's 2), MONAI UNet (16-32-64-128-256, strides 2,
 2 residual units, batch norm), DiceCELoss(softmax), Adam 1e-4; validated every ``--val-every`` steps too.
 
 Both validate whole preprocessed volumes with the same sliding window (segkit's roi, overlap 0.5, Gaussian) and
