@@ -18,6 +18,7 @@ Anything else that does not match (missing or unexpected keys, shapes) is a
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from pathlib import Path
 
@@ -39,6 +40,10 @@ SHOWN_KEYS = 5
 _LEGACY_DENSENET = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
 )
+
+# the class or function torch's weights_only unpickler refused, e.g. "GLOBAL posix.system"
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
 
 StateDict = dict[str, torch.Tensor]
 
@@ -101,8 +106,25 @@ def _read_state_dict(path: Path) -> StateDict:
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # missing, truncated, not a checkpoint, or refused by weights_only: all the file's fault
-        raise _error(path, f"cannot be read ({_first_line(exc)})") from exc
+        raise _error(path, _read_problem(exc)) from exc
     return _unwrap(loaded, path)
+
+
+def _read_problem(exc: Exception) -> str:
+    """What went wrong reading the file, in segkit's terms: torch's weights_only refusal advises
+    ``weights_only=False``, which segkit never uses."""
+    if isinstance(exc, FileNotFoundError):
+        return "cannot be read: there is no such file (check the path)"
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and text.startswith("Weights only load failed"):
+        blocked = _BLOCKED_GLOBAL.search(text)
+        if blocked:
+            return (f"cannot be read: it pickles the Python object {blocked[1]}, and segkit unpickles tensors only "
+                    f"(weights_only=True); re-save just the weights where you trust the file, e.g. "
+                    f"torch.save(model.state_dict(), path) or safetensors' save_file")
+        detail = _UNPICKLER_DETAIL.search(text)
+        return f"cannot be read: it is not a PyTorch weights file ({detail[1] if detail else 'unpickling failed'})"
+    return f"cannot be read ({_first_line(exc)})"
 
 
 def _unwrap(loaded: object, path: Path) -> StateDict:
@@ -191,4 +213,5 @@ def _check_match(state: StateDict, target: StateDict, path: Path) -> None:
                 ((missing, "missing keys"), (unexpected, "unexpected keys"), (mismatched, "shape mismatches"))
                 if keys]
     if problems:
-        raise _error(path, f"does not match the encoder: {'; '.join(problems)}")
+        raise _error(path, f"does not match the encoder: {'; '.join(problems)} (use weights of the same variant as "
+                           f"model.encoder, e.g. resnet34 weights for encoder resnet34)")

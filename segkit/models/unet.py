@@ -22,11 +22,13 @@ from segkit.registry import ENCODERS
 
 
 class UNet(nn.Module):
-    """A UNet whose encoder is any registered encoder; outputs logits at input resolution.
+    """A UNet whose encoder is any registered encoder; outputs logits (no softmax) at input resolution.
 
-    Deep-supervision heads exist on every decoder stage but the last (so checkpoints
-    always load); in training mode with ``deep_supervision`` the forward pass returns
-    ``[logits, aux_1, aux_2, ...]`` from the highest resolution down.
+    Usually made by :func:`build_model`. ``in_channels`` (from the encoder's first convolution) and
+    ``num_classes`` say what it takes and gives. Deep-supervision heads exist on every decoder stage but the
+    last (so checkpoints always load); in training mode with ``deep_supervision`` the forward pass returns
+    ``[logits, aux_1, aux_2, ...]`` from the highest resolution down, each at its own resolution
+    (``output_reductions``).
     """
 
     def __init__(self, encoder: Encoder, decoder: UNetDecoder, spatial_dims: int, num_classes: int,
@@ -37,8 +39,20 @@ class UNet(nn.Module):
         self.head = conv(spatial_dims, decoder.stage_channels[-1], num_classes, 1, bias=True)
         self.aux_heads = nn.ModuleList(conv(spatial_dims, c, num_classes, 1, bias=True)
                                        for c in decoder.stage_channels[:-1])
-        self.aux_heads.requires_grad_(deep_supervision)  # unused heads must not wait for gradients (DDP)
+        first_conv = next((m for m in encoder.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        self.in_channels = first_conv.in_channels if first_conv is not None else None
+        self.num_classes = num_classes
         self.deep_supervision = deep_supervision
+
+    @property
+    def deep_supervision(self) -> bool:
+        """Whether training-mode forward passes also return the auxiliary outputs; settable after building."""
+        return self._deep_supervision
+
+    @deep_supervision.setter
+    def deep_supervision(self, enabled: bool) -> None:
+        self._deep_supervision = bool(enabled)
+        self.aux_heads.requires_grad_(self._deep_supervision)  # unused heads must not wait for gradients (DDP)
 
     @property
     def size_divisor(self) -> tuple[int, ...]:
@@ -51,12 +65,13 @@ class UNet(nn.Module):
         return list(reversed(self.decoder.stage_reductions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits ``(batch, num_classes, *spatial)`` for ``x`` of shape ``(batch, in_channels, *spatial)``, any
+        spatial size; with deep supervision in training mode the list ``[logits, aux_1, aux_2, …]``."""
+        self._check_input(x)
         spatial = x.shape[2:]
-        if len(spatial) != len(self.size_divisor):
-            raise ValueError(f"a {len(self.size_divisor)}D UNet takes (batch, channels, {len(self.size_divisor)} "
-                             f"spatial axes); got a tensor of shape {tuple(x.shape)}")
         padding = _padding(spatial, self.size_divisor)
-        if any(padding):
+        # a traced graph (torch.jit.trace, ONNX) keeps the padding even for an example that needs none
+        if torch.jit.is_tracing() or any(padding):
             x = F.pad(x, [p for pad in reversed(padding) for p in (0, pad)])
         outputs = self.decoder(self.encoder(x))
         logits = self.head(outputs[-1])[(..., *(slice(0, s) for s in spatial))]
@@ -65,6 +80,23 @@ class UNet(nn.Module):
         aux = [self._crop(head(out), spatial, x.shape[2:]) for head, out in zip(self.aux_heads, outputs[:-1],
                                                                                     strict=True)]
         return [logits, *reversed(aux)]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Foreseeable mistakes as one line, before torch reports them on the padded tensor deep inside."""
+        dims = len(self.size_divisor)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            kind = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+            raise TypeError(f"the UNet takes a floating-point torch.Tensor (e.g. x.float()); got {kind}")
+        if x.dim() != dims + 2:
+            raise ValueError(f"a {dims}D UNet takes (batch, channels, {dims} spatial axes); got a tensor of shape "
+                             f"{tuple(x.shape)}")
+        if torch.jit.is_tracing():  # sizes are traced tensors there: a Python comparison would freeze them
+            return
+        if self.in_channels is not None and x.shape[1] != self.in_channels:
+            raise ValueError(f"the UNet was built with in_channels={self.in_channels} but the input has {x.shape[1]} "
+                             f"channels (shape {tuple(x.shape)}, read as (batch, channels, *spatial))")
+        if min(x.shape[2:]) < 1:
+            raise ValueError(f"every spatial axis needs at least 1 voxel; got a tensor of shape {tuple(x.shape)}")
 
     @staticmethod
     def _crop(aux: torch.Tensor, spatial: torch.Size, padded: torch.Size) -> torch.Tensor:
@@ -110,11 +142,15 @@ def _without_initialisation() -> Iterator[None]:
 
 
 def build_model(cfg: ModelCfg, initialise: bool = True) -> UNet:
-    """Build the UNet described by ``cfg`` (names resolve through the registries).
+    """Build the UNet described by ``cfg``, a :class:`segkit.config.ModelCfg` (names resolve through the registries).
 
     ``initialise=False`` is for loading a checkpoint: parameters are left uninitialised and
     ``model.encoder_weights`` is not read (the checkpoint holds every weight; load it strictly).
+    Raises :class:`~segkit.errors.UnknownNameError` for an unknown encoder, upsampling mode or fusion,
+    :class:`ConfigError` for strides or ``decoder_channels`` that do not fit the encoder, and
+    :class:`~segkit.errors.CheckpointError` for an ``encoder_weights`` file that cannot be loaded.
     """
+    _require_model_cfg(cfg, "build_model")
     if not initialise:
         with _without_initialisation():
             return _build(cfg, load_pretrained=False)
@@ -122,10 +158,22 @@ def build_model(cfg: ModelCfg, initialise: bool = True) -> UNet:
 
 
 def check_model_config(cfg: ModelCfg) -> None:
-    """Raise the :class:`ConfigError` that :func:`build_model` would (strides, decoder_channels against the
-    encoder's stages) without allocating a weight: the model is built on the meta device."""
+    """Raise the error that :func:`build_model` would (an unknown name, strides or decoder_channels against the
+    encoder's stages) without allocating a weight: the model is built on the meta device and
+    ``encoder_weights`` is not read."""
+    _require_model_cfg(cfg, "check_model_config")
     with torch.device("meta"), _without_initialisation():
         _build(cfg, load_pretrained=False)
+
+
+def _require_model_cfg(cfg: object, caller: str) -> None:
+    if isinstance(cfg, ModelCfg):
+        return
+    if isinstance(getattr(cfg, "model", None), ModelCfg):
+        hint = f"pass its model section, {caller}(config.model)"
+    else:
+        hint = "make one with ModelCfg(**options) or ModelCfg(spatial_dims=2, encoder='resnet34', num_classes=2)"
+    raise TypeError(f"{caller} takes a segkit.config.ModelCfg, got a {type(cfg).__name__}: {hint}")
 
 
 def _build(cfg: ModelCfg, load_pretrained: bool) -> UNet:

@@ -252,3 +252,36 @@ def test_file_without_a_state_dict_is_refused(tmp_path: Path) -> None:
     path = save({"epoch": 3, "lr": 0.1}, tmp_path / "weights.pth")
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
         load_encoder_weights(meta_rgb_2d("resnet18"), path)
+
+
+def test_a_pickled_object_is_named_without_torchs_advice_to_unpickle_it(tmp_path: Path) -> None:
+    """Before: torch's text, which advises ``weights_only=False`` (segkit never does that) and names no fix."""
+    path = tmp_path / "weights.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "payload": Payload(tmp_path / "never")}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder_weights(meta_rgb_2d("resnet18"), path)
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and str(path) in message
+    assert "it pickles the Python object io.open" in message
+    assert "torch.save(model.state_dict(), path)" in message and "weights_only` set to `False`" not in message
+
+
+@pytest.mark.parametrize(("filename", "content", "problem"), [
+    ("weights.pth", b"not a checkpoint", "it is not a PyTorch weights file (Unsupported operand"),
+    ("absent.pth", None, "there is no such file (check the path)"),
+])
+def test_unreadable_files_say_why_in_segkits_terms(filename: str, content: bytes | None, problem: str,
+                                                   tmp_path: Path) -> None:
+    path = tmp_path / filename
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder_weights(meta_rgb_2d("resnet18"), path)
+    assert problem in str(caught.value) and "weights_only` set to `False`" not in str(caught.value)
+
+
+def test_a_file_of_another_variant_says_what_to_use(tmp_path: Path) -> None:
+    path = save(zeros_state("resnet34"), tmp_path / "resnet34.pth")
+    with pytest.raises(CheckpointError, match=r"\(use weights of the same variant as model.encoder, e.g. resnet34 "
+                                              r"weights for encoder resnet34\)$"):
+        load_encoder_weights(meta_rgb_2d("resnet18"), path)
