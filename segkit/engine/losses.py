@@ -56,7 +56,8 @@ def build_loss(name: str, class_weights: list[float] | None = None,
     """The registered loss ``name``; with ``reductions`` (one per deep-supervision output, full resolution first,
     e.g. ``UNet.output_reductions``) applied to each output against the labels sampled to its grid.
 
-    Level ``l`` (0 = full resolution) is weighted by 0.5**l, weights normalised to sum to 1 (nnU-Net).
+    Level ``l`` (0 = full resolution) is weighted by 0.5**l, weights normalised to sum to 1 (nnU-Net's halving;
+    nnU-Net also gives the coarsest output weight 0, segkit keeps it: docs/TRAINING.md).
     """
     loss = LOSSES.get(name)(class_weights) if class_weights else LOSSES.get(name)()
     if reductions is None or len(reductions) <= 1:

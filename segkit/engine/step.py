@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +41,24 @@ class Optimisation:
 
 def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
     """An EMA copy of ``model`` (parameters and buffers): w ← decay·w + (1 − decay)·w_model after each step
-    (the first update copies the weights, as torch's AveragedModel does)."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    (the first update copies the weights, as torch's AveragedModel does). Integer buffers (batch norm's
+    ``num_batches_tracked``) are copied: torch's EMA blends and truncates them, which froze the count at 1."""
+    return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
+
+
+def _ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """torch's EMA update for floating-point tensors; a copy for the others (AveragedModel groups them by dtype)."""
+    blend = get_ema_multi_avg_fn(decay)
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], count: torch.Tensor) -> None:
+        if averaged[0].is_floating_point() or averaged[0].is_complex():
+            blend(averaged, current, count)
+        else:
+            for mine, theirs in zip(averaged, current, strict=True):
+                mine.copy_(theirs)
+
+    return update
 
 
 def make_scaler(device: torch.device, amp_dtype: torch.dtype | None) -> torch.amp.GradScaler | None:

@@ -136,6 +136,7 @@ class Trainer:
                 self._count_step(loss, now - mark, lr)
                 if not math.isfinite(loss):
                     self._refuse_diverged(loss, lr)
+                self._refuse_stalled_scaler(lr)
                 progress.update(task, completed=state.global_step, epoch=state.epoch + 1, lr=lr,
                                  loss=state.epoch_loss_sum / state.epoch_steps)
                 if state.global_step % schedule.steps_per_epoch == 0:
@@ -190,6 +191,20 @@ class Trainer:
         raise TrainingError(f"training diverged at step {self.state.global_step}: the loss is {loss} and the weights "
                             f"are no longer finite (learning rate {lr:g}) — lower train.lr, set train.grad_clip "
                             f"or use train.precision: fp32, then train again{saved}")
+
+    def _refuse_stalled_scaler(self, lr: float) -> None:
+        """fp16's gradient scaler halves its scale at each step it skips (non-finite gradients) and doubles it only
+        after 2000 clean ones. Below 1 it has skipped step after step: the loss or the gradients overflow float16
+        even unscaled, every step is skipped and the weights no longer change — stop instead of training on."""
+        scaler = self.opt.scaler
+        if scaler is None or scaler.get_scale() >= 1.0:
+            return
+        saved = f"; last/ holds the run at step {self._saved_step}" if self._saved_step else ""
+        raise TrainingError(f"training stalled at step {self.state.global_step}: fp16's gradient scaler skipped step "
+                            f"after step (its scale fell to {scaler.get_scale():g}), so the weights stopped changing: "
+                            f"the loss or the gradients overflow float16 (learning rate {lr:g}) — set "
+                            f"train.precision: fp32 (or bf16 on a GPU that has it) or lower train.lr, then train "
+                            f"again{saved}")
 
     def _end_epoch(self, progress: Any) -> None:
         state, epoch = self.state, self.state.epoch + 1

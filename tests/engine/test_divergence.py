@@ -74,3 +74,24 @@ def test_a_non_finite_loss_with_finite_weights_goes_on(tmp_path: Path, monkeypat
     monkeypatch.setattr("segkit.engine.trainer.run_step", lambda opt, batches: next(losses))
     trainer = _trainer(tmp_path, lr=0.01, saved=[], scaled=True)
     assert trainer.fit(_batches()).global_step == 6
+
+
+def test_an_fp16_run_whose_every_step_overflows_stops_instead_of_training_on(tmp_path: Path) -> None:
+    """Before: the scaler skipped all 40 steps (scale 65536 → 4e-8), the weights never changed and the run ended as if
+    trained. A forward pass that overflows float16 gives a NaN loss at every step, which no loss scale can fix."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    initial = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    opt = Optimisation(model, model, torch.nn.MSELoss(), optimizer,
+                       torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), torch.device("cpu"),
+                       torch.float16, scaler=torch.amp.GradScaler("cpu"))
+    trainer = Trainer(opt, Schedule(epochs=1, steps_per_epoch=40), lambda _model: {"mean_dice": 0.5},
+                      save=lambda name, snap: None, log=RecordingLog(tmp_path), console=Console(quiet=True))
+    huge = ({"image": 1e6 * batch["image"], "label": batch["label"]} for batch in _batches())  # > float16's 65504
+    with pytest.raises(TrainingError) as error:
+        trainer.fit(huge)
+    assert trainer.state.global_step == 17  # 65536 halved 17 times falls below 1
+    assert "training stalled at step 17: fp16's gradient scaler skipped step after step" in str(error.value)
+    assert "set train.precision: fp32" in str(error.value) and "\n" not in str(error.value)
+    assert all(torch.equal(a, b) for a, b in zip(initial, model.parameters(), strict=True))

@@ -100,6 +100,22 @@ def test_ema_weights_follow_the_exponential_average() -> None:
     assert not torch.equal(opt.evaluated.weight, model.weight)
 
 
+def test_ema_averages_batch_norm_statistics_and_keeps_its_batch_count() -> None:
+    """Before: torch's EMA blended the integer ``num_batches_tracked`` and truncated it, so the saved EMA copy
+    counted 1 batch after any number of steps."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(2, 3, 1), nn.BatchNorm3d(3))
+    opt = _opt(model)
+    opt.ema = make_ema(model, 0.9)
+    run_step(opt, [_batch(4)])
+    expected = model[1].running_mean.clone()
+    for seed in (5, 6):
+        run_step(opt, [_batch(seed)])
+        expected = 0.9 * expected + 0.1 * model[1].running_mean
+    torch.testing.assert_close(opt.evaluated[1].running_mean, expected)  # float buffers: the average
+    assert int(opt.evaluated[1].num_batches_tracked) == int(model[1].num_batches_tracked) == 3
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_steps_run_on_cpu(dtype: torch.dtype) -> None:
     from segkit.engine.step import make_scaler

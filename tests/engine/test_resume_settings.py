@@ -32,12 +32,15 @@ class Recorder(RunLog):
         self.steps.append(record)
 
 
-def _batches(micro: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Micro-batch ``n`` is a function of ``n`` only, as the training stream is."""
+def _batches(micro: int, overflowing: tuple[int, ...] = ()) -> Iterator[dict[str, torch.Tensor]]:
+    """Micro-batch ``n`` is a function of ``n`` only, as the training stream is; those in ``overflowing`` hold an
+    infinite voxel (fp16's scaler skips their step and halves its scale)."""
     while True:
         generator = torch.Generator().manual_seed(micro)
-        yield {"image": torch.randn(2, 2, 4, 4, 4, generator=generator),
-               "label": torch.randint(0, 3, (2, 1, 4, 4, 4), generator=generator)}
+        image = torch.randn(2, 2, 4, 4, 4, generator=generator)
+        if micro in overflowing:
+            image[0, 0, 0, 0, 0] = float("inf")
+        yield {"image": image, "label": torch.randint(0, 3, (2, 1, 4, 4, 4), generator=generator)}
         micro += 1
 
 
@@ -60,17 +63,18 @@ def _trainer(tmp_path: Path, cfg: TrainCfg, saved: dict, amp: torch.dtype | None
                    Recorder(tmp_path), Console(quiet=True))
 
 
-def _resume(tmp_path: Path, cfg: TrainCfg, saved: dict, amp: torch.dtype | None = None) -> Trainer:
+def _resume(tmp_path: Path, cfg: TrainCfg, saved: dict, amp: torch.dtype | None = None,
+            overflowing: tuple[int, ...] = ()) -> Trainer:
     snapshot, blob = saved["last"]
     trainer = _trainer(tmp_path, cfg, {}, amp)
     trainer.restore(snapshot.weights, snapshot.train_weights, torch.load(io.BytesIO(blob), weights_only=True),
                     snapshot.state)
-    trainer.fit(_batches(trainer.state.global_step * cfg.accumulate))
+    trainer.fit(_batches(trainer.state.global_step * cfg.accumulate, overflowing))
     return trainer
 
 
 def _interrupted(tmp_path: Path, cfg: TrainCfg, steps: int, monkeypatch: pytest.MonkeyPatch,
-                 amp: torch.dtype | None = None) -> dict:
+                 amp: torch.dtype | None = None, overflowing: tuple[int, ...] = ()) -> dict:
     saved: dict = {}
     real, calls = trainer_module.run_step, {"n": 0}
 
@@ -83,7 +87,7 @@ def _interrupted(tmp_path: Path, cfg: TrainCfg, steps: int, monkeypatch: pytest.
     with monkeypatch.context() as patch:
         patch.setattr(trainer_module, "run_step", counting)
         with pytest.raises(KeyboardInterrupt):
-            _trainer(tmp_path, cfg, saved, amp).fit(_batches(0))
+            _trainer(tmp_path, cfg, saved, amp).fit(_batches(0, overflowing))
     return saved
 
 
@@ -101,6 +105,21 @@ def test_a_run_killed_after_any_step_resumes_exactly_with_accumulation_ema_clipp
             assert torch.equal(resumed.opt.evaluated.state_dict()[name], expected), (steps, name)
         assert (resumed.state.best_metric, resumed.state.best_epoch) == (reference.state.best_metric,
                                                                          reference.state.best_epoch)
+
+
+def test_a_resume_restores_the_gradient_scale_an_overflow_halved(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test above passes without the scaler's state (no step of it overflows, so every scale stays 65536);
+    here the first step overflows, and a resume from the scaler's initial state would go on at twice the scale."""
+    cfg = TrainCfg(epochs=2, steps_per_epoch=2, ema=0.9, lr=0.05)
+    reference = _trainer(tmp_path, cfg, {}, torch.float16)
+    reference.fit(_batches(0, overflowing=(0,)))
+    assert reference.opt.scaler.get_scale() == 2.0**15  # the overflowing step was skipped
+    resumed = _resume(tmp_path, cfg, _interrupted(tmp_path, cfg, 2, monkeypatch, torch.float16, (0,)),
+                      torch.float16, (0,))
+    assert resumed.opt.scaler.state_dict() == reference.opt.scaler.state_dict()
+    for name, expected in reference.opt.evaluated.state_dict().items():
+        assert torch.equal(resumed.opt.evaluated.state_dict()[name], expected), name
 
 
 def test_a_resume_goes_on_with_the_current_lr_weight_decay_and_schedule_length(tmp_path: Path) -> None:
