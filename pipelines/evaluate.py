@@ -45,6 +45,8 @@ from segkit.pipelines.evaluation_report import (
 from segkit.pipelines.postprocessing_choice import largest_only_dice, postprocessing_table, suggestion_line
 
 from segkit.data.cases import case_id_of
+from segkit.data.check_2d import colour_label_message
+from segkit.data.check_case import BLACK_WHITE_FIX
 from segkit.data.label_names import declared_names
 from segkit.engine.metrics import dice_per_class, foreground_mean, surface_metrics_per_class
 from segkit.errors import DataError, SegkitError
@@ -153,6 +155,10 @@ def _squeeze_trailing(array: np.ndarray) -> np.ndarray:
 
 def _load_pair(pred_path: Path, ref_path: Path, num_classes: int | None) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Prediction, reference and the reference spacing in mm; DataError when they cannot be compared."""
+    for path in (pred_path, ref_path):
+        colour = colour_label_message(path)  # a colour or palette PNG would be compared as 3 channels
+        if colour is not None:
+            raise DataError(f"{path}: {colour}")
     pred, pred_affine = read_label_array(pred_path)
     ref, ref_affine = read_label_array(ref_path)
     pred, ref = _squeeze_trailing(pred), _squeeze_trailing(ref)
@@ -161,11 +167,22 @@ def _load_pair(pred_path: Path, ref_path: Path, num_classes: int | None) -> tupl
         raise DataError(f"{pred_path}: grid {pred.shape} differs from reference {ref.shape} or its affine")
     if ref.ndim not in (2, 3):
         raise DataError(f"{ref_path}: label map has shape {ref.shape}; expected 2D or 3D")
-    low, high = (int(min(pred.min(), ref.min())), int(max(pred.max(), ref.max()))) if ref.size else (0, 0)
+    for path, labels in ((pred_path, pred), (ref_path, ref)):
+        _check_label_range(path, labels, num_classes)
+    return pred, ref, spacing_from_affine(ref_affine, ref.ndim)
+
+
+def _check_label_range(path: Path, labels: np.ndarray, num_classes: int | None) -> None:
+    """DataError naming ``path`` when its labels are negative or not below ``num_classes``, or when it holds only 0
+    and 255 (a binary mask saved in black and white, which would otherwise be scored as 255 classes)."""
+    if not labels.size:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if high == 255 and low == 0 and (num_classes is None or num_classes < 256) and not np.any(labels % 255):
+        raise DataError(f"{path}: label holds only 0 and 255 — {BLACK_WHITE_FIX}")
     if low < 0 or (num_classes is not None and high >= num_classes):
         limit = f"0..{num_classes - 1}" if num_classes is not None else "0 or more"
-        raise DataError(f"{pred_path}: labels {low}..{high} outside {limit} (see --num-classes)")
-    return pred, ref, spacing_from_affine(ref_affine, ref.ndim)
+        raise DataError(f"{path}: labels {low}..{high} outside {limit} (see --num-classes)")
 
 
 def _score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple, num_classes: int | None,

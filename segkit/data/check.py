@@ -44,8 +44,9 @@ _GRID_WORDS = {"label": ("label", "image", "resample the label onto the image gr
 def _not_3d_message(dim: int, size: tuple[int, ...], components: int) -> str:
     what = f"image is {dim}D (size {size_text(size)}" + (f", {components} components)" if components > 1 else ")")
     if dim < 3:
-        return (f"{what} — this check is for 3D volumes: stack the slices into one 3D file, or train on 2D images "
-                "with data.image_dims: 2")
+        return (f"{what} — this check is for 3D volumes: stack the slices into one 3D file, or train a 2D model on "
+                "2D images: data.image_dims: 2, model.spatial_dims: 2 and a 2D train.patch_size (the packaged config "
+                "unet_resnet34_2d sets them)")
     if dim == 4 and components == 1:
         return (f"{what} and dataset.json declares no channels — list one 'modality' per entry of the 4th axis, "
                 "or save a 3D volume")

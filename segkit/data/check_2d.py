@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from PIL import Image
 
 from segkit.data.cases import Case, DatasetIndex
 from segkit.data.check_case import CaseCheck, Grid
@@ -36,6 +37,40 @@ def image_channels(index: DatasetIndex, image_dims: int) -> int | None:
         return index.channels
     components = reader.GetNumberOfComponents()
     return components if components > 1 else index.channels
+
+
+def is_palette_image(path: Path) -> bool:
+    """Whether ``path`` is a palette (indexed-colour) PNG or TIFF, whose pixels are indices into a colour table:
+    SimpleITK reads such a file as the table's RGB colours. Pillow reads only the header here."""
+    try:
+        with Image.open(path) as image:
+            return image.mode in ("P", "PA")
+    except (OSError, ValueError):  # not an image Pillow knows: not a palette image
+        return False
+
+
+def colour_label_message(path: Path, components: int | None = None) -> str | None:
+    """What is wrong with a label map of several components per pixel (``components``; read from the header of a
+    PNG or TIFF when None), or None for a one-component map. A palette image gets its own fix: its indices are
+    the class numbers, but readers give its colours."""
+    if components is None:
+        if full_suffix(path).lower() not in PLANAR_SUFFIXES:
+            return None
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:  # unreadable: reading the pixels reports it
+            return None
+        components = reader.GetNumberOfComponents()
+    if components == 1:
+        return None
+    if is_palette_image(path):
+        return ("label is a palette (indexed-colour) image, which is read as its palette's colours — save the "
+                "palette indices (the class numbers) as grey values, e.g. with Pillow: "
+                "Image.fromarray(numpy.asarray(Image.open(path))).save(path)")
+    return (f"label has {components} components per pixel (a colour image) — save the label as one grey value per "
+            "pixel, the class number 0..K")
 
 
 def planar_files(cases: list[Case]) -> bool:
@@ -84,10 +119,9 @@ class PlanarCheck(CaseCheck):
 
     def _label_array(self, path: Path, label: sitk.Image) -> np.ndarray | None:
         """The label map as (y, x), or None when it is not one 2D single-component map."""
-        components = label.GetNumberOfComponentsPerPixel()
-        if components != 1:
-            self._error(path, f"label has {components} components per pixel (a colour image) — save the label as "
-                              "one grey value per pixel, the class number 0..K")
+        colour = colour_label_message(path, label.GetNumberOfComponentsPerPixel())
+        if colour is not None:
+            self._error(path, colour)
             return None
         if not _is_2d(label):
             self._error(path, f"label is {label.GetDimension()}D (size {size_text(label.GetSize())}) — save the "

@@ -53,6 +53,10 @@ class LabelBound:
         return cls(num_classes, f"model.num_classes is {num_classes}", "set model.num_classes")
 
 
+BLACK_WHITE_FIX = ("a binary mask saved as black and white (0/255) is read as class 255; save it as the class "
+                   "numbers 0/1 (e.g. numpy: (mask > 0).astype('uint8'))")
+
+
 def _values_text(values: np.ndarray, limit: int = 8) -> str:
     shown = ", ".join(f"{float(v):g}" for v in values[:limit])
     return shown if values.size <= limit else f"{shown}, … ({values.size} values)"
@@ -159,9 +163,14 @@ class CaseCheck(FileChecks, ABC):
                               "remap them")
         bound = self.bound
         outside = values[integral & (values >= bound.num_classes)] if bound is not None else values[:0]
+        black_white = values.size == 2 and values[0] == 0 and values[1] == 255  # a mask drawn in black and white
         if outside.size:
+            fix = BLACK_WHITE_FIX if black_white else f"remap them or {bound.fix}"
             self._error(path, f"label holds values {_values_text(outside)} outside 0..{bound.num_classes - 1} "
-                              f"({bound.declared_by}) — remap them or {bound.fix}")
+                              f"({bound.declared_by}) — {fix}")
+        elif black_white and bound is None:
+            self.problems.append(Problem(self.case_id, path, "warning", f"label holds only 0 and 255 — "
+                                         f"{BLACK_WHITE_FIX}"))
         if values.size and np.all(values == 0):
             self.problems.append(Problem(self.case_id, path, "warning", "label holds only background (0) — "
                                          "check that it is the right file; an empty case teaches only background"))

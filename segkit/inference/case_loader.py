@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import SimpleITK as sitk
 import torch
 from monai.utils import ImageMetaKey
 
@@ -75,6 +76,10 @@ class CaseLoader:
         if len(shape) >= dims and (extra in ((), (1,)) or (holds_every_channel and extra == (channels,))):
             return
         size = "×".join(map(str, shape))
+        if dims == 2 and len(shape) == 3 and not _has_components(path):  # a volume: its third axis is no colour
+            raise DataError(f"{path}: image is a 3D volume (size {size}) but the model was trained on 2D image files "
+                            "(data.image_dims: 2) — predict 2D images, or train a 2D model on slices of volumes "
+                            "(data.image_dims: 3, data.slice_axis)")
         if dims == 2 and len(shape) == 3 and holds_every_channel:  # e.g. an RGB PNG for a model of other channels
             raise DataError(f"{path}: image has {shape[2]} components per pixel (size {size}; colour, e.g. RGB) but "
                             f"the model takes {channels} channel(s) — convert it to "
@@ -94,6 +99,18 @@ class CaseLoader:
         if self._device_chain is None:
             self._device_chain = split_prediction_transforms(self.cfg.data, self.device)[1:]
         return _prepare(image, self._device_chain, Path(image.meta.get(ImageMetaKey.FILENAME_OR_OBJ, "image")))
+
+
+def _has_components(path: Path) -> bool:
+    """Whether ``path``'s header declares several components per pixel (RGB); False for a volume or a header
+    SimpleITK cannot read (NIfTI-2: segkit reads no colour NIfTI)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return False
+    return reader.GetNumberOfComponents() > 1
 
 
 def _apply(step: Callable, image, path: Path) -> torch.Tensor:
