@@ -39,7 +39,15 @@ robustness: install
 	$(BIN)/python -m tests.robustness.kill --train-points 24 --predict-points 12
 
 # Benchmarks side by side with MONAI (docs/BENCHMARKS.md). bench: the CPU set here (~18 min);
-# bench-gpu: the GPU sizes, on a machine with a CUDA GPU (results and logs in bench-out/)
+# bench-gpu: the CUDA tests and the GPU sizes, on a machine with a CUDA GPU (results and logs in BENCH_OUT). It builds
+# no .venv: a lent GPU machine has torch but no network, and benchmarks/gpu_session.sh installs segkit and the wheels
+# carried in .whl/ for GPU_PYTHON (.venv's python if there is one, else python3). Stages in order of need; those that
+# do not fit in BENCH_BUDGET_S seconds (one 10-minute command of a lent machine; 0: no limit) are skipped and named.
+# ARCHIVE=path.tar.gz (outside BENCH_OUT) keeps one archive of the results, rewritten after every stage.
+BENCH_OUT ?= bench-out
+BENCH_BUDGET_S ?= 540
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+GPU_STAGES ?= tests inflate predict train-ro predict-bn stages forward train
 bench: install
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[bench]"
 	@mkdir -p bench-out
@@ -48,8 +56,8 @@ bench: install
 	$(BIN)/python benchmarks/predict_e2e.py --cases 2 --repeats 2 --json bench-out/predict_e2e.json
 	$(BIN)/python benchmarks/time_to_dice.py --cap 2 --json bench-out/time_to_dice.json
 
-bench-gpu: install
-	OUT=bench-out PYTHON=$(BIN)/python bash benchmarks/gpu_session.sh inflate predict predict-bn stages forward train train-ro
+bench-gpu:
+	OUT=$(BENCH_OUT) BUDGET_S=$(BENCH_BUDGET_S) PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_session.sh $(GPU_STAGES)
 
 lint: install
 	$(BIN)/ruff check .

@@ -399,8 +399,10 @@ def run_monai(variant: MonaiVariant, cfg: Config, files: list[Path], out_dir: Pa
     threads are); records the folder wall time per case and each case's stages."""
     post = _post(variant, out_dir)
     variant.check_seconds, started = 0.0, time.perf_counter()
+    # fork, as Linux's Python up to 3.13 does by default (3.14: forkserver): Invertd matches the workers' transforms
+    # to the main process's by object id, which only forked workers share; the workers never touch CUDA
     loader = DataLoader(Dataset([{"image": str(p)} for p in files], transform=variant.host_pre), batch_size=1,
-                        shuffle=False, num_workers=workers)
+                        shuffle=False, num_workers=workers, multiprocessing_context="fork" if workers else None)
     cases = iter(loader)
     variant.cases += [monai_case(variant, cfg, cases, post, device) for _ in files]
     del cases  # the workers end here, inside the wall

@@ -37,6 +37,11 @@ class GraphedForward(torch.nn.Module):
         """The model's output for ``x`` (a new tensor, not the graph's buffer)."""
         if not x.is_cuda or torch.is_grad_enabled():
             return self.model(x)
+        # capture and replay use the current device's streams: make it x's (``--device cuda:1`` in one process)
+        with torch.cuda.device(x.device):
+            return self._replayed(x)
+
+    def _replayed(self, x: torch.Tensor) -> torch.Tensor:
         key = (tuple(x.shape), x.dtype, x.stride(), x.device, torch.is_autocast_enabled("cuda"),
                torch.get_autocast_dtype("cuda"))
         if key not in self._graphs:

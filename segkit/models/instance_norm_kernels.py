@@ -13,6 +13,8 @@ Import only where Triton is installed (it comes with PyTorch's CUDA builds): ``f
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -90,8 +92,9 @@ def instance_norm_nsc(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.
     pivot = x[:, 0, :].float().contiguous()
     sums = torch.empty(samples, splits, channels, device=x.device, dtype=torch.float32)
     squares = torch.empty_like(sums)
-    _partial_sums[(splits, channel_blocks, samples)](x, pivot, sums, squares, voxels, channels, rows_per_split,
-                                                     splits, BLOCK_S=block_s, BLOCK_C=block_c)
+    with _on_device_of(x):
+        _partial_sums[(splits, channel_blocks, samples)](x, pivot, sums, squares, voxels, channels, rows_per_split,
+                                                         splits, BLOCK_S=block_s, BLOCK_C=block_c)
     mean_offset = sums.sum(1) / voxels
     var = (squares.sum(1) / voxels - mean_offset * mean_offset).clamp_min(0.0)
     scale = torch.rsqrt(var + eps)
@@ -102,6 +105,14 @@ def instance_norm_nsc(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.
         shift = shift + bias.float()
     y = torch.empty_like(x)
     grid = (triton.cdiv(voxels, block_s), channel_blocks, samples)
-    _scale_shift[grid](x, y, scale.contiguous(), shift.contiguous(), voxels, channels,
-                       BLOCK_S=block_s, BLOCK_C=block_c, RELU=relu)
+    with _on_device_of(x):
+        _scale_shift[grid](x, y, scale.contiguous(), shift.contiguous(), voxels, channels,
+                           BLOCK_S=block_s, BLOCK_C=block_c, RELU=relu)
     return y
+
+
+def _on_device_of(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """``x``'s GPU as the current device while a kernel is launched: Triton launches on the current device's
+    stream, not on the tensor's device (a model on ``cuda:1`` in a process whose current device is ``cuda:0``
+    would otherwise fail, or be captured into no graph). A no-op for CPU tensors (Triton's interpreter)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()

@@ -42,3 +42,33 @@ def test_gpu_replays_match_eager_for_new_inputs_shapes_and_autocast() -> None:
             out, expected = graphed(x), model(x)
         assert out.dtype == expected.dtype and torch.allclose(out.float(), expected.float(), atol=1e-2)
     assert len(graphed._graphs) == 3
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second GPU")
+def test_a_model_on_another_gpu_than_the_current_one_is_captured_and_replayed_there() -> None:
+    """``--device cuda:1`` in one process: Triton kernels and CUDA graphs use the *current* device's streams, so
+    both must run with cuda:1 current, whatever the caller's current device is."""
+    import copy
+
+    from segkit.models.fast_instance_norm import use_channels_last_instance_norm
+    from segkit.runtime import ChannelsLastInput, triton_kernels_usable
+
+    device = torch.device("cuda", 1)
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # both sides in full fp32
+    try:
+        torch.cuda.set_device(0)
+        model = _model(str(device))
+        reference = copy.deepcopy(model)  # eager, PyTorch's instance norm
+        if triton_kernels_usable(device):
+            use_channels_last_instance_norm(model)
+        graphed = GraphedForward(ChannelsLastInput(model, 3))
+        with torch.no_grad():
+            for _ in range(3):  # capture, then replays
+                x = torch.randn(2, 1, 8, 8, 8, device=device)
+                out = graphed(x)
+                assert out.device == device
+                assert torch.allclose(out, reference(x), atol=1e-4)
+        assert torch.cuda.current_device() == 0 and len(graphed._graphs) == 1
+    finally:
+        torch.backends.cudnn.allow_tf32 = allow_tf32
