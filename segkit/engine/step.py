@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,7 +97,9 @@ def run_step(opt: Optimisation, batches: list[dict[str, torch.Tensor]]) -> float
         opt.scaler.update()
     else:
         opt.optimizer.step()
-    opt.scheduler.step()
+    with warnings.catch_warnings():  # a step fp16's scaler skipped still moves the schedule on (docs/TRAINING.md)
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        opt.scheduler.step()
     if opt.ema is not None:
         opt.ema.update_parameters(opt.module)
     return float(total)

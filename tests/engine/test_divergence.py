@@ -95,3 +95,26 @@ def test_an_fp16_run_whose_every_step_overflows_stops_instead_of_training_on(tmp
     assert "training stalled at step 17: fp16's gradient scaler skipped step after step" in str(error.value)
     assert "set train.precision: fp32" in str(error.value) and "\n" not in str(error.value)
     assert all(torch.equal(a, b) for a, b in zip(initial, model.parameters(), strict=True))
+
+
+def test_a_skipped_first_fp16_step_moves_the_schedule_on_without_torchs_order_warning() -> None:
+    """torch warns "Detected call of `lr_scheduler.step()` before `optimizer.step()`" when the scaler skips the first
+    step; segkit's schedule counts the steps taken, skipped ones included (docs/TRAINING.md), so that warning only
+    alarmed users of fp16 runs."""
+    import warnings
+
+    from segkit.engine.step import run_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    halving = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    opt = Optimisation(model, model, torch.nn.MSELoss(), optimizer, halving, torch.device("cpu"), torch.float16,
+                       scaler=torch.amp.GradScaler("cpu"))
+    batch = next(_batches())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_step(opt, [{"image": 1e6 * batch["image"], "label": batch["label"]}])  # overflows: skipped
+    assert opt.scaler.get_scale() == 32768.0  # the step was skipped
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)  # and the schedule moved on
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
