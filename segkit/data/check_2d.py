@@ -17,6 +17,7 @@ from segkit.data.cases import Case, DatasetIndex
 from segkit.data.check_case import CaseCheck, Grid
 from segkit.data.check_files import size_text
 from segkit.io.atomic import full_suffix
+from segkit.io.image_io import header_components
 
 PLANAR_SUFFIXES = (".png", ".tif", ".tiff")
 _FIX = {"label": ("label", "image", "save the label with the image's width and height"),
@@ -29,14 +30,8 @@ def image_channels(index: DatasetIndex, image_dims: int) -> int | None:
     first = index.training[0] if index.training else None
     if image_dims != 2 or first is None or first.extra_channels:
         return index.channels
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(first.image))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:  # unreadable: the dataset check reports it
-        return index.channels
-    components = reader.GetNumberOfComponents()
-    return components if components > 1 else index.channels
+    components = header_components(first.image)  # None: unreadable, which the dataset check reports
+    return components if components is not None and components > 1 else index.channels
 
 
 def is_palette_image(path: Path) -> bool:
@@ -56,14 +51,8 @@ def colour_label_message(path: Path, components: int | None = None) -> str | Non
     if components is None:
         if full_suffix(path).lower() not in PLANAR_SUFFIXES:
             return None
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:  # unreadable: reading the pixels reports it
-            return None
-        components = reader.GetNumberOfComponents()
-    if components == 1:
+        components = header_components(path)  # None: unreadable, which reading the pixels reports
+    if components is None or components == 1:
         return None
     if is_palette_image(path):
         return ("label is a palette (indexed-colour) image, which is read as its palette's colours — save the "

@@ -11,7 +11,6 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import SimpleITK as sitk
 import torch
 from monai.utils import ImageMetaKey
 
@@ -19,7 +18,7 @@ from segkit.config import Config
 from segkit.data.transforms import IMAGE, split_prediction_transforms
 from segkit.errors import DataError
 from segkit.io.channel_grids import channel_grid_mismatch
-from segkit.io.image_io import REEXPORT, header_shape
+from segkit.io.image_io import REEXPORT, header_components, header_shape
 
 
 class CaseLoader:
@@ -76,7 +75,8 @@ class CaseLoader:
         if len(shape) >= dims and (extra in ((), (1,)) or (holds_every_channel and extra == (channels,))):
             return
         size = "×".join(map(str, shape))
-        if dims == 2 and len(shape) == 3 and not _has_components(path):  # a volume: its third axis is no colour
+        # a volume: its third axis is no colour (a header SimpleITK cannot read, e.g. NIfTI-2, holds no colour)
+        if dims == 2 and len(shape) == 3 and (header_components(path) or 1) == 1:
             raise DataError(f"{path}: image is a 3D volume (size {size}) but the model was trained on 2D image files "
                             "(data.image_dims: 2) — predict 2D images, or train a 2D model on slices of volumes "
                             "(data.image_dims: 3, data.slice_axis)")
@@ -99,18 +99,6 @@ class CaseLoader:
         if self._device_chain is None:
             self._device_chain = split_prediction_transforms(self.cfg.data, self.device)[1:]
         return _prepare(image, self._device_chain, Path(image.meta.get(ImageMetaKey.FILENAME_OR_OBJ, "image")))
-
-
-def _has_components(path: Path) -> bool:
-    """Whether ``path``'s header declares several components per pixel (RGB); False for a volume or a header
-    SimpleITK cannot read (NIfTI-2: segkit reads no colour NIfTI)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return False
-    return reader.GetNumberOfComponents() > 1
 
 
 def _apply(step: Callable, image, path: Path) -> torch.Tensor:

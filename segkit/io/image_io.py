@@ -88,6 +88,18 @@ def header_shape(path: Path) -> tuple[int, ...]:
     return shape
 
 
+def header_components(path: Path) -> int | None:
+    """The components per pixel ``path``'s header declares (RGB: 3), read by SimpleITK without the pixel data;
+    None when SimpleITK cannot read the header (the pixel read reports why)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetNumberOfComponents()
+
+
 def write_sitk_image(image: sitk.Image, path: Path, compression_level: int = 1) -> None:
     """Write a SimpleITK image atomically (gzip level ``compression_level`` where compressed)."""
     with atomic_path(path) as tmp:
