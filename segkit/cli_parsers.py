@@ -24,6 +24,13 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
                              "--set train.epochs=50 data.fold=1")
 
 
+def add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the subcommand too (``segkit train … --debug``, where an error's "rerun with --debug" sends
+    users); it only sets the flag, so ``segkit --debug train …`` keeps working."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks on errors")
+
+
 def add_tool_group(sub: argparse._SubParsersAction, name: str, help_text: str, dest: str) -> argparse._SubParsersAction:
     """A command that only groups tools (``segkit data …``, ``segkit config …``); its subparsers action."""
     return sub.add_parser(name, help=help_text).add_subparsers(dest=dest, required=True, metavar="TOOL")
@@ -38,6 +45,7 @@ def add_train(sub: argparse._SubParsersAction, func: Command) -> None:
                        help="continue an interrupted run exactly from its last/ checkpoint")
     train.add_argument("--gpus", type=positive, metavar="N",
                        help="train with N processes (DDP, one per GPU) by launching torchrun")
+    add_debug(train)
     train.set_defaults(func=func)
 
 
@@ -66,6 +74,7 @@ def add_predict(sub: argparse._SubParsersAction, func: Command) -> None:
                               "background (default: the config's infer.keep_largest)")
     predict.add_argument("--preview", action="store_true",
                          help="write CASE.preview.png: three slices through the largest structure with the overlay")
+    add_debug(predict)
     predict.set_defaults(func=func)
 
 
@@ -82,6 +91,7 @@ def add_evaluate(sub: argparse._SubParsersAction, func: Command) -> None:
     evaluate.add_argument("--postprocessing", action="store_true",
                           help="also score each label with only its largest connected component kept and say for "
                                "which labels infer.keep_largest raises the mean Dice")
+    add_debug(evaluate)
     evaluate.set_defaults(func=func)
 
 
@@ -103,6 +113,7 @@ def add_synth(data: argparse._SubParsersAction, func: Command) -> None:
     synth.add_argument("--difficulty", type=unit, default=0.0,
                        help="0..1: more noise and bias, less contrast (default 0, the demo phantoms)")
     synth.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    add_debug(synth)
     synth.set_defaults(func=func)
 
 
@@ -116,6 +127,7 @@ def add_check(data: argparse._SubParsersAction, func: Command) -> None:
     check.add_argument("--json", type=path, help="report path (default DATASET/segkit_fingerprint.json)")
     check.add_argument("--dims", type=int, choices=(2, 3),
                        help="check as 2D image files or 3D volumes (default: 2 when every image is PNG or TIFF)")
+    add_debug(check)
     check.set_defaults(func=func)
 
 
@@ -127,6 +139,7 @@ def add_convert(data: argparse._SubParsersAction, func: Command) -> None:
                          help="layout of --input (default: detected, as segkit data check does)")
     convert.add_argument("--output", required=True, type=path, help="new or empty folder for the nnU-Net dataset")
     convert.add_argument("--workers", type=positive, default=2, help="cases converted at once (default 2)")
+    add_debug(convert)
     convert.set_defaults(func=func)
 
 
@@ -134,6 +147,7 @@ def add_config_show(config: argparse._SubParsersAction, func: Command) -> None:
     """``segkit config show``."""
     show = config.add_parser("show", help="print the resolved config as YAML")
     add_config_args(show)
+    add_debug(show)
     show.set_defaults(func=func)
 
 
@@ -143,6 +157,7 @@ def add_models(sub: argparse._SubParsersAction, func: Command) -> None:
     models.add_argument("--json", action="store_true", help="print the encoder table as JSON")
     models.add_argument("--encoder", action="append", help="only this encoder (repeatable)")
     models.add_argument("--dims", type=int, choices=(2, 3), action="append", help="only 2D or 3D (repeatable)")
+    add_debug(models)
     models.set_defaults(func=func)
 
 
@@ -157,6 +172,7 @@ def add_export(sub: argparse._SubParsersAction, func: Command) -> None:
                         help="legacy (TorchScript tracing; default, 5-8x faster) or dynamo (torch.export); "
                              "if one fails, the other is tried")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_debug(export)
     export.set_defaults(func=func)
 
 
@@ -169,7 +185,8 @@ def add_compare(sub: argparse._SubParsersAction, func: Command) -> None:
                          help="a config key and its values, one variant each (repeatable: the full factorial), "
                               "e.g. model.upsample=transposed,nearest,linear,pixelshuffle")
     compare.add_argument("--seeds", type=positive, help="seeds per variant, 0..N-1 (default: the spec's, else 3)")
-    compare.add_argument("--out", type=path, help="folder for the runs and the report (default: the spec's)")
+    compare.add_argument("--out", type=path, help="folder for the runs and the report (default: the spec's, else "
+                                                     "runs/compare-KEYS, e.g. runs/compare-upsample)")
     compare.add_argument("--baseline", help="the variant the others are compared with (default: the first)")
     compare.add_argument("--gpus", default="auto", metavar="auto|N",
                          help="spread runs one per GPU over N GPUs (auto: all visible); with 0 or 1 GPU runs go one "
@@ -177,4 +194,5 @@ def add_compare(sub: argparse._SubParsersAction, func: Command) -> None:
     compare.add_argument("--report-only", type=path, metavar="DIR",
                          help="rebuild DIR's report from its stored results")
     compare.add_argument("--worker", type=path, help=argparse.SUPPRESS)  # one prepared run, started by --gpus
+    add_debug(compare)
     compare.set_defaults(func=func)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segkit.compare.spec import Comparison, value_text
+from segkit.compare.spec import Comparison, short_keys, value_text
 from segkit.config import Config, config_to_dict, load_config
 from segkit.errors import ConfigError
 from segkit.models import check_model_config
@@ -24,19 +24,6 @@ from segkit.models import check_model_config
 RESULT, RUN_SPEC, TRAIN_DIR, PREDICTIONS = "result.json", "run.json", "train", "predictions"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _SLUG_PART = 40  # characters per key-value part of a folder name
-
-
-def short_keys(keys: list[str]) -> dict[str, str]:
-    """Each dotted key's shortest suffix (whole dot-separated parts) that no other key ends with:
-    ``train.memory_format`` and ``infer.memory_format`` stay whole, ``model.upsample`` alone is ``upsample``."""
-    def shortest(key: str) -> str:
-        parts = key.split(".")
-        for n in range(1, len(parts) + 1):
-            suffix = ".".join(parts[-n:])
-            if not any(other == suffix or other.endswith("." + suffix) for other in keys if other != key):
-                return suffix
-        return key
-    return {key: shortest(key) for key in keys}
 
 
 def sanitise(text: str) -> str:

@@ -15,14 +15,16 @@ A compare spec is a YAML file with one ``compare:`` section (``configs/compare/u
 Command-line flags override the spec: ``--vary KEY=...`` replaces that key's values (other keys stay; the
 replacement is reported in :attr:`Comparison.notes`), ``--set`` applies after the spec's ``set`` (a key in both
 keeps one value, the command line's, also reported in the notes; the fixed overrides hold one value per key), and
-``--seeds``, ``--baseline``, ``--out`` replace theirs. One key given in two ``--vary`` flags is an error (the
-values would otherwise silently be the last flag's only).
+``--seeds``, ``--baseline``, ``--out`` replace theirs (with neither ``--out`` nor ``out``, the folder is
+``runs/compare-<varied keys>``). One key given in two ``--vary`` flags is an error (the values would otherwise
+silently be the last flag's only).
 ``--config`` may also be a plain training config, with everything else from the command line.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,27 @@ class Comparison:
 def value_text(value: Any) -> str:
     """How a varied value is shown (labels, tables): strings as they are, anything else as compact JSON."""
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's shortest suffix (whole dot-separated parts) that no other key ends with:
+    ``train.memory_format`` and ``infer.memory_format`` stay whole, ``model.upsample`` alone is ``upsample``."""
+    def shortest(key: str) -> str:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if not any(other == suffix or other.endswith("." + suffix) for other in keys if other != key):
+                return suffix
+        return key
+    return {key: shortest(key) for key in keys}
+
+
+def default_out(keys: list[str]) -> Path:
+    """The output folder when neither ``--out`` nor the spec names one: ``runs/compare-<varied keys>`` (shortened as
+    in the variant labels, e.g. ``runs/compare-upsample``), beside ``segkit train``'s ``runs/…``; the same command run
+    again finds its finished runs there."""
+    names = short_keys(keys)
+    return Path("runs") / "-".join(["compare", *(re.sub(r"[^A-Za-z0-9_.-]+", "-", names[key]) for key in keys)])
 
 
 def schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -243,10 +266,15 @@ def _overlaps(a: str, b: str) -> bool:
 
 
 def check_fixed_not_varied(fixed: list[tuple[str, str]], vary: dict[str, list[Any]], sources: dict[str, str]) -> None:
-    """Refuse a fixed override (``(flag, KEY=VALUE)``) of a key that is also varied: every run would take the
-    variant's value, while the report would list the fixed one."""
+    """Refuse a fixed override (``(flag, KEY=VALUE)``) of a key that is also varied, or that the comparison sets
+    itself (``seed``, ``run_dir``): every run would take the variant's (or the comparison's) value, while the report
+    would list the fixed one."""
     for flag, item in fixed:
         key = item.partition("=")[0].strip()
+        if key in RESERVED:
+            raise ConfigError(f"{flag} {item}: the comparison sets '{key}' itself (seeds 0..N-1 for every variant, "
+                              f"each run in its own folder under --out), so no run would use this value; drop it and "
+                              f"use {RESERVED[key]} instead")
         varied = next((k for k in vary if _overlaps(key, k)), None)
         if varied is not None:
             raise ConfigError(f"{flag} {item} and {sources[varied]} {varied}: the key is both fixed and varied, and "
@@ -275,10 +303,7 @@ def resolve_comparison(request: CompareRequest) -> Comparison:
                           "or a compare spec with a 'vary' section")
     for key in vary:
         check_vary_key(key, sources[key])
-    out = request.out or (spec.out if spec else None)
-    if out is None:
-        raise ConfigError("--out DIR is required (the folder for the runs and the report), or set compare.out in the "
-                          "spec")
+    out = request.out or (spec.out if spec else None) or default_out(list(vary))
     from_spec = [(f"{path}: compare.set:", _override(k, v)) for k, v in (spec.set if spec else {}).items()]
     check_fixed_not_varied([*from_spec, *(("--set", item) for item in request.overrides)], vary, sources)
     fixed, replaced = merge_fixed([*from_spec, *(("--set", item) for item in request.overrides)])
