@@ -71,7 +71,7 @@ def _write_failure(job: Job, exc: Exception) -> DataError:
                      f"({type(exc).__name__}: {reason}) — {fix}")
 
 
-def _postprocessed_counts(prediction: Prediction, keep: tuple[int, ...] | None) -> np.ndarray:
+def postprocessed_counts(prediction: Prediction, keep: tuple[int, ...] | None) -> np.ndarray:
     """Voxels per label after ``infer.keep_largest`` (on the host, in a writer thread: scipy's labelling)."""
     counts = prediction.voxel_counts
     if keep:
@@ -103,7 +103,7 @@ def make_writer(manifest: Manifest, options: PredictOptions, cfg: Config, class_
 
     def write(job: Job, computed: tuple[Prediction, np.ndarray]) -> dict[str, Any]:
         prediction, affine = computed
-        counts = _postprocessed_counts(prediction, keep)
+        counts = postprocessed_counts(prediction, keep)
         manifest.append({"case_id": job.case.case_id, "output": str(job.target), "status": "started"})
         try:  # a failed write leaves no partial file under a final name
             warning = _write_files(job, prediction, affine, level, options.preview, class_names)

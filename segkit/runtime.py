@@ -13,8 +13,9 @@ from segkit.errors import SegkitError
 
 def resolve_device(name: str, key: str = "--device") -> torch.device:
     """``auto`` → the first GPU when present, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given. ``key`` is how
-    the user chose it (``--device`` or a config key such as ``train.device``), named in errors."""
-    fix = f"{key} cpu" if key.startswith("--") else f"--set {key}=cpu"
+    the user chose it (``--device``, a config key such as ``train.device``, or a Python argument such as
+    ``device=``), named in errors."""
+    fix = (f"{key} cpu" if key.startswith("--") else f"{key}'cpu'" if key.endswith("=") else f"--set {key}=cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", name):

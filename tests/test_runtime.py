@@ -46,7 +46,8 @@ def test_native_bf16_follows_the_cpu_flags() -> None:
 
 
 @pytest.mark.parametrize(("key", "fix"), [("--device", "use --device cpu"),
-                                          ("train.device", "use --set train.device=cpu")])
+                                          ("train.device", "use --set train.device=cpu"),
+                                          ("device=", "use device='cpu'")])
 def test_a_device_error_names_how_the_device_was_chosen(key: str, fix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SegkitError, match=f"^{key} 'cuda' requested but no CUDA GPU is available; {fix}$"):

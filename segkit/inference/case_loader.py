@@ -44,10 +44,7 @@ class CaseLoader:
         """
         for path in paths:
             self._check_header(path, holds_every_channel=len(paths) == 1)
-        chains = getattr(self._local, "chains", None)
-        if chains is None:  # the host part (read, channel first), then the rest on the host or the device
-            rest_device = self.device if self.device_preprocessing else torch.device("cpu")
-            chains = self._local.chains = split_prediction_transforms(self.cfg.data, rest_device)
+        chains = self._chains()
         try:
             image = _apply(chains[0], [str(p) for p in paths] if len(paths) > 1 else str(paths[0]), paths[0])
         except DataError:
@@ -55,12 +52,32 @@ class CaseLoader:
             if mismatch is not None:
                 raise DataError(mismatch) from None
             raise
+        return self._after_reading(image, chains, paths[0])
+
+    def prepare(self, image: torch.Tensor, name: str = "image") -> torch.Tensor:
+        """Preprocess an image already in memory as :meth:`load` does a file's: channel first, with the metadata
+        MONAI's ``LoadImage(ensure_channel_first=True)`` gives it (``affine``, ``original_affine``,
+        ``spatial_shape``). ``name`` stands for the file in errors."""
+        return self._after_reading(image, self._chains(), Path(name))
+
+    def _chains(self) -> tuple:
+        """This thread's transform chains: the host part (read, channel first), then the rest on the host or the
+        device."""
+        chains = getattr(self._local, "chains", None)
+        if chains is None:
+            rest_device = self.device if self.device_preprocessing else torch.device("cpu")
+            chains = self._local.chains = split_prediction_transforms(self.cfg.data, rest_device)
+        return chains
+
+    def _after_reading(self, image: torch.Tensor, chains: tuple, path: Path) -> torch.Tensor:
+        """The host part of preprocessing after reading (all of it without ``device_preprocessing``), then the
+        check that the image has the model's channels and dimensions."""
         if not self.device_preprocessing:
-            image = _prepare(image, chains[1:], paths[0])
+            image = _prepare(image, chains[1:], path)
         expected, dims = self.cfg.model.in_channels, self.cfg.data.image_dims
         stored_flat = dims == 2 and self.device_preprocessing and image.ndim == 4 and image.shape[3] == 1
         if image.shape[0] != expected or (image.ndim != dims + 1 and not stored_flat):  # (X, Y, 1): squeezed later
-            raise DataError(f"{paths[0]}: image has shape {tuple(image.shape)} (channels first) but the model "
+            raise DataError(f"{path}: image has shape {tuple(image.shape)} (channels first) but the model "
                             f"expects {expected} channel(s) and a {dims}D image")
         return image
 
