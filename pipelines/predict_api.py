@@ -48,7 +48,8 @@ class CheckpointPredictor:
 
     def predict_files(self, paths: str | Path | Sequence[str | Path]) -> Prediction:
         """One case from its image file, or its channel files in channel order (``CASE_0000``, ``CASE_0001``, …):
-        labels (uint8) in the voxel order nibabel reads the first file in, voxel counts per class, and float16
+        labels (uint8) in voxel index order (i, j, k), as nibabel and MONAI's ``LoadImage`` read the first file (for
+        a PNG or TIFF: (column, row), the transpose of PIL's array), voxel counts per class, and float16
         probabilities ``(K, *spatial)`` when the predictor was loaded with ``probabilities=True``."""
         paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
         return self._postprocessed(self.predictor.infer(self.predictor.load(paths)))

@@ -165,3 +165,18 @@ def test_a_2d_image_records_label_areas_in_mm2_not_volumes(planar_checkpoint, tm
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "slice.nrrd")))
     expected = {str(k): pytest.approx(float((labels == k).sum()) * 0.4) for k in range(1, 4) if (labels == k).any()}
     assert "volumes_ml" not in record and expected and record["areas_mm2"] == expected
+
+
+def test_from_python_a_png_gives_the_label_png_transposed(planar_checkpoint, tmp_path: Path) -> None:
+    from monai.transforms import LoadImage
+    from segkit.pipelines.predict_api import load_predictor
+
+    png = _pngs(tmp_path / "in", count=1)[0]
+    assert run_cli("predict", "--checkpoint", planar_checkpoint(1), "--input", "in", "--output", "out",
+                   cwd=tmp_path).returncode == 0
+    label = np.asarray(Image.open(tmp_path / "out" / "case_0.png"))  # (rows, columns), as PIL reads it
+    assert len(np.unique(label)) > 1
+    predictor = load_predictor(planar_checkpoint(1), device="cpu")
+    assert np.array_equal(predictor.predict_files(png).labels, label.T)  # (column, row), as documented
+    image = LoadImage(image_only=True, ensure_channel_first=True)(str(png))
+    assert np.array_equal(predictor.predict_image(image).labels, label.T)
