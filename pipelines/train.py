@@ -205,7 +205,8 @@ def _resume_into(trainer: Trainer, checkpoint: Checkpoint, run_dir: Path, cfg: C
 
 RESUME_MAY_CHANGE = {
     "model": {"encoder_weights"},  # only used to build the first step's model
-    "data": {"root", "num_workers", "cache", "cache_dir"},  # where the files are and how they are loaded
+    # where the files are and how they are loaded (a moved splits file is checked by comparing the splits)
+    "data": {"root", "splits_file", "num_workers", "cache", "cache_dir"},
 }
 
 
@@ -299,8 +300,7 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
         check_on_a_patch(list(cfg.train.albumentations), cfg.model.in_channels, cfg.train.patch_size, cfg.seed)
     cfg = checked_config(cfg, index, console)
     data = cfg.data
-    train_cases, val_cases, splits = choose_split(index.training, data.fold, data.num_folds, data.val_fraction,
-                                                  cfg.seed)
+    train_cases, val_cases, splits = choose_split(index.training, data, cfg.seed)
     device = init_distributed(env, resolve_device(cfg.train.device, "train.device"))
     try:
         refuse_faulty_cpu_bf16(cfg, model, device, autocast_dtype(device, cfg.train.precision))  # before run_dir

@@ -72,6 +72,8 @@ class DataCfg(_Section):
     val_fraction: Annotated[float, NOT_BOOL, Field(gt=0.0, lt=1.0)] = 0.2
     fold: Annotated[int, NOT_BOOL, Field(ge=0)] | None = None
     num_folds: Annotated[int, NOT_BOOL, Field(ge=2)] = 5
+    split: Literal["seeded", "nnunet"] = "seeded"
+    splits_file: Path | None = None
     num_workers: Annotated[int, NOT_BOOL, Field(ge=0)] = 0
     cache: Literal["none", "memory", "disk"] = "memory"
     cache_dir: Path | None = None
@@ -82,8 +84,12 @@ class DataCfg(_Section):
             raise ValueError("data.window must be [lower, upper] with lower < upper")
         if any(stats[0] >= stats[1] for stats in self.ct_stats_per_channel or ()):
             raise ValueError("data.ct_stats must be [lower, upper, mean, std] with lower < upper")
-        if self.fold is not None and self.fold >= self.num_folds:
+        if self.fold is not None and self.fold >= self.num_folds and self.splits_file is None:
             raise ValueError(f"data.fold must be below data.num_folds ({self.num_folds})")
+        if self.fold is None and (self.splits_file is not None or self.split != "seeded"):
+            key = "data.splits_file" if self.splits_file is not None else f"data.split: {self.split}"
+            raise ValueError(f"{key} chooses folds: set data.fold (the fold to validate on), or drop it to hold out "
+                             "data.val_fraction")
         return self
 
 

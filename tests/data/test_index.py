@@ -150,9 +150,9 @@ def test_kfold_validates_every_case_exactly_once_and_is_seeded() -> None:
 
 def test_choose_split_picks_the_fold() -> None:
     cases = [Case(f"c{i}", Path(f"c{i}.nii.gz")) for i in range(10)]
-    train, val, splits = choose_split(cases, fold=2, folds=5, val_fraction=0.2, seed=0)
+    train, val, splits = choose_split(cases, DataCfg(fold=2, num_folds=5), seed=0)
     assert [c.case_id for c in val] == splits[2]["val"] and len(train) == 8
-    train, val, splits = choose_split(cases, fold=None, folds=5, val_fraction=0.2, seed=0)
+    train, val, splits = choose_split(cases, DataCfg(val_fraction=0.2), seed=0)
     assert len(val) == 2 and len(splits) == 1
 
 

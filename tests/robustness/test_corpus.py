@@ -382,7 +382,7 @@ def test_resume_with_another_seed_names_the_seed_even_when_it_changes_the_split(
     _, run_dir = trained
     data = load_config(str(run_dir / "config.yaml"), []).data
     cases = load_dataset(tiny_dataset, data.format).training
-    other = choose_split(cases, data.fold, data.num_folds, data.val_fraction, 7)[2]
+    other = choose_split(cases, data, 7)[2]
     assert json.loads(json.dumps(other)) != json.loads((run_dir / "splits.json").read_text())  # seed 7 splits otherwise
     run = cli(capsys, "train", "--resume", run_dir, "--set", "seed=7")  # before: "…/splits.json: the split changed"
     assert_errors(run, ("seed", f"the run in {run_dir} was trained with 0, now 7 — a resumed run keeps it (it chose "
