@@ -96,7 +96,11 @@ def _as_meta_tensor(image: torch.Tensor | np.ndarray, affine: np.ndarray | torch
     if affine is None and not isinstance(image, MetaTensor):
         raise DataError(f"{name}: an array has no geometry — pass affine= (the 4×4 voxel-to-world matrix, e.g. "
                         "nib.load(file).affine), or a MetaTensor from MONAI's LoadImage(ensure_channel_first=True)")
-    tensor = torch.as_tensor(image.as_tensor() if isinstance(image, MetaTensor) else np.asarray(image))
+    if isinstance(image, MetaTensor | torch.Tensor):
+        tensor = image.as_tensor() if isinstance(image, MetaTensor) else image
+    else:
+        array = np.asarray(image)
+        tensor = torch.from_numpy(array.copy() if any(step < 0 for step in array.strides) else array)  # a[::-1]
     channels, dims = cfg.model.in_channels, cfg.data.image_dims
     flat_2d = dims == 2 and tensor.ndim == 4 and tensor.shape[-1] == 1  # (C, X, Y, 1), as a 2D NIfTI reads
     if (tensor.ndim != dims + 1 and not flat_2d) or tensor.shape[0] != channels:

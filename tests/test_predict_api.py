@@ -39,6 +39,11 @@ def test_files_monai_images_and_arrays_give_the_command_lines_label_maps(random_
         array = nib.load(str(source))
         from_array = predictor.predict_image(np.asarray(array.dataobj)[None], affine=array.affine)
         np.testing.assert_array_equal(from_array.labels, expected)
+    flipped = np.asarray(array.dataobj)[::-1]  # negative strides, which torch.from_numpy refuses
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = flipped.shape[0] - 1  # voxel i of the flipped array is voxel (n - 1 - i) of the file
+    from_flipped = predictor.predict_image(flipped[None], affine=array.affine @ flip)
+    np.testing.assert_array_equal(from_flipped.labels, expected[::-1])
 
 
 def test_probabilities_and_a_shape_that_does_not_fit_the_model(random_checkpoint: Path, tiny_dataset: Path) -> None:
