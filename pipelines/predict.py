@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from segkit.pipelines.predict_inputs import InputProblem, collect_inputs, group_channels
 from segkit.pipelines.predict_jobs import CaseResult, Job, PredictOptions, config_for, plan_jobs
-from segkit.pipelines.predict_report import STATUSES, results_table, summary_line
+from segkit.pipelines.predict_report import STATUSES, progress_line, results_table, summary_line
 from segkit.pipelines.predict_writer import Write, make_writer
 
 from segkit.config import Config
@@ -155,6 +155,7 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
     if jobs:
         write = make_writer(manifest, options, cfg, ckpts[0].class_names)
         stages = _stages(model, cfg, device, options, write)
+        planned = len(results)  # skipped, or failed while planning
         # one intra-op thread per helper thread: OpenMP teams of helpers and the network on the same cores
         # spin against each other (measured on 2 cores: the network's compute went from 14 s to 26 s per case)
         for outcome in run_pipeline(jobs, stages, options.workers, options.workers, expected=(SegkitError, OSError),
@@ -162,6 +163,7 @@ def _predict_shard(ckpts: list[Checkpoint], model: torch.nn.Module, cfg: Config,
             record, result = _record(outcome, settings, env.rank)
             manifest.append(record)
             results.append(result)
+            console.print(escape(progress_line(result, outcome.seconds, len(results) - planned, len(jobs))))
     return results
 
 

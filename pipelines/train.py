@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +14,15 @@ import torch
 import yaml
 from monai.data import Dataset
 from rich.console import Console
+from rich.markup import escape
 from segkit.pipelines.data_check import check_dataset, problem_table
 from segkit.pipelines.train_checks import check_trainable, small_deepest_stage_warning
 from torch.utils.data import Subset
 
 from segkit.config import Config, config_to_dict, load_config
+from segkit.data.cache import available_memory_bytes, memory_cache_plan
 from segkit.data.cases import DatasetIndex
+from segkit.data.fingerprint import CaseStats
 from segkit.data.index import load_dataset
 from segkit.data.label_names import class_name_list, declared_names
 from segkit.data.loaders import training_loader, validation_dataset
@@ -51,8 +56,9 @@ from segkit.engine.run_files import CONFIG_YAML, SPLITS, clear_run
 from segkit.engine.run_log import RunLog, summary_table
 from segkit.engine.step import Optimisation, make_ema, make_scaler
 from segkit.engine.trainer import Schedule, Trainer, TrainState
-from segkit.engine.validation import rows_to_scores, score_volumes, scores_to_rows, summarise
+from segkit.engine.validation import CaseScores, rows_to_scores, score_volumes, scores_to_rows, summarise
 from segkit.errors import CheckpointError, ConfigError, DataError, SegkitError
+from segkit.inference.predictor import prepare_for_inference
 from segkit.inference.slicewise import as_volume_model
 from segkit.inference.sliding_window import WindowSettings, sliding_window_logits
 from segkit.io.atomic import atomic_write_text
@@ -70,8 +76,9 @@ class TrainResult:
     model: torch.nn.Module  # the trained weights (not the EMA copy)
 
 
-def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config:
-    """Run the (cached) dataset check; stop on errors; resolve fingerprint-derived settings."""
+def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> tuple[Config, list[CaseStats]]:
+    """Run the (cached) dataset check; stop on errors; resolve fingerprint-derived settings. Also returns the
+    statistics (shape, spacing) of the training cases."""
     result, fingerprint = check_dataset(cfg.data.root, cfg.data.format, index, model_classes=cfg.model.num_classes,
                                         image_dims=cfg.data.image_dims)
     if not result.ok:
@@ -80,7 +87,9 @@ def checked_config(cfg: Config, index: DatasetIndex, console: Console) -> Config
         raise DataError(f"{first.file}: {first.message} ({len(result.errors)} problem(s) in the dataset {root}, all "
                         f"listed above; fix them or remove the cases, then train again — 'segkit data check {root}' "
                         "re-checks)")
-    return cfg.model_copy(update={"data": resolve_from_fingerprint(cfg.data, fingerprint)})
+    training = {case.case_id for case in index.training}
+    stats = [case for case in result.stats if case.case_id in training]
+    return cfg.model_copy(update={"data": resolve_from_fingerprint(cfg.data, fingerprint)}), stats
 
 
 def _check_replaceable(run_dir: Path) -> None:
@@ -168,17 +177,28 @@ def build_optimisation(cfg: Config, model: torch.nn.Module, device: torch.device
 
 
 def _validator(cfg: Config, val_data: Dataset, device: torch.device, amp_dtype: torch.dtype | None,
-               env: DistEnv) -> Callable[[torch.nn.Module], dict]:
-    """Whole-volume validation with the predictor's sliding window, sharded over ranks and gathered."""
+               env: DistEnv, console: Console) -> Callable[[torch.nn.Module], dict]:
+    """Whole-volume validation with the predictor's sliding window, sharded over ranks and gathered.
+
+    The network validated is a copy of the model prepared as ``segkit predict`` prepares it (batch norm folded,
+    convolutions packed for oneDNN on the CPU: 2.6× faster there than the eager model, equal to float rounding), so
+    validation and prediction compute alike; each validated case prints one line (minutes each on a CPU)."""
     settings = WindowSettings.from_config(cfg)
     shard = Subset(val_data, list(shard_indices(len(val_data), env)))
 
     def predict_logits(network: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-        return sliding_window_logits(as_volume_model(network, cfg), image, settings, amp_dtype)
+        return sliding_window_logits(network, image, settings, amp_dtype)
+
+    def report(scores: CaseScores, seconds: float, done: list[int]) -> None:
+        done[0] += 1
+        console.print(escape(f"  validated {scores.case_id} ({done[0]}/{len(shard)}) in {seconds:.1f} s"))
 
     def validate(model: torch.nn.Module) -> dict:
-        scores = score_volumes(model, shard, predict_logits, cfg.model.num_classes, device,
-                               cfg.train.surface_tolerance, cfg.train.surface_metrics)
+        network = as_volume_model(prepare_for_inference(copy.deepcopy(model), cfg, device, amp_dtype), cfg)
+        done = [0]
+        scores = score_volumes(network, shard, predict_logits, cfg.model.num_classes, device,
+                               cfg.train.surface_tolerance, cfg.train.surface_metrics,
+                               on_case=lambda case, seconds: report(case, seconds, done))
         return summarise(rows_to_scores(gather_rows(scores_to_rows(scores, cfg.model.num_classes), device)))
 
     return validate
@@ -298,7 +318,12 @@ def run_training(cfg: Config, overwrite: bool = False, console: Console | None =
         from segkit.data.albu import check_on_a_patch
 
         check_on_a_patch(list(cfg.train.albumentations), cfg.model.in_channels, cfg.train.patch_size, cfg.seed)
-    cfg = checked_config(cfg, index, console)
+    cfg, stats = checked_config(cfg, index, console)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this machine, each with its own cache
+    plan = memory_cache_plan(cfg.data, [(c.shape, c.spacing) for c in stats], cfg.model.in_channels, local,
+                             available_memory_bytes())
+    if plan is not None:
+        console.print(plan)
     data = cfg.data
     train_cases, val_cases, splits = choose_split(index.training, data, cfg.seed)
     device = init_distributed(env, resolve_device(cfg.train.device, "train.device"))
@@ -316,7 +341,7 @@ def _train(cfg: Config, model: torch.nn.Module, train_cases: list, val_cases: li
     opt = build_optimisation(cfg, model, device, env)
     schedule = Schedule(cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.val_every, cfg.train.checkpoint_every,
                         cfg.train.stop_at_dice)
-    validate = _validator(cfg, validation_dataset(cfg, val_cases), device, opt.amp_dtype, env)
+    validate = _validator(cfg, validation_dataset(cfg, val_cases), device, opt.amp_dtype, env, console)
     names = class_name_list(declared_names(cfg.data.root), cfg.model.num_classes)  # dataset.json's, for tables
     with RunLog(run_dir, cfg.model.num_classes, enabled=env.is_main, class_names=names) as log:
         trainer = Trainer(opt, schedule, validate,

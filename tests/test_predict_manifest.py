@@ -128,3 +128,32 @@ def test_a_side_file_segkit_did_not_write_is_left_alone(random_checkpoint: Path,
         result.message
     assert notes.read_text() == "the user's notes" and not (out / "phantom_004.nii.gz").exists()
     assert _status(random_checkpoint, scan, out, preview=True, overwrite=True) == "written"
+
+
+def test_each_finished_case_prints_one_progress_line(random_checkpoint: Path, tiny_dataset: Path,
+                                                     tmp_path: Path) -> None:
+    """A batch is never silent until its closing table: one line per case as it finishes, with its stage times, a
+    failed case with its reason, numbered over the cases this run predicts (a skipped case is not counted)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(tiny_dataset / "imagesTs" / "phantom_004.nii.gz", folder)
+    shutil.copy(tiny_dataset / "imagesTr" / "phantom_000.nii.gz", folder)
+    (folder / "broken.nii.gz").write_bytes(b"not a nifti file")
+    out, text = tmp_path / "preds", StringIO()
+    run_prediction(random_checkpoint, [str(folder)], out, PredictOptions(device="cpu"), Console(file=text, width=300))
+    lines = [line for line in text.getvalue().splitlines() if line.startswith("[")]
+    assert len(lines) == 3 and {line.split()[0] for line in lines} == {"[1/3]", "[2/3]", "[3/3]"}
+    written = [line for line in lines if " written in " in line]
+    assert len(written) == 2 and all(re.search(r": read [\d.]+, compute [\d.]+, write [\d.]+$", w) for w in written)
+    (failed,) = [line for line in lines if "broken failed in" in line]
+    assert "broken.nii.gz" in failed
+    (out / "phantom_000.nii.gz").unlink()
+    text = StringIO()
+    run_prediction(random_checkpoint, [str(folder)], out, PredictOptions(device="cpu"), Console(file=text, width=300))
+    again = [line.split() for line in text.getvalue().splitlines() if line.startswith("[")]
+    assert sorted((words[0], words[1]) for words in again) in (
+        [("[1/2]", "broken"), ("[2/2]", "phantom_000")], [("[1/2]", "phantom_000"), ("[2/2]", "broken")])

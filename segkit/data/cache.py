@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,12 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from segkit.config import DataCfg
+from segkit.errors import ConfigError
 from segkit.io.atomic import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 1
+MEMORY_SHARE = 0.8  # of the memory available, what ``data.cache: memory`` may fill before it is refused
 META_KEYS = ("affine", "original_affine", "spatial_shape")
 
 
@@ -93,3 +96,46 @@ class DiskCached(MapTransform):
         array = np.load(array_path, mmap_mode="r", allow_pickle=False)
         extra = {k: np.asarray(meta[k]) for k in META_KEYS[1:] if k in meta}
         return MetaTensor(torch.from_numpy(np.array(array)), affine=torch.tensor(meta["affine"]), meta=extra)
+
+
+def preprocessed_bytes(sizes: Iterable[tuple[Sequence[int], Sequence[float]]], target: Sequence[float] | None,
+                       channels: int) -> int:
+    """Bytes that preprocessed volumes take in memory: float32 image channels and a uint8 label per voxel, after
+    resampling each ``(shape, spacing)`` (in the same axis order as ``target``; None keeps the native grid)."""
+    total = 0
+    for shape, spacing in sizes:
+        scale = [1.0] * len(shape) if target is None else [s / t for s, t in zip(spacing, target, strict=True)]
+        total += int(np.prod([max(1, round(n * f)) for n, f in zip(shape, scale, strict=True)], dtype=np.float64))
+    return total * (4 * channels + 1)
+
+
+def available_memory_bytes() -> int | None:
+    """The memory the kernel says can be allocated without swapping (``MemAvailable``); None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_cache_plan(data: DataCfg, sizes: list[tuple[Sequence[int], Sequence[float]]], channels: int,
+                      processes: int = 1, available: int | None = None) -> str | None:
+    """With ``data.cache: memory``, the line that says how much the cached training volumes take (each process on
+    the machine keeps its own copy); a ConfigError naming ``data.cache: disk`` where that is more than
+    ``MEMORY_SHARE`` of the ``available`` memory — the run would otherwise decode for minutes, then be killed.
+    ``sizes`` are the cases' ``(shape, spacing)`` in reoriented x, y, z order (the fingerprint's). None without it."""
+    if data.cache != "memory" or not sizes:
+        return None
+    target = data.spacing if isinstance(data.spacing, tuple) and data.image_dims == 3 else None
+    need = preprocessed_bytes(sizes, target, channels) * processes
+    grid = f"data.spacing {list(target)}" if target is not None else "their own grids"
+    each = f", × {processes} processes on this machine" if processes > 1 else ""
+    what = f"about {need / 2**30:.1f} GiB of preprocessed volumes ({len(sizes)} cases at {grid}{each})"
+    if available is not None and need > MEMORY_SHARE * available:
+        raise ConfigError(f"data.cache: memory would keep {what} but {available / 2**30:.1f} GiB of memory is "
+                          "available — set data.cache: disk (volumes decoded once into data.cache_dir and read back "
+                          "every epoch) or data.cache: none, or a coarser data.spacing")
+    return f"caching {what} in memory before the first step"

@@ -214,7 +214,9 @@ class Trainer:
         self.sync()
         improved = False
         if epoch % self.schedule.val_every == 0 or epoch == self.schedule.epochs:
+            started = time.perf_counter()
             record.update(self.validate(self.opt.evaluated))
+            record["val_seconds"] = time.perf_counter() - started
             self.log.log_validation(record)
             improved = _finite(record.get("mean_dice")) and record["mean_dice"] > state.best_metric
             if improved:
@@ -224,9 +226,10 @@ class Trainer:
             self.save("best", self.snapshot(resumable=False))
         self._save_last()
         dice = f"  val dice {record['mean_dice']:.4f}" if _finite(record.get("mean_dice")) else ""
+        validated = f", validation {record['val_seconds']:.1f} s" if "val_seconds" in record else ""
         if self.is_main:
             progress.console.print(f"epoch {epoch}/{self.schedule.epochs}  loss {record['train_loss']:.4f}{dice}  "
-                                   f"({record['seconds']:.1f} s)")
+                                   f"(training {record['seconds']:.1f} s{validated})")
 
 
 def _finite(value: Any) -> bool:

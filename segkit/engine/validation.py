@@ -8,6 +8,7 @@ gathered before ``summarise``.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from segkit.engine.metrics import dice_per_class, mean_foreground, surface_metri
 from segkit.runtime import class_indices
 
 PredictLogits = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+CaseDone = Callable[["CaseScores", float], None]  # called after each volume with its scores and seconds
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def _case_scores(case_id: str, item: Mapping, pred: torch.Tensor, num_classes: i
 
 def score_volumes(model: torch.nn.Module, volumes: Iterable[Mapping], predict_logits: PredictLogits,
                   num_classes: int, device: torch.device, tolerance_mm: float = 1.0,
-                  surface: bool = True) -> list[CaseScores]:
+                  surface: bool = True, on_case: CaseDone | None = None) -> list[CaseScores]:
     """Dice, HD95 (mm) and surface Dice at ``tolerance_mm`` of each foreground class, one entry per volume.
 
     Items are MONAI dicts with ``image`` (C, *spatial) and ``label`` (1, *spatial) of the preprocessed volume,
@@ -63,7 +65,8 @@ def score_volumes(model: torch.nn.Module, volumes: Iterable[Mapping], predict_lo
     sizes of the image's affine (a MetaTensor's); an image without an affine is taken as 1.0 mm per axis.
     ``surface=False`` skips the distance metrics (HD95 and NSD are then NaN). Empty-class conventions are those
     of ``dice_per_class`` and ``surface_metrics_per_class``. The model is evaluated in eval mode without
-    gradients; its training mode is restored afterwards.
+    gradients; its training mode is restored afterwards. ``on_case(scores, seconds)``, when given, is called after
+    each volume (a whole CT volume can take minutes on a CPU: the caller reports progress with it).
     """
     was_training = model.training
     model.eval()
@@ -71,11 +74,14 @@ def score_volumes(model: torch.nn.Module, volumes: Iterable[Mapping], predict_lo
     try:
         with torch.no_grad():
             for i, item in enumerate(volumes):
+                started = time.perf_counter()
                 image = torch.as_tensor(item["image"])[None].to(device)
                 pred = class_indices(predict_logits(model, image), 1)[0].cpu()
                 case_id = item.get("case_id")
                 case_id = f"case{i}" if case_id is None else str(case_id)
                 scores.append(_case_scores(case_id, item, pred, num_classes, tolerance_mm, surface))
+                if on_case is not None:
+                    on_case(scores[-1], time.perf_counter() - started)
     finally:
         model.train(was_training)
     return scores

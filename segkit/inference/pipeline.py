@@ -54,7 +54,8 @@ class Stages:
 def run_pipeline(items: Iterable[Item], stages: Stages, readers: int = 2, writers: int = 2,
                  lookahead: int = 1, expected: tuple[type[BaseException], ...] = (Exception,),
                  thread_setup: Callable[[], None] | None = None) -> Iterator[Outcome[Item]]:
-    """Yield one :class:`Outcome` per item as its write finishes (roughly in input order).
+    """Yield one :class:`Outcome` per item as its write finishes (roughly in input order): a write that finished
+    is yielded after the next compute at the latest, so a caller can report each case while later ones run.
 
     Exceptions of the ``expected`` types fail the item; anything else (e.g. KeyboardInterrupt)
     stops the pipeline. ``thread_setup`` runs once in each reader and writer thread.
@@ -89,7 +90,8 @@ def run_pipeline(items: Iterable[Item], stages: Stages, readers: int = 2, writer
                 continue
             writing.append((outcome, write_pool.submit(
                 _timed, "write", lambda value, o=outcome: stages.write(o.item, value), computed, outcome.seconds)))
-            while len(writing) > writers + lookahead:
+            # a finished write is reported at once (progress, and its manifest line before the next case's compute)
+            while writing and (len(writing) > writers + lookahead or writing[0][1].done()):
                 yield _finish(*writing.popleft(), expected)
         while writing:
             yield _finish(*writing.popleft(), expected)

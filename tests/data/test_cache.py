@@ -93,3 +93,25 @@ def test_a_2d_reading_of_a_flat_volume_is_not_served_its_3d_cache(tmp_path: Path
     assert validation_transforms(volume.data, tmp_path / "cache")(record)["image"].shape == (1, 12, 10, 1)
     served = validation_transforms(flat.data, tmp_path / "cache")(record)
     assert served["image"].shape == (1, 12, 10) and served["label"].shape == (1, 12, 10)
+
+
+def test_a_memory_cache_larger_than_the_memory_available_is_refused_with_the_disk_cache_named() -> None:
+    """``data.cache: memory`` keeps every preprocessed training volume (float32 image, uint8 label) in each process:
+    200 CT cases of 512×512×300 at 0.8 mm would fill over 70 GiB after an hour of silent decoding. The size is
+    estimated from the fingerprint's shapes and spacings, printed, and refused where it passes 80% of the memory
+    available."""
+    from segkit.config import DataCfg
+    from segkit.data.cache import memory_cache_plan, preprocessed_bytes
+    from segkit.errors import ConfigError
+
+    ct = [((512, 512, 300), (0.8, 0.8, 1.0))] * 200
+    assert preprocessed_bytes(ct[:1], (1.6, 1.6, 2.0), 1) == 256 * 256 * 150 * 5  # resampled, 4 + 1 bytes a voxel
+    assert preprocessed_bytes(ct[:1], None, 2) == 512 * 512 * 300 * 9
+    data = DataCfg(spacing=(0.8, 0.8, 1.0), cache="memory")
+    with pytest.raises(ConfigError, match=r"data\.cache: memory would keep about 73\.2 GiB .*200 cases.*"
+                                          r"16\.0 GiB of memory is available — set data\.cache: disk"):
+        memory_cache_plan(data, ct, 1, available=16 * 2**30)
+    line = memory_cache_plan(data, ct[:4], 1, processes=2, available=16 * 2**30)
+    assert line is not None and "about 2.9 GiB" in line and "× 2 processes" in line
+    assert memory_cache_plan(data.model_copy(update={"cache": "disk"}), ct, 1, available=2**30) is None
+    assert memory_cache_plan(data, ct, 1, available=None) is not None  # unknown memory: said, not refused

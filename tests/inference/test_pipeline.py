@@ -96,3 +96,28 @@ def test_no_warm_up_without_items() -> None:
     called = []
     assert not list(run_pipeline([], Stages(int, int, lambda i, v: v, warm_up=lambda: called.append(1))))
     assert not called
+
+
+def test_a_finished_write_is_yielded_before_later_cases_are_computed() -> None:
+    """A case whose label map is written comes out (its manifest line, its progress line) after the next compute at
+    the latest, not only once ``writers + lookahead`` later cases have been computed: a batch of CT volumes that
+    take a minute each must not stay silent for several of them."""
+    written = [threading.Event() for _ in range(6)]
+    computed: list[int] = []
+
+    def compute(item: int) -> int:
+        if item > 0:  # the previous case's write has finished before this compute ends
+            assert written[item - 1].wait(timeout=30)
+        computed.append(item)
+        return item
+
+    def write(item: int, value: int) -> int:
+        written[item].set()
+        return value
+
+    yielded_after = {}
+    for outcome in run_pipeline(range(6), Stages(lambda i: i, compute, write), readers=1, writers=1, lookahead=3):
+        yielded_after[outcome.item] = len(computed)
+    assert sorted(yielded_after) == list(range(6))
+    # one writer thread: write 0's future is done once write 1 has run, which compute 2 waits for
+    assert yielded_after[0] <= 3 and yielded_after[1] <= 4
