@@ -24,7 +24,6 @@ silently be the last flag's only).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,8 +111,7 @@ def default_out(keys: list[str]) -> Path:
     """The output folder when neither ``--out`` nor the spec names one: ``runs/compare-<varied keys>`` (shortened as
     in the variant labels, e.g. ``runs/compare-upsample``), beside ``segkit train``'s ``runs/…``; the same command run
     again finds its finished runs there."""
-    names = short_keys(keys)
-    return Path("runs") / "-".join(["compare", *(re.sub(r"[^A-Za-z0-9_.-]+", "-", names[key]) for key in keys)])
+    return Path("runs") / "-".join(["compare", *short_keys(keys).values()])  # schema keys: safe in a folder name
 
 
 def schema_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:

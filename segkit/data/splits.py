@@ -4,6 +4,7 @@ a splits file (nnU-Net's ``splits_final.json``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +31,24 @@ def split_train_val(cases: list[Case], val_fraction: float, seed: int) -> tuple[
 
 def kfold_splits(case_ids: list[str], folds: int, seed: int) -> list[Split]:
     """``folds`` splits (nnU-Net's splits_final.json shape): each case is validated in exactly one fold."""
-    if len(case_ids) < folds:
-        raise DataError(f"data.num_folds is {folds} but there are only {len(case_ids)} training cases")
-    order = np.random.default_rng(seed).permutation(sorted(case_ids))
-    chunks = np.array_split(order, folds)
-    return [{"train": sorted(set(order) - set(chunk)), "val": sorted(chunk.tolist())} for chunk in chunks]
+    return _folds(case_ids, folds, np.random.default_rng(seed).permutation)
 
 
 def nnunet_kfold_splits(case_ids: list[str], folds: int) -> list[Split]:
     """nnU-Net v2's folds for these cases, as its trainer makes ``splits_final.json`` when there is none: scikit-learn's
     ``KFold(folds, shuffle=True, random_state=12345)`` over the sorted case ids (``RandomState(12345).shuffle`` of
     their indices, cut into folds whose first ``n % folds`` hold one case more); each list in id order."""
+    return _folds(case_ids, folds, np.random.RandomState(NNUNET_SPLIT_SEED).permutation)
+
+
+def _folds(case_ids: list[str], folds: int, permutation: Callable[[int], np.ndarray]) -> list[Split]:
+    """The sorted ids' indices in the order ``permutation(n)`` gives, cut into ``folds`` validation chunks (the first
+    ``n % folds`` one case larger); train and val lists in id order."""
     if len(case_ids) < folds:
         raise DataError(f"data.num_folds is {folds} but there are only {len(case_ids)} training cases")
     ids = sorted(case_ids)
-    order = np.arange(len(ids))
-    np.random.RandomState(NNUNET_SPLIT_SEED).shuffle(order)
     splits = []
-    for chunk in np.array_split(order, folds):
+    for chunk in np.array_split(permutation(len(ids)), folds):
         val = set(chunk.tolist())
         splits.append({"train": [c for i, c in enumerate(ids) if i not in val],
                        "val": [c for i, c in enumerate(ids) if i in val]})
